@@ -1,0 +1,122 @@
+//! Layered configuration: defaults → TOML file → `MC_*` environment → flags, then the
+//! caller's `validate()`. Errors name the key and where its value came from.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        ConfigError::Invalid(msgs.join("; "))
+    }
+}
+
+/// Loads `T`. `file` is read if given (and must exist when `required`); environment
+/// variables `MC_<KEY>` (nested keys joined by `__`) come next; `flags` (only the fields
+/// set) win last.
+pub fn load<T, F>(file: Option<&Path>, required: bool, flags: &F) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+    F: Serialize,
+{
+    // Only variables naming a key of `T` are read, so an `MC_*` variable meant for another
+    // program does not trip `deny_unknown_fields`.
+    let known: Vec<String> = match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let env = Env::prefixed("MC_").split("__").filter(move |k| {
+        let top = k.as_str().split('.').next().unwrap_or("");
+        known.iter().any(|n| n.eq_ignore_ascii_case(top))
+    });
+    load_with_env(file, required, flags, env)
+}
+
+/// As `load`, with an explicit environment provider (tests pass `Env::raw().only(&[])`).
+pub fn load_with_env<T, F>(
+    file: Option<&Path>,
+    required: bool,
+    flags: &F,
+    env: Env,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+    F: Serialize,
+{
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if path.exists() {
+            fig = fig.merge(Toml::file_exact(path));
+        } else if required {
+            return Err(ConfigError::MissingFile(path.display().to_string()));
+        }
+    }
+    fig = fig.merge(env).merge(Serialized::defaults(flags));
+    Ok(fig.extract()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+    struct Cfg {
+        listen: String,
+        slots: u32,
+        nested: Nested,
+    }
+    #[derive(Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+    struct Nested {
+        name: String,
+    }
+    #[derive(Serialize, Default)]
+    struct Flags {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slots: Option<u32>,
+    }
+
+    #[test]
+    fn layers_in_order_and_names_bad_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"a:1\"\nslots = 3\n[nested]\nname = \"x\"\n",
+        )
+        .unwrap();
+        let none = || Env::raw().only(&["__NOTHING__"]);
+        let c: Cfg = load_with_env(Some(&path), true, &Flags::default(), none()).unwrap();
+        assert_eq!(c.slots, 3);
+        assert_eq!(c.nested.name, "x");
+        let c: Cfg = load_with_env(Some(&path), true, &Flags { slots: Some(9) }, none()).unwrap();
+        assert_eq!(c.slots, 9);
+
+        std::fs::write(&path, "slots = \"many\"\n").unwrap();
+        let err =
+            load_with_env::<Cfg, _>(Some(&path), true, &Flags::default(), none()).unwrap_err();
+        assert!(err.to_string().contains("slots"), "{err}");
+
+        std::fs::write(&path, "slots = [\n").unwrap();
+        let err =
+            load_with_env::<Cfg, _>(Some(&path), true, &Flags::default(), none()).unwrap_err();
+        assert!(err.to_string().contains("c.toml"), "{err}");
+
+        let missing = dir.path().join("nope.toml");
+        assert!(matches!(
+            load_with_env::<Cfg, _>(Some(&missing), true, &Flags::default(), none()),
+            Err(ConfigError::MissingFile(_))
+        ));
+    }
+}

@@ -1,0 +1,14 @@
+//! Plumbing shared by the Mission Control binaries: the clock, identities and certificates,
+//! mTLS for servers and clients, the per-RPC role check, telemetry and config loading.
+
+pub mod auth;
+pub mod certs;
+pub mod clock;
+pub mod config;
+pub mod grpc;
+pub mod identity;
+pub mod telemetry;
+pub mod tls;
+
+pub use clock::{Clock, Timestamp};
+pub use identity::{Identity, Role};

@@ -1,0 +1,143 @@
+//! Logging and tracing setup shared by every binary: human or JSON logs on stderr, and OTLP
+//! span export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. W3C trace context travels in gRPC
+//! metadata (see `grpc`), so one ticket's life forms one trace across the services.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?} (expected text or json)"
+            )),
+        }
+    }
+}
+
+/// Keeps the exporter alive; `shutdown` flushes pending spans.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes and stops span export. Safe to call more than once.
+    pub fn shutdown(&mut self) {
+        if let Some(p) = self.provider.take() {
+            if let Err(e) = p.force_flush() {
+                eprintln!("telemetry: flushing spans failed: {e}");
+            }
+            if let Err(e) = p.shutdown() {
+                eprintln!("telemetry: shutting down the exporter failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Installs the global subscriber. `RUST_LOG` overrides `default_filter`. If a subscriber is
+/// already installed (several services in one process), only the exporter is set up once.
+pub fn init(service: &str, format: LogFormat, default_filter: &str) -> Telemetry {
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let fmt = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_filter(filter())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(true)
+            .with_filter(filter())
+            .boxed(),
+    };
+
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let provider = endpoint.and_then(|_| match build_provider(service) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("telemetry: OTLP export disabled: {e}");
+            None
+        }
+    });
+    let otel = provider.as_ref().map(|p| {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service.to_string()))
+            .with_filter(EnvFilter::new("info,mc=debug,otel::tracing=trace"))
+    });
+    let installed = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .is_ok();
+    if !installed && provider.is_some() {
+        tracing::warn!(
+            "a tracing subscriber was already installed; spans of {service} are not exported"
+        );
+    }
+    Telemetry { provider }
+}
+
+fn build_provider(
+    service: &str,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::WithExportConfig;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Ok(ep) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        builder = builder.with_endpoint(ep);
+    }
+    let exporter = builder.build()?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service.to_string())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// The current span's W3C `traceparent`, for handing to a child process.
+pub fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let ctx = tracing::Span::current().context();
+    let sc = ctx.span().span_context().clone();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}

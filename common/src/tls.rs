@@ -1,0 +1,397 @@
+//! mTLS for servers and clients.
+//!
+//! Servers accept TLS with a client verifier that checks the handshake signature (proof that
+//! the peer holds the certificate's key) but defers the *chain* check to the RPC layer
+//! (`auth`). That is what lets a caller with no certificate, an unknown CA or an expired
+//! certificate receive a clear gRPC `Unauthenticated` naming the problem instead of a bare TLS
+//! alert. No RPC reaches a handler before `auth` has verified the chain. See ADR 0002.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::server::Connected;
+
+use crate::certs::TlsFiles;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("tls: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = rustls_pemfile::certs(&mut &*pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Invalid(format!("bad PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Invalid("no certificate in PEM".into()));
+    }
+    Ok(certs)
+}
+
+fn pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    rustls_pemfile::private_key(&mut &*pem)
+        .map_err(|e| TlsError::Invalid(format!("bad PEM key: {e}")))?
+        .ok_or_else(|| TlsError::Invalid("no private key in PEM".into()))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The URIs in a certificate's subject alternative names.
+pub fn san_uris(der: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some((*u).to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loaded key material of one holder, plus the CA that anchors trust.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl TlsMaterial {
+    pub fn load(files: &TlsFiles) -> Result<TlsMaterial, TlsError> {
+        Ok(TlsMaterial {
+            ca_pem: read(&files.ca)?,
+            cert_pem: read(&files.cert)?,
+            key_pem: read(&files.key)?,
+        })
+    }
+
+    /// The identity in this holder's own certificate.
+    pub fn identity(&self) -> Result<crate::Identity, TlsError> {
+        let certs = pem_certs(&self.cert_pem)?;
+        san_uris(&certs[0])
+            .iter()
+            .find_map(|u| crate::Identity::parse_uri(u).ok())
+            .ok_or_else(|| TlsError::Invalid("certificate has no spiffe identity SAN".into()))
+    }
+
+    /// Trust anchors and the verifier of client chains, for the RPC layer.
+    pub fn chain_verifier(&self) -> Result<ChainVerifier, TlsError> {
+        ChainVerifier::new(&self.ca_pem)
+    }
+
+    /// A TLS acceptor for a gRPC server (ALPN h2) that requests client certificates.
+    pub fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        let provider = provider();
+        let ca = pem_certs(&self.ca_pem)?;
+        let hints = ca
+            .iter()
+            .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
+            .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+            .collect();
+        let verifier = Arc::new(DeferredClientVerifier {
+            hints,
+            algs: provider.signature_verification_algorithms,
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(pem_certs(&self.cert_pem)?, pem_key(&self.key_pem)?)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// tonic client TLS settings: trust our CA, present our certificate.
+    pub fn client_config(&self, domain: Option<&str>) -> tonic::transport::ClientTlsConfig {
+        let mut cfg = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &self.cert_pem,
+                &self.key_pem,
+            ));
+        if let Some(d) = domain {
+            cfg = cfg.domain_name(d);
+        }
+        cfg
+    }
+}
+
+/// Requests a client certificate, verifies the handshake signature, and leaves the chain to
+/// `ChainVerifier` in the RPC layer.
+#[derive(Debug)]
+struct DeferredClientVerifier {
+    hints: Vec<DistinguishedName>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for DeferredClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Deliberately deferred: see the module docs and auth::Authorizer.
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Why a presented client certificate is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error(
+        "no client certificate presented: connect with a certificate issued by `mc certs issue`"
+    )]
+    Missing,
+    #[error("client certificate is not signed by this installation's CA")]
+    UnknownIssuer,
+    #[error("client certificate expired at {0}")]
+    Expired(String),
+    #[error("client certificate is not valid before {0}")]
+    NotYetValid(String),
+    #[error("client certificate rejected: {0}")]
+    Other(String),
+}
+
+/// Verifies client certificate chains against the CA.
+#[derive(Clone)]
+pub struct ChainVerifier {
+    anchors: Arc<Vec<rustls_pki_types::TrustAnchor<'static>>>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ChainVerifier {
+    pub fn new(ca_pem: &[u8]) -> Result<ChainVerifier, TlsError> {
+        let anchors = pem_certs(ca_pem)?
+            .iter()
+            .map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| TlsError::Invalid(format!("bad CA certificate: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ChainVerifier {
+            anchors: Arc::new(anchors),
+            algs: provider().signature_verification_algorithms,
+        })
+    }
+
+    /// Verifies `chain` (end entity first) for client authentication at `now_unix`.
+    pub fn verify(
+        &self,
+        chain: &[CertificateDer<'static>],
+        now_unix: i64,
+    ) -> Result<(), ChainError> {
+        let Some((ee, intermediates)) = chain.split_first() else {
+            return Err(ChainError::Missing);
+        };
+        let cert = webpki::EndEntityCert::try_from(ee)
+            .map_err(|e| ChainError::Other(format!("unparsable certificate: {e}")))?;
+        let now =
+            UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now_unix).unwrap_or(0)));
+        let fmt_time = |t: UnixTime| {
+            crate::Timestamp(
+                i64::try_from(t.as_secs())
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            )
+            .to_rfc3339()
+        };
+        cert.verify_for_usage(
+            self.algs.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map(|_| ())
+        .map_err(|e| match e {
+            webpki::Error::UnknownIssuer => ChainError::UnknownIssuer,
+            webpki::Error::CertExpired { not_after, .. } => {
+                ChainError::Expired(fmt_time(not_after))
+            }
+            webpki::Error::CertNotValidYet { not_before, .. } => {
+                ChainError::NotYetValid(fmt_time(not_before))
+            }
+            other => ChainError::Other(other.to_string()),
+        })
+    }
+}
+
+/// What the RPC layer learns about a connection: the peer address and its certificates.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub remote: Option<SocketAddr>,
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// A server-side TLS connection that tonic can serve.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop. A failed or slow
+/// handshake affects only its own connection.
+pub fn incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            if tx.is_closed() {
+                break;
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                let stream = match hs {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "tls handshake timed out");
+                        return;
+                    }
+                };
+                let certs = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()));
+                let conn = TlsConn {
+                    inner: stream,
+                    info: PeerInfo {
+                        remote: Some(remote),
+                        certs,
+                    },
+                };
+                let _ = tx.send(Ok(conn)).await;
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

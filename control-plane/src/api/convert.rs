@@ -1,0 +1,640 @@
+//! The one place proto types meet domain types. Requests convert with validation (a bad
+//! field becomes a `FieldError` naming it); responses convert infallibly.
+
+use std::collections::BTreeMap;
+
+use mc_common::Timestamp;
+use mc_proto as pb;
+use prost_types::Duration as PbDuration;
+
+use crate::board::{CreateTicket, InboxItem};
+use crate::domain::validate::{self as v, FieldError};
+use crate::domain::{
+    AcceptanceResult, Attempt, AttemptOutcome, Decision, DecisionKind, DecisionLayer,
+    DecisionPoint, Event, EventKind, Evidence, Lane, LaneAssignment, LogChunk, Money, Project,
+    Source, State, Ticket, WorkerRecord, WorkerState,
+};
+
+use mc_proto::prost_types;
+
+pub type R<T> = Result<T, FieldError>;
+
+fn ts(t: Timestamp) -> Option<prost_types::Timestamp> {
+    Some(t.to_proto())
+}
+
+fn ms_duration(ms: i64) -> Option<PbDuration> {
+    Some(PbDuration {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    })
+}
+
+pub fn positive_id(field: &str, id: i64) -> R<i64> {
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be a positive id, got {id}"),
+        ))
+    }
+}
+
+// ---- enums ----
+
+pub fn state_to_pb(s: State) -> pb::TicketState {
+    use pb::TicketState as P;
+    match s {
+        State::Queued => P::Queued,
+        State::Offered => P::Offered,
+        State::Running => P::Running,
+        State::NeedsInput => P::NeedsInput,
+        State::InReview => P::InReview,
+        State::Verifying => P::Verifying,
+        State::Deciding => P::Deciding,
+        State::Blocked => P::Blocked,
+        State::Waiting => P::Waiting,
+        State::Escalated => P::Escalated,
+        State::Done => P::Done,
+        State::Failed => P::Failed,
+        State::Cancelled => P::Cancelled,
+    }
+}
+
+pub fn state_from_pb(field: &str, v: i32) -> R<State> {
+    let p = pb::TicketState::try_from(v)
+        .map_err(|_| FieldError::new(field, format!("unknown ticket state {v}")))?;
+    State::ALL
+        .into_iter()
+        .find(|s| state_to_pb(*s) == p)
+        .ok_or_else(|| FieldError::new(field, "must name a ticket state"))
+}
+
+pub fn lane_to_pb(l: Lane) -> pb::Lane {
+    match l {
+        Lane::Planner => pb::Lane::Planner,
+        Lane::Designer => pb::Lane::Designer,
+        Lane::Coder => pb::Lane::Coder,
+        Lane::Qa => pb::Lane::Qa,
+        Lane::Tester => pb::Lane::Tester,
+        Lane::Validator => pb::Lane::Validator,
+    }
+}
+
+pub fn lane_from_pb(field: &str, v: i32) -> R<Lane> {
+    let p =
+        pb::Lane::try_from(v).map_err(|_| FieldError::new(field, format!("unknown lane {v}")))?;
+    Lane::ALL
+        .iter()
+        .copied()
+        .find(|l| lane_to_pb(*l) == p)
+        .ok_or_else(|| FieldError::new(field, "must name a lane"))
+}
+
+pub fn source_to_pb(s: Source) -> pb::TicketSource {
+    match s {
+        Source::Cli => pb::TicketSource::Cli,
+        Source::Chat => pb::TicketSource::Chat,
+        Source::GithubIssue => pb::TicketSource::GithubIssue,
+        Source::Api => pb::TicketSource::Api,
+        Source::Console => pb::TicketSource::Console,
+    }
+}
+
+pub fn source_from_pb(field: &str, v: i32) -> R<Source> {
+    let p = pb::TicketSource::try_from(v)
+        .map_err(|_| FieldError::new(field, format!("unknown ticket source {v}")))?;
+    Ok(match p {
+        pb::TicketSource::Unspecified | pb::TicketSource::Api => Source::Api,
+        pb::TicketSource::Cli => Source::Cli,
+        pb::TicketSource::Chat => Source::Chat,
+        pb::TicketSource::GithubIssue => Source::GithubIssue,
+        pb::TicketSource::Console => Source::Console,
+    })
+}
+
+pub fn decision_kind_to_pb(k: DecisionKind) -> pb::DecisionKind {
+    match k {
+        DecisionKind::Advance => pb::DecisionKind::Advance,
+        DecisionKind::ReturnForFixes => pb::DecisionKind::ReturnForFixes,
+        DecisionKind::Block => pb::DecisionKind::Block,
+        DecisionKind::Escalate => pb::DecisionKind::Escalate,
+        DecisionKind::Unstick => pb::DecisionKind::Unstick,
+        DecisionKind::Wait => pb::DecisionKind::Wait,
+    }
+}
+
+pub fn decision_kind_from_pb(field: &str, v: i32) -> R<DecisionKind> {
+    let p = pb::DecisionKind::try_from(v)
+        .map_err(|_| FieldError::new(field, format!("unknown decision {v}")))?;
+    DecisionKind::ALL
+        .iter()
+        .copied()
+        .find(|k| decision_kind_to_pb(*k) == p)
+        .ok_or_else(|| FieldError::new(field, "must name a decision"))
+}
+
+pub fn layer_to_pb(l: DecisionLayer) -> pb::DecisionLayer {
+    match l {
+        DecisionLayer::Guardrail => pb::DecisionLayer::Guardrail,
+        DecisionLayer::Brain => pb::DecisionLayer::Brain,
+        DecisionLayer::Operator => pb::DecisionLayer::Operator,
+    }
+}
+
+pub fn point_to_pb(p: DecisionPoint) -> pb::DecisionPoint {
+    match p {
+        DecisionPoint::AttemptFinished => pb::DecisionPoint::AttemptFinished,
+        DecisionPoint::Silent => pb::DecisionPoint::Silent,
+        DecisionPoint::Repeating => pb::DecisionPoint::Repeating,
+        DecisionPoint::ProcessGone => pb::DecisionPoint::ProcessGone,
+        DecisionPoint::WorkerLost => pb::DecisionPoint::WorkerLost,
+        DecisionPoint::Dependency => pb::DecisionPoint::Dependency,
+    }
+}
+
+pub fn outcome_to_pb(o: AttemptOutcome) -> pb::AttemptOutcome {
+    use pb::AttemptOutcome as P;
+    match o {
+        AttemptOutcome::Active => P::Active,
+        AttemptOutcome::Exited => P::Exited,
+        AttemptOutcome::TimedOut => P::TimedOut,
+        AttemptOutcome::Cancelled => P::Cancelled,
+        AttemptOutcome::Lost => P::Lost,
+        AttemptOutcome::Lapsed => P::Lapsed,
+        AttemptOutcome::Refused => P::Refused,
+        AttemptOutcome::SpawnFailed => P::SpawnFailed,
+        AttemptOutcome::UsageLimited => P::UsageLimited,
+        AttemptOutcome::BudgetExceeded => P::BudgetExceeded,
+        AttemptOutcome::Superseded => P::Superseded,
+    }
+}
+
+pub fn outcome_from_pb(field: &str, v: i32) -> R<AttemptOutcome> {
+    let p = pb::AttemptOutcome::try_from(v)
+        .map_err(|_| FieldError::new(field, format!("unknown attempt outcome {v}")))?;
+    AttemptOutcome::ALL
+        .iter()
+        .copied()
+        .find(|o| outcome_to_pb(*o) == p)
+        .ok_or_else(|| FieldError::new(field, "must name an outcome"))
+}
+
+pub fn event_kind_to_pb(k: EventKind) -> pb::EventKind {
+    use pb::EventKind as P;
+    match k {
+        EventKind::Created => P::Created,
+        EventKind::StateChanged => P::StateChanged,
+        EventKind::Offered => P::Offered,
+        EventKind::Started => P::Started,
+        EventKind::Question => P::Question,
+        EventKind::Answered => P::Answered,
+        EventKind::Signal => P::Signal,
+        EventKind::AttemptFinished => P::AttemptFinished,
+        EventKind::Evidence => P::Evidence,
+        EventKind::Decision => P::Decision,
+        EventKind::Cancelled => P::Cancelled,
+        EventKind::Retried => P::Retried,
+        EventKind::Requeued => P::Requeued,
+        EventKind::Flagged => P::Flagged,
+        EventKind::Escalated => P::Escalated,
+        EventKind::Resolved => P::Resolved,
+        EventKind::Cost => P::Cost,
+        EventKind::Woken => P::Woken,
+    }
+}
+
+pub fn worker_state_to_pb(s: WorkerState) -> pb::WorkerState {
+    match s {
+        WorkerState::Connected => pb::WorkerState::Connected,
+        WorkerState::Draining => pb::WorkerState::Draining,
+        WorkerState::Lost => pb::WorkerState::Lost,
+        WorkerState::Disconnected => pb::WorkerState::Disconnected,
+    }
+}
+
+// ---- responses ----
+
+pub fn ticket(t: &Ticket) -> pb::Ticket {
+    pb::Ticket {
+        id: t.id,
+        project: t.project.clone(),
+        title: t.title.clone(),
+        body: t.body.clone(),
+        workflow: t.workflow.clone(),
+        phase_index: i32::try_from(t.phase_index).unwrap_or(i32::MAX),
+        lane: lane_to_pb(t.lane) as i32,
+        state: state_to_pb(t.state) as i32,
+        state_reason: t.state_reason.clone(),
+        priority: t.priority,
+        depends_on: t.depends_on.clone(),
+        rounds: t
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, n)| pb::PhaseRound {
+                phase_index: i32::try_from(i).unwrap_or(i32::MAX),
+                lane: 0,
+                rounds: i32::try_from(*n).unwrap_or(i32::MAX),
+            })
+            .collect(),
+        branch: t.branch.clone(),
+        pr_url: t.pr_url.clone(),
+        cost_usd: t.cost.usd(),
+        budget_usd: t.budget.usd(),
+        source: source_to_pb(t.source) as i32,
+        labels: t.labels.clone(),
+        created_at: ts(t.created_at),
+        updated_at: ts(t.updated_at),
+        wake_at: t.wake_at.and_then(ts),
+        epoch: t.epoch,
+        current_attempt_id: t.current_attempt_id.unwrap_or(0),
+        version: t.version,
+    }
+}
+
+pub fn evidence(e: &Evidence) -> pb::Evidence {
+    pb::Evidence {
+        commits: e.commits,
+        base_ref: e.base_ref.clone(),
+        head_sha: e.head_sha.clone(),
+        diffstat: e.diffstat.clone(),
+        changed_files: e.changed_files.clone(),
+        rescued_sha: e.rescued_sha.clone(),
+        acceptance: e
+            .acceptance
+            .iter()
+            .map(|a| pb::AcceptanceResult {
+                command: a.command.clone(),
+                exit_code: a.exit_code,
+                duration: ms_duration(a.duration_ms),
+                output_tail: a.output_tail.clone(),
+                timed_out: a.timed_out,
+            })
+            .collect(),
+        done_summary: e.done_summary.clone(),
+        questions: e.questions.clone(),
+        artifacts: e.artifacts.clone(),
+        cost_usd: e.cost.usd(),
+        tokens_in: e.tokens_in,
+        tokens_out: e.tokens_out,
+        done_claimed: e.done_claimed,
+        exit_code: e.exit_code,
+        output_tail: e.output_tail.clone(),
+        runtime_identity: e.runtime_identity.clone(),
+        acceptance_configured: e.acceptance_configured,
+    }
+}
+
+pub fn attempt(a: &Attempt) -> pb::Attempt {
+    pb::Attempt {
+        id: a.id,
+        ticket_id: a.ticket_id,
+        phase_index: i32::try_from(a.phase_index).unwrap_or(i32::MAX),
+        lane: lane_to_pb(a.lane) as i32,
+        profile: a.profile.clone(),
+        worker: a.worker.clone(),
+        host: a.host.clone(),
+        epoch: a.epoch,
+        lease_expires_at: ts(a.lease_expires_at),
+        runtime_id: a.runtime_id.clone(),
+        pid: a.pid,
+        offered_at: ts(a.offered_at),
+        started_at: a.started_at.and_then(ts),
+        ended_at: a.ended_at.and_then(ts),
+        outcome: outcome_to_pb(a.outcome) as i32,
+        reason: a.reason.clone(),
+        cost_usd: a.cost.usd(),
+        tokens_in: a.tokens_in,
+        tokens_out: a.tokens_out,
+        evidence: a.evidence.as_ref().map(evidence),
+        branch: a.branch.clone(),
+        worktree: a.worktree.clone(),
+    }
+}
+
+pub fn event(e: &Event) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        ticket_id: e.ticket_id,
+        at: ts(e.at),
+        kind: event_kind_to_pb(e.kind) as i32,
+        actor: e.actor.clone(),
+        from_state: e.from_state.map(|s| state_to_pb(s) as i32).unwrap_or(0),
+        to_state: e.to_state.map(|s| state_to_pb(s) as i32).unwrap_or(0),
+        message: e.message.clone(),
+        attempt_id: e.attempt_id.unwrap_or(0),
+        epoch: e.epoch.unwrap_or(0),
+        project: e.project.clone(),
+    }
+}
+
+pub fn decision(d: &Decision) -> pb::Decision {
+    pb::Decision {
+        id: d.id,
+        ticket_id: d.ticket_id,
+        attempt_id: d.attempt_id.unwrap_or(0),
+        kind: decision_kind_to_pb(d.kind) as i32,
+        reason: d.reason.clone(),
+        points: d.points.clone(),
+        next_prompt: d.next_prompt.clone(),
+        layer: layer_to_pb(d.layer) as i32,
+        source: d.source.clone(),
+        latency: ms_duration(d.latency_ms),
+        at: ts(d.at),
+        wait_until: d.wait_until.and_then(ts),
+        point: point_to_pb(d.point) as i32,
+    }
+}
+
+pub fn project(p: &Project, checkouts: Vec<pb::Checkout>) -> pb::Project {
+    pb::Project {
+        slug: p.slug.clone(),
+        name: p.name.clone(),
+        default_branch: p.default_branch.clone(),
+        github_repo: p.github_repo.clone(),
+        acceptance: p
+            .acceptance
+            .iter()
+            .map(|(l, cmds)| pb::AcceptanceGate {
+                lane: lane_to_pb(*l) as i32,
+                commands: cmds.clone(),
+            })
+            .collect(),
+        default_workflow: p.default_workflow.clone(),
+        env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        budget_usd: p.budget.usd(),
+        created_at: ts(p.created_at),
+        checkouts,
+    }
+}
+
+pub fn log_chunk(c: &LogChunk) -> pb::LogChunk {
+    pb::LogChunk {
+        attempt_id: c.attempt_id,
+        seq: c.seq,
+        data: c.data.clone(),
+        at: ts(c.at),
+    }
+}
+
+pub fn inbox_item(i: &InboxItem) -> pb::InboxItem {
+    pb::InboxItem {
+        ticket: Some(ticket(&i.ticket)),
+        reason: i.reason.clone(),
+        decision: i.decision.as_ref().map(decision),
+        question: i.question.clone(),
+    }
+}
+
+pub fn lane_assignment(a: &LaneAssignment) -> pb::LaneAssignment {
+    pb::LaneAssignment {
+        lane: lane_to_pb(a.lane) as i32,
+        profile: a.profile.clone(),
+        preferred_hosts: a.preferred_hosts.clone(),
+    }
+}
+
+pub fn worker_record(w: &WorkerRecord) -> pb::Worker {
+    pb::Worker {
+        name: w.name.clone(),
+        host: w.host.clone(),
+        version: w.version.clone(),
+        state: worker_state_to_pb(w.state) as i32,
+        profiles: w.profiles.clone(),
+        checkouts: w
+            .checkouts
+            .iter()
+            .map(|c| pb::Checkout {
+                project: c.project.clone(),
+                path: c.path.clone(),
+                host: w.host.clone(),
+            })
+            .collect(),
+        slots: i32::try_from(w.slots).unwrap_or(i32::MAX),
+        free_slots: 0,
+        labels: w.labels.clone(),
+        last_seen: ts(w.last_seen),
+        connected_at: ts(w.connected_at),
+        runtimes: Vec::new(),
+        os: w.os.clone(),
+    }
+}
+
+// ---- requests ----
+
+pub fn create_ticket(r: pb::CreateTicketRequest, max_budget: f64) -> R<CreateTicket> {
+    v::slug("project", &r.project)?;
+    v::title("title", &r.title)?;
+    v::text("body", &r.body, v::MAX_BODY, false)?;
+    if !r.workflow.is_empty() {
+        v::label("workflow", &r.workflow)?;
+    }
+    if r.priority.abs() > v::MAX_PRIORITY {
+        return Err(FieldError::new(
+            "priority",
+            format!(
+                "must be between -{0} and {0}, got {1}",
+                v::MAX_PRIORITY,
+                r.priority
+            ),
+        ));
+    }
+    if r.depends_on.len() > v::MAX_DEPENDS {
+        return Err(FieldError::new(
+            "depends_on",
+            format!(
+                "{} dependencies, the limit is {}",
+                r.depends_on.len(),
+                v::MAX_DEPENDS
+            ),
+        ));
+    }
+    for (i, d) in r.depends_on.iter().enumerate() {
+        positive_id(&format!("depends_on[{i}]"), *d)?;
+    }
+    let mut deps = r.depends_on.clone();
+    deps.sort_unstable();
+    deps.dedup();
+    if r.labels.len() > v::MAX_LABELS {
+        return Err(FieldError::new(
+            "labels",
+            format!("{} labels, the limit is {}", r.labels.len(), v::MAX_LABELS),
+        ));
+    }
+    for (i, l) in r.labels.iter().enumerate() {
+        v::label(&format!("labels[{i}]"), l)?;
+    }
+    let mut labels = r.labels.clone();
+    labels.sort();
+    labels.dedup();
+    v::usd("budget_usd", r.budget_usd, max_budget)?;
+    let key = r.idempotency_key.trim().to_string();
+    v::text("idempotency_key", &key, v::MAX_IDEMPOTENCY_KEY, false)?;
+    Ok(CreateTicket {
+        project: r.project,
+        title: r.title.trim().to_string(),
+        body: r.body,
+        workflow: (!r.workflow.is_empty()).then_some(r.workflow),
+        priority: r.priority,
+        depends_on: deps,
+        labels,
+        budget: (r.budget_usd > 0.0).then(|| Money::from_usd(r.budget_usd)),
+        source: source_from_pb("source", r.source)?,
+        idempotency_key: (!key.is_empty()).then_some(key),
+    })
+}
+
+pub fn project_from_pb(p: Option<pb::Project>, max_budget: f64) -> R<Project> {
+    let p = p.ok_or_else(|| FieldError::new("project", "is required"))?;
+    v::slug("project.slug", &p.slug)?;
+    let name = if p.name.trim().is_empty() {
+        p.slug.clone()
+    } else {
+        p.name.trim().to_string()
+    };
+    v::title("project.name", &name)?;
+    let default_branch = if p.default_branch.is_empty() {
+        "main".to_string()
+    } else {
+        p.default_branch
+    };
+    v::branch("project.default_branch", &default_branch)?;
+    if !p.github_repo.is_empty() {
+        let ok = p.github_repo.split('/').count() == 2
+            && p.github_repo.split('/').all(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            });
+        if !ok {
+            return Err(FieldError::new(
+                "project.github_repo",
+                format!("{:?} is not of the form owner/repo", p.github_repo),
+            ));
+        }
+    }
+    let mut acceptance = BTreeMap::new();
+    for (i, g) in p.acceptance.iter().enumerate() {
+        let lane = lane_from_pb(&format!("project.acceptance[{i}].lane"), g.lane)?;
+        if g.commands.len() > v::MAX_COMMANDS {
+            return Err(FieldError::new(
+                format!("project.acceptance[{i}].commands"),
+                format!(
+                    "{} commands, the limit is {}",
+                    g.commands.len(),
+                    v::MAX_COMMANDS
+                ),
+            ));
+        }
+        for (j, c) in g.commands.iter().enumerate() {
+            v::text(
+                &format!("project.acceptance[{i}].commands[{j}]"),
+                c,
+                v::MAX_COMMAND,
+                true,
+            )?;
+        }
+        if acceptance.insert(lane, g.commands.clone()).is_some() {
+            return Err(FieldError::new(
+                format!("project.acceptance[{i}].lane"),
+                format!("lane {lane} is listed twice"),
+            ));
+        }
+    }
+    if p.env.len() > v::MAX_ENV {
+        return Err(FieldError::new(
+            "project.env",
+            format!("{} variables, the limit is {}", p.env.len(), v::MAX_ENV),
+        ));
+    }
+    let mut env = BTreeMap::new();
+    for (k, val) in p.env {
+        v::env_key(&format!("project.env.{k}"), &k)?;
+        v::text(&format!("project.env.{k}"), &val, v::MAX_ENV_VALUE, false)?;
+        env.insert(k, val);
+    }
+    let workflow = if p.default_workflow.is_empty() {
+        "solo".to_string()
+    } else {
+        p.default_workflow
+    };
+    v::label("project.default_workflow", &workflow)?;
+    v::usd("project.budget_usd", p.budget_usd, max_budget)?;
+    Ok(Project {
+        slug: p.slug,
+        name,
+        default_branch,
+        github_repo: p.github_repo,
+        acceptance,
+        default_workflow: workflow,
+        env,
+        budget: Money::from_usd(p.budget_usd),
+        created_at: Timestamp(0),
+    })
+}
+
+pub fn acceptance_result(a: &pb::AcceptanceResult) -> AcceptanceResult {
+    AcceptanceResult {
+        command: a.command.clone(),
+        exit_code: a.exit_code,
+        duration_ms: a
+            .duration
+            .as_ref()
+            .map(|d| {
+                d.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(d.nanos) / 1_000_000)
+            })
+            .unwrap_or(0),
+        output_tail: a.output_tail.clone(),
+        timed_out: a.timed_out,
+    }
+}
+
+/// Evidence from a worker, with lengths clamped so a hostile report cannot bloat the board.
+pub fn evidence_from_pb(e: &pb::Evidence) -> R<Evidence> {
+    v::usd("evidence.cost_usd", e.cost_usd, 1_000_000.0)?;
+    let clamp = |s: &str, n: usize| crate::board::preview(s, n);
+    Ok(Evidence {
+        commits: e.commits.max(0),
+        base_ref: clamp(&e.base_ref, 200),
+        head_sha: clamp(&e.head_sha, 80),
+        diffstat: clamp(&e.diffstat, 8 * 1024),
+        changed_files: e
+            .changed_files
+            .iter()
+            .take(500)
+            .map(|f| clamp(f, 500))
+            .collect(),
+        rescued_sha: clamp(&e.rescued_sha, 80),
+        acceptance: e
+            .acceptance
+            .iter()
+            .take(50)
+            .map(acceptance_result)
+            .map(|mut a| {
+                a.command = clamp(&a.command, v::MAX_COMMAND);
+                a.output_tail = clamp(&a.output_tail, 8 * 1024);
+                a
+            })
+            .collect(),
+        done_summary: clamp(&e.done_summary, 4 * 1024),
+        questions: e
+            .questions
+            .iter()
+            .take(20)
+            .map(|q| clamp(q, 2 * 1024))
+            .collect(),
+        artifacts: e.artifacts.iter().take(50).map(|a| clamp(a, 500)).collect(),
+        cost: Money::from_usd(e.cost_usd),
+        tokens_in: e.tokens_in.max(0),
+        tokens_out: e.tokens_out.max(0),
+        done_claimed: e.done_claimed,
+        exit_code: e.exit_code,
+        output_tail: clamp(&e.output_tail, 16 * 1024),
+        runtime_identity: clamp(&e.runtime_identity, 200),
+        acceptance_configured: e.acceptance_configured,
+    })
+}

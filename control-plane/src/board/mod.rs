@@ -1,0 +1,305 @@
+//! The board: the only writer of ticket state. Every change is read → pure transition →
+//! compare-and-set commit (retried on a concurrent change) → effects handed to the reactor.
+//! A change is durable before anyone is told about it.
+
+mod operator;
+
+use std::sync::Arc;
+
+use mc_common::{Clock, Timestamp};
+use tokio::sync::{mpsc, watch};
+
+use crate::domain::validate::FieldError;
+use crate::domain::{
+    Action, AttemptOutcome, EventKind, Lane, LaneAssignment, Money, NewEvent, State, Ticket,
+    TransitionError, Trigger, transition, workflow::Workflows,
+};
+use crate::store::{AttemptPatch, Change, Committed, Fence, Store, StoreError};
+
+pub use operator::{CreateTicket, History, InboxItem, fix_brief};
+pub(crate) use operator::{join_ids, preview};
+
+/// How many times a change is retried when the ticket moved underneath it.
+const CAS_RETRIES: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Stale(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for BoardError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(w) => BoardError::NotFound(w),
+            StoreError::AlreadyExists(w) => BoardError::AlreadyExists(w),
+            StoreError::FailedPrecondition(m) => BoardError::FailedPrecondition(m),
+            e @ StoreError::StaleEpoch { .. } => BoardError::Stale(e.to_string()),
+            e @ StoreError::Conflict { .. } => BoardError::Busy(e.to_string()),
+            StoreError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                    BoardError::Unavailable(format!("database unavailable: {e}"))
+                }
+                other => BoardError::Internal(format!("database: {other}")),
+            },
+            e @ (StoreError::Corrupt(_) | StoreError::Migrate(_)) => {
+                BoardError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<TransitionError> for BoardError {
+    fn from(e: TransitionError) -> Self {
+        BoardError::FailedPrecondition(e.to_string())
+    }
+}
+
+/// Budget limits (DESIGN §10).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetPolicy {
+    pub per_ticket_default: Money,
+    pub per_ticket_max: Money,
+    pub daily: Money,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        BudgetPolicy {
+            per_ticket_default: Money::from_usd(5.0),
+            per_ticket_max: Money::from_usd(10.0),
+            daily: Money::from_usd(50.0),
+        }
+    }
+}
+
+/// What a committed change asks the outer loop to do.
+#[derive(Debug, Clone)]
+pub struct Effect {
+    pub before: Ticket,
+    pub after: Ticket,
+    pub trigger: Trigger,
+    pub actions: Vec<Action>,
+}
+
+pub type Effects = mpsc::UnboundedReceiver<Effect>;
+
+/// A cheap handle to the board.
+#[derive(Clone)]
+pub struct Board {
+    inner: Arc<Inner>,
+}
+
+/// What the board needs from configuration.
+#[derive(Debug, Clone)]
+pub struct BoardConfig {
+    pub workflows: Workflows,
+    pub budget: BudgetPolicy,
+    /// The lane registry before any `mc lanes set`.
+    pub lane_defaults: Vec<LaneAssignment>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Clock,
+    workflows: Workflows,
+    budget: BudgetPolicy,
+    lane_defaults: Vec<LaneAssignment>,
+    events: watch::Sender<i64>,
+    logs: watch::Sender<u64>,
+    effects: mpsc::UnboundedSender<Effect>,
+}
+
+/// The parts of a transition besides the state change itself.
+pub struct Edit<'a> {
+    pub change: &'a mut Change,
+    pub before: &'a Ticket,
+    pub now: Timestamp,
+}
+
+impl Board {
+    pub fn new(store: Arc<dyn Store>, clock: Clock, config: BoardConfig) -> (Board, Effects) {
+        let (effects, rx) = mpsc::unbounded_channel();
+        let (events, _) = watch::channel(0);
+        let (logs, _) = watch::channel(0);
+        (
+            Board {
+                inner: Arc::new(Inner {
+                    store,
+                    clock,
+                    workflows: config.workflows,
+                    budget: config.budget,
+                    lane_defaults: config.lane_defaults,
+                    events,
+                    logs,
+                    effects,
+                }),
+            },
+            rx,
+        )
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub fn workflows(&self) -> &Workflows {
+        &self.inner.workflows
+    }
+
+    pub fn budget(&self) -> BudgetPolicy {
+        self.inner.budget
+    }
+
+    /// The lane registry: stored assignments over the configured defaults.
+    pub async fn lanes(&self) -> Result<Vec<LaneAssignment>, BoardError> {
+        let stored = self.inner.store.lanes().await?;
+        let mut out: Vec<LaneAssignment> = Lane::ALL
+            .iter()
+            .filter_map(|l| {
+                stored
+                    .iter()
+                    .find(|a| a.lane == *l)
+                    .or_else(|| self.inner.lane_defaults.iter().find(|a| a.lane == *l))
+                    .cloned()
+            })
+            .collect();
+        out.sort_by_key(|a| a.lane);
+        Ok(out)
+    }
+
+    /// Changes whenever events are committed (by this replica); watchers also poll.
+    pub fn event_signal(&self) -> watch::Receiver<i64> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn log_signal(&self) -> watch::Receiver<u64> {
+        self.inner.logs.subscribe()
+    }
+
+    pub fn logs_appended(&self) {
+        self.inner.logs.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn published(&self, committed: &Committed) {
+        if let Some(last) = committed.events.last() {
+            self.inner.events.send_modify(|id| *id = (*id).max(last.id));
+        }
+    }
+
+    pub async fn ticket(&self, id: i64) -> Result<Ticket, BoardError> {
+        self.inner
+            .store
+            .get_ticket(id)
+            .await?
+            .ok_or_else(|| BoardError::NotFound(format!("ticket {id}")))
+    }
+
+    /// Applies `trigger` to ticket `id`: the pure transition, then `edit` for everything
+    /// else that must commit with it, compare-and-set against the version read. `fence`
+    /// makes it a worker report that is refused unless its attempt and epoch are current.
+    pub async fn apply<F>(
+        &self,
+        id: i64,
+        fence: Option<Fence>,
+        trigger: Trigger,
+        actor: &str,
+        message: &str,
+        mut edit: F,
+    ) -> Result<(Committed, Vec<Action>), BoardError>
+    where
+        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
+    {
+        for _ in 0..CAS_RETRIES {
+            let before = self.ticket(id).await?;
+            if let Some(f) = fence
+                && (before.epoch != f.epoch || before.current_attempt_id != Some(f.attempt_id))
+            {
+                return Err(BoardError::Stale(
+                    StoreError::StaleEpoch {
+                        ticket: id,
+                        attempt_id: f.attempt_id,
+                        epoch: f.epoch,
+                    }
+                    .to_string(),
+                ));
+            }
+            let (to, actions) = transition(before.state, trigger)?;
+            let now = self.now();
+            let mut after = before.clone();
+            after.state = to;
+            after.updated_at = now;
+            if to != State::Waiting {
+                after.wake_at = None;
+            }
+            let mut change = Change::new(after, before.version);
+            change.fence = fence;
+            if to != before.state || !message.is_empty() {
+                change.events.push(
+                    NewEvent::new(EventKind::StateChanged, actor, message).states(before.state, to),
+                );
+            }
+            if actions.contains(&Action::CloseAttempt)
+                && let Some(aid) = before.current_attempt_id
+            {
+                let outcome = match trigger {
+                    Trigger::Cancel => AttemptOutcome::Cancelled,
+                    Trigger::OfferLapsed => AttemptOutcome::Lapsed,
+                    Trigger::Requeue => AttemptOutcome::Lost,
+                    Trigger::Wait => AttemptOutcome::UsageLimited,
+                    _ => AttemptOutcome::Superseded,
+                };
+                change.attempt = Some(AttemptPatch {
+                    id: aid,
+                    epoch: before.epoch,
+                    ended: Some((outcome, message.to_string(), now)),
+                    ..AttemptPatch::default()
+                });
+            }
+            edit(&mut Edit {
+                change: &mut change,
+                before: &before,
+                now,
+            })?;
+            match self.inner.store.commit(&change).await {
+                Ok(committed) => {
+                    self.published(&committed);
+                    let _ = self.inner.effects.send(Effect {
+                        before,
+                        after: committed.ticket.clone(),
+                        trigger,
+                        actions: actions.clone(),
+                    });
+                    return Ok((committed, actions));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(BoardError::Busy(format!(
+            "ticket {id} kept changing; gave up after {CAS_RETRIES} attempts"
+        )))
+    }
+}

@@ -1,0 +1,470 @@
+//! Operator actions on the board: projects, tickets, answers, escalations, history.
+
+use super::{Board, BoardError};
+use crate::domain::validate::{FieldError, branch_slug};
+use crate::domain::{
+    Attempt, Decision, DecisionKind, DecisionLayer, DecisionPoint, Event, EventKind,
+    LaneAssignment, Money, NewEvent, NewTicket, Project, Source, State, Ticket, Trigger,
+};
+use crate::store::{EventFilter, NewAnswer, NewDecision, TicketFilter};
+
+/// A validated create request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTicket {
+    pub project: String,
+    pub title: String,
+    pub body: String,
+    pub workflow: Option<String>,
+    pub priority: i32,
+    pub depends_on: Vec<i64>,
+    pub labels: Vec<String>,
+    pub budget: Option<Money>,
+    pub source: Source,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct History {
+    pub ticket: Ticket,
+    pub events: Vec<Event>,
+    pub attempts: Vec<Attempt>,
+    pub decisions: Vec<Decision>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxItem {
+    pub ticket: Ticket,
+    pub reason: String,
+    pub decision: Option<Decision>,
+    pub question: String,
+}
+
+impl Board {
+    pub async fn add_project(&self, mut p: Project) -> Result<Project, BoardError> {
+        if self.workflows().get(&p.default_workflow).is_none() {
+            return Err(FieldError::new(
+                "project.default_workflow",
+                format!(
+                    "unknown workflow {:?} (known: {})",
+                    p.default_workflow,
+                    self.workflows().names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .into());
+        }
+        if p.budget > self.budget().per_ticket_max {
+            return Err(FieldError::new(
+                "project.budget_usd",
+                format!(
+                    "{} exceeds the per-ticket maximum of {}",
+                    p.budget,
+                    self.budget().per_ticket_max
+                ),
+            )
+            .into());
+        }
+        p.created_at = self.now();
+        Ok(self.store().add_project(&p).await?)
+    }
+
+    pub async fn project(&self, slug: &str) -> Result<Project, BoardError> {
+        self.store()
+            .get_project(slug)
+            .await?
+            .ok_or_else(|| BoardError::NotFound(format!("project {slug}")))
+    }
+
+    pub async fn remove_project(&self, slug: &str) -> Result<(), BoardError> {
+        Ok(self.store().remove_project(slug, self.now()).await?)
+    }
+
+    pub async fn create_ticket(
+        &self,
+        req: CreateTicket,
+        actor: &str,
+    ) -> Result<Ticket, BoardError> {
+        let project = self
+            .store()
+            .get_project(&req.project)
+            .await?
+            .ok_or_else(|| BoardError::NotFound(format!("project {}", req.project)))?;
+        let workflow_name = req
+            .workflow
+            .clone()
+            .unwrap_or_else(|| project.default_workflow.clone());
+        let workflow = self.workflows().get(&workflow_name).ok_or_else(|| {
+            FieldError::new(
+                "workflow",
+                format!(
+                    "unknown workflow {workflow_name:?} (known: {})",
+                    self.workflows().names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        let policy = self.budget();
+        let budget = match req.budget {
+            Some(b) if b > policy.per_ticket_max => {
+                return Err(FieldError::new(
+                    "budget_usd",
+                    format!(
+                        "{b} exceeds the per-ticket maximum of {}",
+                        policy.per_ticket_max
+                    ),
+                )
+                .into());
+            }
+            Some(b) => b,
+            None if project.budget > Money::ZERO => project.budget,
+            None => policy.per_ticket_default,
+        };
+        let new = NewTicket {
+            project: project.slug.clone(),
+            title: req.title.clone(),
+            body: req.body.clone(),
+            workflow: workflow.name.clone(),
+            lane: workflow.phases[0].lane,
+            priority: req.priority,
+            depends_on: req.depends_on.clone(),
+            labels: req.labels.clone(),
+            budget,
+            source: req.source,
+            idempotency_key: req.idempotency_key.clone(),
+            branch: branch_slug(&req.title),
+        };
+        let now = self.now();
+        let created = NewEvent::new(EventKind::Created, actor, format!("created: {}", req.title))
+            .states(State::Queued, State::Queued);
+        let (ticket, fresh) = self.store().create_ticket(&new, now, created).await?;
+        if !fresh {
+            return Ok(ticket);
+        }
+        self.inner.events.send_modify(|_| {});
+        let mut ticket = ticket;
+        let unfinished = self.unfinished_dependencies(&ticket).await?;
+        if !unfinished.is_empty() {
+            let msg = format!("waits for ticket(s) {}", join_ids(&unfinished));
+            let (c, _) = self
+                .apply(
+                    ticket.id,
+                    None,
+                    Trigger::Block,
+                    "control-plane",
+                    &msg,
+                    |e| {
+                        e.change.ticket.state_reason = msg.clone();
+                        Ok(())
+                    },
+                )
+                .await?;
+            ticket = c.ticket;
+        } else {
+            let _ = self.inner.effects.send(super::Effect {
+                before: ticket.clone(),
+                after: ticket.clone(),
+                trigger: Trigger::Wake,
+                actions: vec![crate::domain::Action::Dispatch],
+            });
+        }
+        Ok(ticket)
+    }
+
+    /// Dependencies of `t` that are not done.
+    pub async fn unfinished_dependencies(&self, t: &Ticket) -> Result<Vec<i64>, BoardError> {
+        let mut out = Vec::new();
+        for d in &t.depends_on {
+            match self.store().get_ticket(*d).await? {
+                Some(dep) if dep.state == State::Done => {}
+                _ => out.push(*d),
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn ticket_with_attempt(
+        &self,
+        id: i64,
+    ) -> Result<(Ticket, Option<Attempt>), BoardError> {
+        let t = self.ticket(id).await?;
+        let attempt = match t.current_attempt_id {
+            Some(a) => self.store().get_attempt(a).await?,
+            None => None,
+        };
+        Ok((t, attempt))
+    }
+
+    pub async fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, BoardError> {
+        Ok(self.store().list_tickets(f).await?)
+    }
+
+    pub async fn cancel(&self, id: i64, reason: &str, actor: &str) -> Result<Ticket, BoardError> {
+        let msg = if reason.is_empty() {
+            format!("cancelled by {actor}")
+        } else {
+            format!("cancelled by {actor}: {reason}")
+        };
+        let (c, _) = self
+            .apply(id, None, Trigger::Cancel, actor, &msg, |e| {
+                e.change.ticket.state_reason = msg.clone();
+                e.change.events[0].kind = EventKind::Cancelled;
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+
+    pub async fn retry(&self, id: i64, actor: &str) -> Result<Ticket, BoardError> {
+        let (c, _) = self
+            .apply(
+                id,
+                None,
+                Trigger::Retry,
+                actor,
+                &format!("retried by {actor}"),
+                |e| {
+                    let phase = e.before.phase_index;
+                    e.change.ticket.set_round(phase, 0);
+                    e.change.ticket.state_reason.clear();
+                    e.change.ticket.avoid_runtime = None;
+                    e.change.events[0].kind = EventKind::Retried;
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(c.ticket)
+    }
+
+    /// Queues an answer for the runtime that asked. Returns the ticket and that attempt.
+    pub async fn answer(
+        &self,
+        id: i64,
+        text: &str,
+        actor: &str,
+    ) -> Result<(Ticket, i64), BoardError> {
+        let before = self.ticket(id).await?;
+        let (Some(attempt_id), State::NeedsInput | State::InReview) =
+            (before.current_attempt_id, before.state)
+        else {
+            return Err(BoardError::FailedPrecondition(format!(
+                "ticket {id} is {}, not waiting for an answer",
+                before.state
+            )));
+        };
+        let text = text.to_string();
+        let (c, _) = self
+            .apply(id, None, Trigger::Answered, actor, "", |e| {
+                if e.before.current_attempt_id != Some(attempt_id) {
+                    return Err(BoardError::FailedPrecondition(format!(
+                        "ticket {id} moved to another attempt while answering; ask again"
+                    )));
+                }
+                e.change.events[0].kind = EventKind::Answered;
+                e.change.events[0].message =
+                    format!("answered by {actor}: {}", preview(&text, 200));
+                e.change.events[0].attempt_id = Some(attempt_id);
+                e.change.events[0].epoch = Some(e.before.epoch);
+                e.change.ticket.state_reason.clear();
+                e.change.answer = Some(NewAnswer {
+                    attempt_id,
+                    epoch: e.before.epoch,
+                    text: text.clone(),
+                    actor: actor.to_string(),
+                    at: e.now,
+                });
+                Ok(())
+            })
+            .await?;
+        Ok((c.ticket, attempt_id))
+    }
+
+    pub async fn history(&self, id: i64) -> Result<History, BoardError> {
+        let ticket = self.ticket(id).await?;
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .store()
+                .events_after(
+                    after,
+                    &EventFilter {
+                        ticket_id: Some(id),
+                        project: None,
+                    },
+                    1000,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let full = page.len() == 1000;
+            events.extend(page);
+            if !full {
+                break;
+            }
+        }
+        Ok(History {
+            attempts: self.store().list_attempts(id).await?,
+            decisions: self.store().decisions(id).await?,
+            ticket,
+            events,
+        })
+    }
+
+    /// Tickets that need a human: escalated ones, and questions nobody answered yet.
+    pub async fn inbox(&self, project: Option<String>) -> Result<Vec<InboxItem>, BoardError> {
+        let tickets = self
+            .store()
+            .list_tickets(&TicketFilter {
+                states: vec![State::Escalated, State::NeedsInput],
+                project,
+                label: None,
+                after_id: 0,
+                limit: 500,
+            })
+            .await?;
+        let mut out = Vec::new();
+        for t in tickets {
+            let decision = self.store().decisions(t.id).await?.pop();
+            let question = if t.state == State::NeedsInput {
+                t.state_reason.clone()
+            } else {
+                String::new()
+            };
+            out.push(InboxItem {
+                reason: t.state_reason.clone(),
+                ticket: t,
+                decision,
+                question,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A human resolves an escalation: advance to the next phase (or done), or return the
+    /// work to its coding phase with points.
+    pub async fn resolve(
+        &self,
+        id: i64,
+        kind: DecisionKind,
+        reason: &str,
+        points: &[String],
+        actor: &str,
+    ) -> Result<Ticket, BoardError> {
+        let before = self.ticket(id).await?;
+        if before.state != State::Escalated {
+            return Err(BoardError::FailedPrecondition(format!(
+                "ticket {id} is {}, not escalated",
+                before.state
+            )));
+        }
+        let workflow = self
+            .workflows()
+            .get(&before.workflow)
+            .ok_or_else(|| {
+                BoardError::Internal(format!(
+                    "ticket {id} has unknown workflow {}",
+                    before.workflow
+                ))
+            })?
+            .clone();
+        let trigger = match kind {
+            DecisionKind::Advance => Trigger::Advance {
+                last_phase: workflow.is_last(before.phase_index),
+            },
+            DecisionKind::ReturnForFixes => Trigger::ReturnForFixes,
+            other => {
+                return Err(FieldError::new(
+                    "decision",
+                    format!("{other} cannot resolve an escalation; use advance or return_for_fixes, or cancel the ticket"),
+                )
+                .into());
+            }
+        };
+        let msg = format!(
+            "resolved by {actor}: {kind}{}",
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            }
+        );
+        let (c, _) = self
+            .apply(id, None, trigger, actor, &msg, |e| {
+                let t = &mut e.change.ticket;
+                t.state_reason.clear();
+                match trigger {
+                    Trigger::Advance { last_phase: false } => {
+                        t.phase_index += 1;
+                        t.lane = workflow.phases[t.phase_index as usize].lane;
+                        t.next_brief.clear();
+                    }
+                    Trigger::ReturnForFixes => {
+                        let phase = workflow.fix_phase(t.phase_index);
+                        t.phase_index = phase;
+                        t.lane = workflow.phases[phase as usize].lane;
+                        t.set_round(phase, 0);
+                        t.next_brief = fix_brief(reason, points);
+                    }
+                    _ => {}
+                }
+                e.change.events[0].kind = EventKind::Resolved;
+                e.change.decision = Some(NewDecision {
+                    attempt_id: e.before.current_attempt_id,
+                    kind,
+                    reason: reason.to_string(),
+                    points: points.to_vec(),
+                    next_prompt: String::new(),
+                    layer: DecisionLayer::Operator,
+                    source: actor.to_string(),
+                    latency_ms: 0,
+                    at: e.now,
+                    wait_until: None,
+                    point: DecisionPoint::AttemptFinished,
+                });
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+
+    pub async fn set_lane(&self, a: LaneAssignment) -> Result<LaneAssignment, BoardError> {
+        self.store().set_lane(&a, self.now()).await?;
+        Ok(a)
+    }
+
+    /// Spend today (UTC) per ticket, largest first.
+    pub async fn spend_today(&self) -> Result<(String, Vec<(i64, Money)>), BoardError> {
+        let day = self.now().utc_day();
+        let rows = self.store().spend_on(&day).await?;
+        Ok((day, rows))
+    }
+}
+
+/// The brief for a fixes round: the reason and numbered points.
+pub fn fix_brief(reason: &str, points: &[String]) -> String {
+    let mut s = String::from("Your previous attempt was returned for fixes.");
+    if !reason.is_empty() {
+        s.push_str("\nReason: ");
+        s.push_str(reason);
+    }
+    for (i, p) in points.iter().enumerate() {
+        s.push_str(&format!("\n{}. {p}", i + 1));
+    }
+    s
+}
+
+pub(crate) fn join_ids(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn preview(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

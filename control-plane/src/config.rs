@@ -1,0 +1,298 @@
+//! Control-plane configuration: defaults → `/etc/mission-control/control-plane.toml` →
+//! `MC_*` environment → flags, then `validate`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mc_common::certs::TlsFiles;
+use mc_common::telemetry::LogFormat;
+use serde::{Deserialize, Serialize};
+
+use crate::board::{BoardConfig, BudgetPolicy};
+use crate::domain::validate;
+use crate::domain::workflow::{WorkflowConfig, Workflows};
+use crate::domain::{Lane, LaneAssignment, Money};
+
+pub const DEFAULT_FILE: &str = "/etc/mission-control/control-plane.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve gRPC on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// `sqlite:<path>` (the embedded default) or `postgres://user@host/db`.
+    pub database: String,
+    pub tls: TlsFiles,
+    pub log_format: LogFormat,
+    /// This replica's name (leader election, logs). Empty: the host name.
+    pub replica: String,
+    pub dispatch: DispatchConfig,
+    pub budget: BudgetConfig,
+    /// Workflows besides (or replacing) the built-in solo, dev_review_qa and full.
+    pub workflows: BTreeMap<String, WorkflowConfig>,
+    /// Lane → profile defaults for the lane registry (`mc lanes set` overrides at run time).
+    pub lanes: BTreeMap<String, LaneConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatchConfig {
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A worker with no heartbeat for this long is lost.
+    #[serde(with = "humantime_serde")]
+    pub worker_ttl: Duration,
+    /// An offer not confirmed (runtime spawned) within this lapses.
+    #[serde(with = "humantime_serde")]
+    pub offer_timeout: Duration,
+    /// Lease of a running attempt, renewed by heartbeats.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often leases are written to the store (heartbeats stay in memory between).
+    #[serde(with = "humantime_serde")]
+    pub lease_flush: Duration,
+    /// How often the reaper and scheduler look for expired leases and due wake-ups.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    /// Most live attempts on the whole board; 0 = no cap.
+    pub global_cap: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub per_ticket_default_usd: f64,
+    pub per_ticket_max_usd: f64,
+    pub daily_usd: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConfig {
+    pub profile: String,
+    #[serde(default)]
+    pub preferred_hosts: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7443".into(),
+            database: "sqlite:/var/lib/mission-control/board.db".into(),
+            tls: TlsFiles {
+                ca: "/etc/mission-control/certs/ca.pem".into(),
+                cert: "/etc/mission-control/certs/control-plane-cp.pem".into(),
+                key: "/etc/mission-control/certs/control-plane-cp.key".into(),
+            },
+            log_format: LogFormat::Text,
+            replica: String::new(),
+            dispatch: DispatchConfig::default(),
+            budget: BudgetConfig::default(),
+            workflows: BTreeMap::new(),
+            lanes: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            heartbeat_interval: Duration::from_secs(5),
+            worker_ttl: Duration::from_secs(30),
+            offer_timeout: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(30),
+            lease_flush: Duration::from_secs(5),
+            reap_interval: Duration::from_secs(2),
+            global_cap: 0,
+        }
+    }
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            per_ticket_default_usd: 5.0,
+            per_ticket_max_usd: 10.0,
+            daily_usd: 50.0,
+        }
+    }
+}
+
+/// Where the board lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// The configured lane for every lane not listed: the generic profile.
+pub const DEFAULT_PROFILE: &str = "claude-headless";
+
+impl Config {
+    pub fn database(&self) -> Result<Database, String> {
+        if let Some(path) = self.database.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            if path.is_empty() {
+                return Err(
+                    "database: sqlite needs a path, like sqlite:/var/lib/mission-control/board.db"
+                        .into(),
+                );
+            }
+            Ok(Database::Sqlite(PathBuf::from(path)))
+        } else if self.database.starts_with("postgres://")
+            || self.database.starts_with("postgresql://")
+        {
+            Ok(Database::Postgres(self.database.clone()))
+        } else {
+            Err(format!(
+                "database: {:?} is neither sqlite:<path> nor postgres://…",
+                self.database
+            ))
+        }
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        self.listen.parse().map_err(|e| {
+            format!(
+                "listen: {:?} is not an address like 127.0.0.1:7443 ({e})",
+                self.listen
+            )
+        })
+    }
+
+    /// Rejects contradictions with a message naming the key.
+    pub fn validate(&self) -> Result<BoardConfig, String> {
+        self.listen_addr()?;
+        self.database()?;
+        let d = &self.dispatch;
+        for (k, v) in [
+            ("dispatch.heartbeat_interval", d.heartbeat_interval),
+            ("dispatch.worker_ttl", d.worker_ttl),
+            ("dispatch.offer_timeout", d.offer_timeout),
+            ("dispatch.lease_ttl", d.lease_ttl),
+            ("dispatch.lease_flush", d.lease_flush),
+            ("dispatch.reap_interval", d.reap_interval),
+        ] {
+            if v.is_zero() {
+                return Err(format!("{k}: must be more than zero"));
+            }
+        }
+        if d.worker_ttl <= d.heartbeat_interval * 2 {
+            return Err(format!(
+                "dispatch.worker_ttl ({}) must exceed two heartbeat intervals ({})",
+                humantime::format_duration(d.worker_ttl),
+                humantime::format_duration(d.heartbeat_interval * 2)
+            ));
+        }
+        if d.lease_ttl <= d.lease_flush * 2 {
+            return Err(format!(
+                "dispatch.lease_ttl ({}) must exceed two lease flushes ({})",
+                humantime::format_duration(d.lease_ttl),
+                humantime::format_duration(d.lease_flush * 2)
+            ));
+        }
+        let b = &self.budget;
+        for (k, v) in [
+            ("budget.per_ticket_default_usd", b.per_ticket_default_usd),
+            ("budget.per_ticket_max_usd", b.per_ticket_max_usd),
+            ("budget.daily_usd", b.daily_usd),
+        ] {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(format!("{k}: must be a positive amount, got {v}"));
+            }
+        }
+        if b.per_ticket_default_usd > b.per_ticket_max_usd {
+            return Err(format!(
+                "budget.per_ticket_default_usd ({}) exceeds budget.per_ticket_max_usd ({})",
+                b.per_ticket_default_usd, b.per_ticket_max_usd
+            ));
+        }
+        let workflows = Workflows::with_config(&self.workflows)?;
+        let mut lane_defaults = Vec::new();
+        for (name, l) in &self.lanes {
+            let lane = Lane::parse(name).ok_or_else(|| {
+                format!(
+                    "lanes.{name}: unknown lane (expected one of {})",
+                    Lane::ALL
+                        .iter()
+                        .map(|l| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            validate::label(&format!("lanes.{name}.profile"), &l.profile)
+                .map_err(|e| e.to_string())?;
+            lane_defaults.push(LaneAssignment {
+                lane,
+                profile: l.profile.clone(),
+                preferred_hosts: l.preferred_hosts.clone(),
+            });
+        }
+        for lane in Lane::ALL {
+            if !lane_defaults.iter().any(|a| a.lane == *lane) {
+                lane_defaults.push(LaneAssignment {
+                    lane: *lane,
+                    profile: DEFAULT_PROFILE.to_string(),
+                    preferred_hosts: Vec::new(),
+                });
+            }
+        }
+        Ok(BoardConfig {
+            workflows,
+            budget: BudgetPolicy {
+                per_ticket_default: Money::from_usd(b.per_ticket_default_usd),
+                per_ticket_max: Money::from_usd(b.per_ticket_max_usd),
+                daily: Money::from_usd(b.daily_usd),
+            },
+            lane_defaults,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_contradictions_are_named() {
+        assert!(Config::default().validate().is_ok());
+        let mut c = Config::default();
+        c.budget.per_ticket_default_usd = 20.0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("budget.per_ticket_default_usd")
+        );
+        let mut c = Config::default();
+        c.dispatch.worker_ttl = Duration::from_secs(6);
+        assert!(c.validate().unwrap_err().starts_with("dispatch.worker_ttl"));
+        let mut c = Config::default();
+        c.database = "mysql://x".into();
+        assert!(c.validate().unwrap_err().starts_with("database:"));
+        let mut c = Config::default();
+        c.lanes.insert(
+            "painter".into(),
+            LaneConfig {
+                profile: "x".into(),
+                preferred_hosts: vec![],
+            },
+        );
+        assert!(c.validate().unwrap_err().starts_with("lanes.painter"));
+        let mut c = Config::default();
+        c.listen = "localhost".into();
+        assert!(c.validate().unwrap_err().starts_with("listen:"));
+    }
+
+    #[test]
+    fn database_forms() {
+        let mut c = Config::default();
+        c.database = "sqlite:///tmp/x.db".into();
+        assert_eq!(c.database().unwrap(), Database::Sqlite("/tmp/x.db".into()));
+        c.database = "sqlite:rel/x.db".into();
+        assert_eq!(c.database().unwrap(), Database::Sqlite("rel/x.db".into()));
+        c.database = "postgres://u@h/db".into();
+        assert!(matches!(c.database().unwrap(), Database::Postgres(_)));
+    }
+}

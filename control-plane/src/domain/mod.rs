@@ -1,0 +1,10 @@
+//! The domain: pure types and decisions, no I/O. The state machine, the workflow model and
+//! input validation live here; the board (`crate::board`) applies them to the store.
+
+pub mod model;
+pub mod state;
+pub mod validate;
+pub mod workflow;
+
+pub use model::*;
+pub use state::{Action, State, TransitionError, Trigger, transition};

@@ -1,0 +1,13 @@
+//! Mission Control's control plane: the only writer of ticket state. See ARCHITECTURE.md.
+
+pub mod api;
+pub mod board;
+pub mod config;
+pub mod domain;
+pub mod reactor;
+pub mod server;
+pub mod store;
+pub mod workers;
+
+pub use config::Config;
+pub use server::ControlPlane;

@@ -1,0 +1,73 @@
+//! `mc-control-plane`: the control-plane service.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use mc_common::telemetry::LogFormat;
+use mc_control_plane::{Config, ControlPlane, config::DEFAULT_FILE};
+use serde::Serialize;
+
+/// Serves the ticket board, the worker stream and the operator API over mTLS gRPC.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML). Default: /etc/mission-control/control-plane.toml if present.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+/// Flags override the file and the environment.
+#[derive(clap::Args, Debug, Serialize)]
+struct Flags {
+    /// Address to serve on, host:port.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    /// sqlite:<path> or postgres://…
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (file, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_FILE), false),
+    };
+    let cfg: Config = mc_common::config::load(Some(&file), required, &args.flags)?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut telemetry = mc_common::telemetry::init("mc-control-plane", cfg.log_format, "info");
+        let cp = ControlPlane::start(cfg, mc_common::Clock::system())
+            .await
+            .context("starting the control plane")?;
+        println!("mc-control-plane listening on {}", cp.addr);
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        cp.shutdown().await;
+        telemetry.shutdown();
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

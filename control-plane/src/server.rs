@@ -1,0 +1,167 @@
+//! Assembles and runs a control plane: store, board, reactor, scheduler and the gRPC server
+//! with mTLS, the role policy, health and reflection. Used by `mc-control-plane`, by `mc up`
+//! and by the test harness.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mc_common::auth::{AuthLayer, Authorizer};
+use mc_common::clock::Clock;
+use mc_common::tls::TlsMaterial;
+use mc_proto as pb;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::api;
+use crate::board::Board;
+use crate::config::{Config, Database};
+use crate::reactor::{self, DispatchNudge};
+use crate::store::{PgStore, SqliteStore, Store};
+use crate::workers::Registry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("tls: {0}")]
+    Tls(#[from] mc_common::tls::TlsError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(String, std::io::Error),
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub addr: SocketAddr,
+    pub board: Board,
+    pub workers: Registry,
+    token: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+pub async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match cfg.database().map_err(StartError::Config)? {
+        Database::Sqlite(path) => Arc::new(SqliteStore::open(&path).await?),
+        Database::Postgres(url) => Arc::new(PgStore::connect(&url, 16).await?),
+    })
+}
+
+impl ControlPlane {
+    pub async fn start(cfg: Config, clock: Clock) -> Result<ControlPlane, StartError> {
+        let board_cfg = cfg.validate().map_err(StartError::Config)?;
+        let material = TlsMaterial::load(&cfg.tls)?;
+        let me = material.identity()?;
+        let store = open_store(&cfg).await?;
+        let (board, effects) = Board::new(store, clock.clone(), board_cfg);
+        let workers = Registry::default();
+        let token = CancellationToken::new();
+        let nudge = DispatchNudge::default();
+
+        let mut loops = Vec::new();
+        loops.push(tokio::spawn(reactor::run_effects(
+            board.clone(),
+            effects,
+            nudge.clone(),
+            token.clone(),
+        )));
+        loops.push(tokio::spawn(reactor::run_scheduler(
+            board.clone(),
+            cfg.dispatch.reap_interval,
+            token.clone(),
+        )));
+
+        let listener = tokio::net::TcpListener::bind(&cfg.listen)
+            .await
+            .map_err(|e| StartError::Listen(cfg.listen.clone(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Listen(cfg.listen.clone(), e))?;
+        let incoming = mc_common::tls::incoming(listener, material.acceptor()?);
+
+        let auth = AuthLayer::new(Authorizer::new(
+            material.chain_verifier()?,
+            me.trust_domain.clone(),
+            api::policy,
+            clock,
+        ));
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        let (refl1, refl2) = mc_common::grpc::reflection(&[pb::FILE_DESCRIPTOR_SET])
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let tickets =
+            pb::ticket_service_server::TicketServiceServer::new(api::tickets::TicketApi {
+                board: board.clone(),
+                workers: workers.clone(),
+            });
+        let projects =
+            pb::project_service_server::ProjectServiceServer::new(api::projects::ProjectApi {
+                board: board.clone(),
+                checkouts: workers.clone(),
+            });
+        let lanes = pb::lane_service_server::LaneServiceServer::new(api::admin::LaneApi {
+            board: board.clone(),
+            workers: workers.clone(),
+        });
+        let budget = pb::budget_service_server::BudgetServiceServer::new(api::admin::BudgetApi {
+            board: board.clone(),
+        });
+        let worker_svc =
+            pb::worker_service_server::WorkerServiceServer::new(api::workers::WorkerApi {
+                board: board.clone(),
+                workers: workers.clone(),
+            });
+        health
+            .set_serving::<pb::ticket_service_server::TicketServiceServer<api::tickets::TicketApi>>(
+            )
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+
+        let shutdown = token.clone();
+        let server = tokio::spawn(
+            Server::builder()
+                .layer(tonic_tracing_opentelemetry::middleware::server::OtelGrpcLayer::default())
+                .layer(auth)
+                .add_service(health_svc)
+                .add_service(refl1)
+                .add_service(refl2)
+                .add_service(tickets)
+                .add_service(projects)
+                .add_service(lanes)
+                .add_service(budget)
+                .add_service(worker_svc)
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
+        );
+        tracing::info!(%addr, identity = %me, backend = board.store().backend(), "control plane serving");
+        Ok(ControlPlane {
+            addr,
+            board,
+            workers,
+            token,
+            server,
+            loops,
+        })
+    }
+
+    /// Stops taking requests, lets in-flight ones finish, stops the loops.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+        for l in self.loops {
+            let _ = l.await;
+        }
+    }
+
+    pub fn cancellation(&self) -> CancellationToken {
+        self.token.clone()
+    }
+}

@@ -1,0 +1,300 @@
+//! Persistence of the board behind one trait, the only code that speaks SQL.
+//!
+//! What we store and why:
+//! - `projects`: the repositories tickets work on, with acceptance commands per lane.
+//! - `tickets`: the system of record of each ticket's state. `version` is bumped by every
+//!   change and is the compare-and-set token (`commit`); `epoch` is the fencing token of the
+//!   current attempt: a report whose epoch is not current is refused (`StaleEpoch`).
+//! - `attempts`: one run of one phase on one worker, with its lease and evidence.
+//! - `events`: the append-only history; ids are assigned in commit order, so a watcher that
+//!   resumes after id N misses nothing.
+//! - `decisions`, `answers`, `log_chunks`, `workers`, `lanes`, `spend`, `leader_leases`.
+//!
+//! Two implementations, `sqlite` and `postgres`, share their SQL (`sql.rs`) and differ only
+//! in connection setup, migrations and locking. One conformance suite
+//! (`tests/tests/store_conformance.rs`) runs against both.
+
+use async_trait::async_trait;
+use mc_common::Timestamp;
+
+use crate::domain::{
+    Answer, Attempt, AttemptOutcome, Decision, DecisionKind, DecisionLayer, DecisionPoint, Event,
+    Evidence, Lane, LaneAssignment, LogChunk, Money, NewEvent, NewTicket, Project, State, Ticket,
+    WorkerRecord, WorkerState,
+};
+
+pub mod postgres;
+mod rows;
+mod sql;
+pub mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("ticket {ticket} changed concurrently (expected version {expected})")]
+    Conflict { ticket: i64, expected: i64 },
+    #[error(
+        "stale epoch: attempt {attempt_id} epoch {epoch} is not the current attempt of ticket {ticket}"
+    )]
+    StaleEpoch {
+        ticket: i64,
+        attempt_id: i64,
+        epoch: i64,
+    },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A report's claim to act on an attempt: refused unless it is the ticket's current attempt
+/// and epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub attempt_id: i64,
+    pub epoch: i64,
+}
+
+/// Changes to an attempt row, applied only if `(id, epoch)` match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttemptPatch {
+    pub id: i64,
+    pub epoch: i64,
+    pub started_at: Option<Timestamp>,
+    pub runtime_id: Option<String>,
+    pub pid: Option<i64>,
+    pub worktree: Option<String>,
+    pub branch: Option<String>,
+    pub lease_expires_at: Option<Timestamp>,
+    pub ended: Option<(AttemptOutcome, String, Timestamp)>,
+    /// Cumulative cost and tokens of the attempt.
+    pub usage: Option<(Money, i64, i64)>,
+    pub evidence: Option<Evidence>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDecision {
+    pub attempt_id: Option<i64>,
+    pub kind: DecisionKind,
+    pub reason: String,
+    pub points: Vec<String>,
+    pub next_prompt: String,
+    pub layer: DecisionLayer,
+    pub source: String,
+    pub latency_ms: i64,
+    pub at: Timestamp,
+    pub wait_until: Option<Timestamp>,
+    pub point: DecisionPoint,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAnswer {
+    pub attempt_id: i64,
+    pub epoch: i64,
+    pub text: String,
+    pub actor: String,
+    pub at: Timestamp,
+}
+
+/// One atomic change to a ticket: its new row, compared-and-set against `expected_version`,
+/// plus everything that must commit with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The new ticket row. Its `version` field is ignored; the store writes
+    /// `expected_version + 1`.
+    pub ticket: Ticket,
+    pub expected_version: i64,
+    pub fence: Option<Fence>,
+    pub events: Vec<NewEvent>,
+    pub attempt: Option<AttemptPatch>,
+    pub decision: Option<NewDecision>,
+    pub answer: Option<NewAnswer>,
+    /// Cost to add to the day's spend.
+    pub spend: Option<(String, Money)>,
+}
+
+impl Change {
+    pub fn new(ticket: Ticket, expected_version: i64) -> Change {
+        Change {
+            ticket,
+            expected_version,
+            fence: None,
+            events: Vec::new(),
+            attempt: None,
+            decision: None,
+            answer: None,
+            spend: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub ticket: Ticket,
+    pub events: Vec<Event>,
+    pub decision_id: Option<i64>,
+    pub answer_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TicketFilter {
+    pub states: Vec<State>,
+    pub project: Option<String>,
+    pub label: Option<String>,
+    /// Tickets with id greater than this (keyset paging).
+    pub after_id: i64,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub ticket_id: Option<i64>,
+    pub project: Option<String>,
+}
+
+/// What a worker asks the board for: a queued ticket of one of its projects in `lane`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimQuery {
+    pub projects: Vec<String>,
+    pub lane: Lane,
+    pub profile: String,
+    pub worker: String,
+    pub host: String,
+    pub now: Timestamp,
+    pub lease_expires_at: Timestamp,
+    /// At most this many live attempts on the whole board.
+    pub global_cap: Option<u32>,
+    pub actor: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub ticket: Ticket,
+    pub attempt: Attempt,
+    pub event: Event,
+}
+
+/// The board's persistence. Every method is atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
+
+    // Projects.
+    async fn add_project(&self, p: &Project) -> Result<Project, StoreError>;
+    async fn get_project(&self, slug: &str) -> Result<Option<Project>, StoreError>;
+    async fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
+    /// Refused (`FailedPrecondition`) while the project has tickets that are not finished.
+    async fn remove_project(&self, slug: &str, at: Timestamp) -> Result<(), StoreError>;
+
+    // Tickets.
+    /// Creates a ticket and its `created` event. With an idempotency key that was used
+    /// before, returns the existing ticket and `false`.
+    async fn create_ticket(
+        &self,
+        t: &NewTicket,
+        at: Timestamp,
+        event: NewEvent,
+    ) -> Result<(Ticket, bool), StoreError>;
+    async fn get_ticket(&self, id: i64) -> Result<Option<Ticket>, StoreError>;
+    async fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, StoreError>;
+    /// Applies a change if the ticket is still at `expected_version` (else `Conflict`) and
+    /// the fence, if any, is current (else `StaleEpoch`).
+    async fn commit(&self, c: &Change) -> Result<Committed, StoreError>;
+    /// Atomically moves the first matching queued ticket to `offered` with a new epoch and
+    /// inserts its attempt.
+    async fn claim(&self, q: &ClaimQuery) -> Result<Option<Claimed>, StoreError>;
+    /// Tickets in `state` that depend on `ticket_id`.
+    async fn dependents(&self, ticket_id: i64, state: State) -> Result<Vec<Ticket>, StoreError>;
+    /// Waiting tickets whose wake-up time has passed.
+    async fn due_wakeups(&self, now: Timestamp, limit: i64) -> Result<Vec<Ticket>, StoreError>;
+    /// Number of tickets per state.
+    async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError>;
+
+    // Attempts.
+    async fn get_attempt(&self, id: i64) -> Result<Option<Attempt>, StoreError>;
+    async fn list_attempts(&self, ticket_id: i64) -> Result<Vec<Attempt>, StoreError>;
+    /// Active attempts whose lease expired before `now`.
+    async fn expired_attempts(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Attempt>, StoreError>;
+    /// Active attempts held by a worker.
+    async fn active_attempts_of(&self, worker: &str) -> Result<Vec<Attempt>, StoreError>;
+    /// Extends the leases of the given (attempt, epoch) pairs that are still active; one
+    /// statement per call, so heartbeats cost one write per flush, not per beat.
+    async fn renew_leases(&self, held: &[Fence], until: Timestamp) -> Result<u64, StoreError>;
+
+    // Events.
+    async fn events_after(
+        &self,
+        after_id: i64,
+        f: &EventFilter,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError>;
+    async fn last_event_id(&self) -> Result<i64, StoreError>;
+
+    // Decisions and answers.
+    async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError>;
+    async fn pending_answers(&self, attempt_id: i64) -> Result<Vec<Answer>, StoreError>;
+    async fn mark_answer_delivered(&self, id: i64, at: Timestamp) -> Result<(), StoreError>;
+
+    // Output.
+    /// Stores chunks of an active attempt at `epoch`; refused (`StaleEpoch`) otherwise.
+    /// Chunks already stored (same seq) are ignored, so a resend after reconnect is safe.
+    async fn append_logs(&self, epoch: i64, chunks: &[LogChunk]) -> Result<(), StoreError>;
+    /// Chunks after `after_seq`, at most `max_bytes` of data (at least one chunk).
+    async fn read_logs(
+        &self,
+        attempt_id: i64,
+        after_seq: i64,
+        max_bytes: i64,
+    ) -> Result<Vec<LogChunk>, StoreError>;
+    /// The last chunks holding at least `tail_bytes`.
+    async fn tail_logs(
+        &self,
+        attempt_id: i64,
+        tail_bytes: i64,
+    ) -> Result<Vec<LogChunk>, StoreError>;
+
+    // Workers.
+    async fn upsert_worker(&self, w: &WorkerRecord) -> Result<(), StoreError>;
+    async fn set_worker_state(
+        &self,
+        name: &str,
+        state: WorkerState,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+
+    // Lanes.
+    async fn lanes(&self) -> Result<Vec<LaneAssignment>, StoreError>;
+    async fn set_lane(&self, a: &LaneAssignment, at: Timestamp) -> Result<(), StoreError>;
+
+    // Budget.
+    /// Spend per ticket on a UTC day (`YYYY-MM-DD`).
+    async fn spend_on(&self, day: &str) -> Result<Vec<(i64, Money)>, StoreError>;
+
+    // Leadership (one replica runs the reaper and scheduler).
+    /// Takes or renews the named lease for `holder` until `until` if it is free, expired, or
+    /// already held by `holder`. Returns whether `holder` holds it.
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError>;
+    async fn resign(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,844 @@
+//! The SQL both backends share, as one `Store` implementation instantiated per backend by
+//! `impl_store!`. The backends supply `begin_write` (SQLite: `BEGIN IMMEDIATE` on the single
+//! writer; Postgres: a normal transaction), `lock_event_order` (Postgres: a transaction
+//! advisory lock so event ids are assigned in commit order) and `CLAIM_LOCK` (Postgres:
+//! `FOR UPDATE SKIP LOCKED`).
+
+pub(super) const LIVE_STATES: &str = "('offered','running','needs_input','in_review','verifying')";
+pub(super) const FINISHED_STATES: &str = "('done','failed','cancelled')";
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        use $crate::store::rows::*;
+        use $crate::store::sql::{FINISHED_STATES, LIVE_STATES};
+        use $crate::domain::*;
+        use $crate::store::*;
+        use mc_common::Timestamp;
+        use sqlx::QueryBuilder;
+
+        impl $store {
+            async fn insert_events(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                ticket_id: i64,
+                project: &str,
+                at: Timestamp,
+                events: &[NewEvent],
+            ) -> Result<Vec<Event>, StoreError> {
+                if events.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Self::lock_event_order(tx).await?;
+                let mut out = Vec::with_capacity(events.len());
+                for e in events {
+                    let row: EventRow = sqlx::query_as(&format!(
+                        "INSERT INTO events (ticket_id, project, at, kind, actor, from_state, to_state, \
+                         message, attempt_id, epoch) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING {EVENT_COLS}"
+                    ))
+                    .bind(ticket_id)
+                    .bind(project)
+                    .bind(at.0)
+                    .bind(e.kind.as_str())
+                    .bind(&e.actor)
+                    .bind(e.from_state.map(|s| s.as_str()))
+                    .bind(e.to_state.map(|s| s.as_str()))
+                    .bind(&e.message)
+                    .bind(e.attempt_id)
+                    .bind(e.epoch)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    out.push(Event::try_from(row)?);
+                }
+                Ok(out)
+            }
+
+            async fn ticket_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                id: i64,
+            ) -> Result<Option<Ticket>, StoreError> {
+                let row: Option<TicketRow> =
+                    sqlx::query_as(&format!("SELECT {TICKET_COLS} FROM tickets WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                row.map(Ticket::try_from).transpose()
+            }
+
+            async fn attempt_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                id: i64,
+            ) -> Result<Option<Attempt>, StoreError> {
+                let row: Option<AttemptRow> =
+                    sqlx::query_as(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                row.map(Attempt::try_from).transpose()
+            }
+
+            async fn tickets_where(&self, sql_tail: &str, binds: &[i64]) -> Result<Vec<Ticket>, StoreError> {
+                let sql = format!("SELECT {TICKET_COLS} FROM tickets {sql_tail}");
+                let mut q = sqlx::query_as::<_, TicketRow>(&sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.fetch_all(&self.read).await?.into_iter().map(Ticket::try_from).collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn add_project(&self, p: &Project) -> Result<Project, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let existing: Option<(Option<i64>,)> =
+                    sqlx::query_as("SELECT removed_at FROM projects WHERE slug = $1")
+                        .bind(&p.slug)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let sql = match existing {
+                    Some((None,)) => return Err(StoreError::AlreadyExists(format!("project {}", p.slug))),
+                    Some((Some(_),)) => {
+                        "UPDATE projects SET name=$2, default_branch=$3, github_repo=$4, acceptance=$5, \
+                         default_workflow=$6, env=$7, budget_micros=$8, created_at=$9, removed_at=NULL WHERE slug=$1"
+                    }
+                    None => {
+                        "INSERT INTO projects (slug, name, default_branch, github_repo, acceptance, \
+                         default_workflow, env, budget_micros, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+                    }
+                };
+                sqlx::query(sql)
+                    .bind(&p.slug)
+                    .bind(&p.name)
+                    .bind(&p.default_branch)
+                    .bind(&p.github_repo)
+                    .bind(acceptance_json(p))
+                    .bind(&p.default_workflow)
+                    .bind(to_json(&p.env))
+                    .bind(p.budget.0)
+                    .bind(p.created_at.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(p.clone())
+            }
+
+            async fn get_project(&self, slug: &str) -> Result<Option<Project>, StoreError> {
+                let row: Option<ProjectRow> = sqlx::query_as(
+                    "SELECT slug, name, default_branch, github_repo, acceptance, default_workflow, env, \
+                     budget_micros, created_at FROM projects WHERE slug = $1 AND removed_at IS NULL",
+                )
+                .bind(slug)
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(Project::try_from).transpose()
+            }
+
+            async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
+                let rows: Vec<ProjectRow> = sqlx::query_as(
+                    "SELECT slug, name, default_branch, github_repo, acceptance, default_workflow, env, \
+                     budget_micros, created_at FROM projects WHERE removed_at IS NULL ORDER BY slug",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Project::try_from).collect()
+            }
+
+            async fn remove_project(&self, slug: &str, at: Timestamp) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                let found: Option<(String,)> =
+                    sqlx::query_as("SELECT slug FROM projects WHERE slug = $1 AND removed_at IS NULL")
+                        .bind(slug)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if found.is_none() {
+                    return Err(StoreError::NotFound(format!("project {slug}")));
+                }
+                let (open,): (i64,) = sqlx::query_as(&format!(
+                    "SELECT COUNT(*) FROM tickets WHERE project = $1 AND state NOT IN {FINISHED_STATES}"
+                ))
+                .bind(slug)
+                .fetch_one(&mut *tx)
+                .await?;
+                if open > 0 {
+                    return Err(StoreError::FailedPrecondition(format!(
+                        "project {slug} has {open} unfinished ticket(s); cancel or finish them first"
+                    )));
+                }
+                sqlx::query("UPDATE projects SET removed_at = $2 WHERE slug = $1")
+                    .bind(slug)
+                    .bind(at.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_ticket(
+                &self,
+                t: &NewTicket,
+                at: Timestamp,
+                event: NewEvent,
+            ) -> Result<(Ticket, bool), StoreError> {
+                let mut tx = self.begin_write().await?;
+                if let Some(key) = &t.idempotency_key {
+                    let row: Option<TicketRow> = sqlx::query_as(&format!(
+                        "SELECT {TICKET_COLS} FROM tickets WHERE idempotency_key = $1"
+                    ))
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(row) = row {
+                        return Ok((Ticket::try_from(row)?, false));
+                    }
+                }
+                let project: Option<(String,)> =
+                    sqlx::query_as("SELECT slug FROM projects WHERE slug = $1 AND removed_at IS NULL")
+                        .bind(&t.project)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if project.is_none() {
+                    return Err(StoreError::NotFound(format!("project {}", t.project)));
+                }
+                for dep in &t.depends_on {
+                    let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM tickets WHERE id = $1")
+                        .bind(*dep)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if found.is_none() {
+                        return Err(StoreError::NotFound(format!("ticket {dep} (in depends_on)")));
+                    }
+                }
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO tickets (project, title, body, workflow, phase_index, lane, state, priority, \
+                     depends_on, rounds, branch, budget_micros, source, labels, created_at, updated_at, \
+                     idempotency_key) VALUES ($1,$2,$3,$4,0,$5,'queued',$6,$7,'[]','',$8,$9,$10,$11,$11,$12) \
+                     RETURNING id",
+                )
+                .bind(&t.project)
+                .bind(&t.title)
+                .bind(&t.body)
+                .bind(&t.workflow)
+                .bind(t.lane.as_str())
+                .bind(i64::from(t.priority))
+                .bind(to_json(&t.depends_on))
+                .bind(t.budget.0)
+                .bind(t.source.as_str())
+                .bind(to_json(&t.labels))
+                .bind(at.0)
+                .bind(&t.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE tickets SET branch = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(format!("mc/{id}-{}", t.branch))
+                    .execute(&mut *tx)
+                    .await?;
+                for l in &t.labels {
+                    sqlx::query("INSERT INTO ticket_labels (ticket_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(id)
+                        .bind(l)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for d in &t.depends_on {
+                    sqlx::query("INSERT INTO ticket_deps (ticket_id, depends_on) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(id)
+                        .bind(*d)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Self::insert_events(&mut tx, id, &t.project, at, std::slice::from_ref(&event)).await?;
+                let ticket = Self::ticket_in(&mut tx, id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished inside its transaction")))?;
+                tx.commit().await?;
+                Ok((ticket, true))
+            }
+
+            async fn get_ticket(&self, id: i64) -> Result<Option<Ticket>, StoreError> {
+                Ok(self.tickets_where("WHERE id = $1", &[id]).await?.into_iter().next())
+            }
+
+            async fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {TICKET_COLS} FROM tickets WHERE id > "));
+                qb.push_bind(f.after_id);
+                if !f.states.is_empty() {
+                    qb.push(" AND state IN (");
+                    let mut sep = qb.separated(", ");
+                    for s in &f.states {
+                        sep.push_bind(s.as_str());
+                    }
+                    qb.push(")");
+                }
+                if let Some(p) = &f.project {
+                    qb.push(" AND project = ").push_bind(p.clone());
+                }
+                if let Some(l) = &f.label {
+                    qb.push(" AND id IN (SELECT ticket_id FROM ticket_labels WHERE label = ")
+                        .push_bind(l.clone())
+                        .push(")");
+                }
+                qb.push(" ORDER BY id LIMIT ").push_bind(f.limit);
+                let rows: Vec<TicketRow> = qb.build_query_as().fetch_all(&self.read).await?;
+                rows.into_iter().map(Ticket::try_from).collect()
+            }
+
+            async fn commit(&self, c: &Change) -> Result<Committed, StoreError> {
+                let t = &c.ticket;
+                let mut tx = self.begin_write().await?;
+                let mut qb = QueryBuilder::<$db>::new("UPDATE tickets SET phase_index = ");
+                qb.push_bind(i64::from(t.phase_index))
+                    .push(", lane = ").push_bind(t.lane.as_str())
+                    .push(", state = ").push_bind(t.state.as_str())
+                    .push(", state_reason = ").push_bind(t.state_reason.clone())
+                    .push(", priority = ").push_bind(i64::from(t.priority))
+                    .push(", rounds = ").push_bind(to_json(&t.rounds))
+                    .push(", branch = ").push_bind(t.branch.clone())
+                    .push(", pr_url = ").push_bind(t.pr_url.clone())
+                    .push(", cost_micros = ").push_bind(t.cost.0)
+                    .push(", budget_micros = ").push_bind(t.budget.0)
+                    .push(", updated_at = ").push_bind(t.updated_at.0)
+                    .push(", wake_at = ").push_bind(t.wake_at.map(|w| w.0))
+                    .push(", epoch = ").push_bind(t.epoch)
+                    .push(", current_attempt_id = ").push_bind(t.current_attempt_id)
+                    .push(", avoid_runtime = ").push_bind(t.avoid_runtime.clone())
+                    .push(", next_brief = ").push_bind(t.next_brief.clone())
+                    .push(", version = ").push_bind(c.expected_version + 1)
+                    .push(" WHERE id = ").push_bind(t.id)
+                    .push(" AND version = ").push_bind(c.expected_version);
+                if let Some(f) = c.fence {
+                    qb.push(" AND epoch = ").push_bind(f.epoch)
+                        .push(" AND current_attempt_id = ").push_bind(f.attempt_id);
+                }
+                let updated = qb.build().execute(&mut *tx).await?.rows_affected();
+                if updated != 1 {
+                    let current = Self::ticket_in(&mut tx, t.id).await?;
+                    return Err(match current {
+                        None => StoreError::NotFound(format!("ticket {}", t.id)),
+                        Some(cur) => match c.fence {
+                            Some(f) if cur.epoch != f.epoch || cur.current_attempt_id != Some(f.attempt_id) => {
+                                StoreError::StaleEpoch { ticket: t.id, attempt_id: f.attempt_id, epoch: f.epoch }
+                            }
+                            _ => StoreError::Conflict { ticket: t.id, expected: c.expected_version },
+                        },
+                    });
+                }
+                if let Some(p) = &c.attempt {
+                    let (outcome, reason, ended_at) = match &p.ended {
+                        Some((o, r, at)) => (Some(o.as_str()), Some(r.clone()), Some(at.0)),
+                        None => (None, None, None),
+                    };
+                    let (cost, tin, tout) = match p.usage {
+                        Some((m, i, o)) => (Some(m.0), Some(i), Some(o)),
+                        None => (None, None, None),
+                    };
+                    let done = sqlx::query(
+                        "UPDATE attempts SET started_at = COALESCE($3, started_at), \
+                         runtime_id = COALESCE($4, runtime_id), pid = COALESCE($5, pid), \
+                         worktree = COALESCE($6, worktree), branch = COALESCE($7, branch), \
+                         lease_expires_at = COALESCE($8, lease_expires_at), outcome = COALESCE($9, outcome), \
+                         reason = COALESCE($10, reason), ended_at = COALESCE($11, ended_at), \
+                         cost_micros = COALESCE($12, cost_micros), tokens_in = COALESCE($13, tokens_in), \
+                         tokens_out = COALESCE($14, tokens_out), evidence = COALESCE($15, evidence) \
+                         WHERE id = $1 AND epoch = $2",
+                    )
+                    .bind(p.id)
+                    .bind(p.epoch)
+                    .bind(p.started_at.map(|t| t.0))
+                    .bind(p.runtime_id.clone())
+                    .bind(p.pid)
+                    .bind(p.worktree.clone())
+                    .bind(p.branch.clone())
+                    .bind(p.lease_expires_at.map(|t| t.0))
+                    .bind(outcome)
+                    .bind(reason)
+                    .bind(ended_at)
+                    .bind(cost)
+                    .bind(tin)
+                    .bind(tout)
+                    .bind(p.evidence.as_ref().map(evidence_json))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if done != 1 {
+                        return Err(StoreError::StaleEpoch { ticket: t.id, attempt_id: p.id, epoch: p.epoch });
+                    }
+                }
+                let mut decision_id = None;
+                if let Some(d) = &c.decision {
+                    let (id,): (i64,) = sqlx::query_as(
+                        "INSERT INTO decisions (ticket_id, attempt_id, kind, reason, points, next_prompt, layer, \
+                         source, latency_ms, at, wait_until, point) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
+                         RETURNING id",
+                    )
+                    .bind(t.id)
+                    .bind(d.attempt_id)
+                    .bind(d.kind.as_str())
+                    .bind(&d.reason)
+                    .bind(to_json(&d.points))
+                    .bind(&d.next_prompt)
+                    .bind(d.layer.as_str())
+                    .bind(&d.source)
+                    .bind(d.latency_ms)
+                    .bind(d.at.0)
+                    .bind(d.wait_until.map(|w| w.0))
+                    .bind(d.point.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    decision_id = Some(id);
+                }
+                let mut answer_id = None;
+                if let Some(a) = &c.answer {
+                    let (id,): (i64,) = sqlx::query_as(
+                        "INSERT INTO answers (ticket_id, attempt_id, epoch, text, actor, created_at) \
+                         VALUES ($1,$2,$3,$4,$5,$6) RETURNING id",
+                    )
+                    .bind(t.id)
+                    .bind(a.attempt_id)
+                    .bind(a.epoch)
+                    .bind(&a.text)
+                    .bind(&a.actor)
+                    .bind(a.at.0)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    answer_id = Some(id);
+                }
+                if let Some((day, m)) = &c.spend {
+                    sqlx::query(
+                        "INSERT INTO spend (day, ticket_id, micros) VALUES ($1, $2, $3) \
+                         ON CONFLICT (day, ticket_id) DO UPDATE SET micros = spend.micros + excluded.micros",
+                    )
+                    .bind(day)
+                    .bind(t.id)
+                    .bind(m.0)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let events = Self::insert_events(&mut tx, t.id, &t.project, t.updated_at, &c.events).await?;
+                let ticket = Self::ticket_in(&mut tx, t.id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("ticket {} vanished inside its transaction", t.id)))?;
+                tx.commit().await?;
+                Ok(Committed { ticket, events, decision_id, answer_id })
+            }
+
+            async fn claim(&self, q: &ClaimQuery) -> Result<Option<Claimed>, StoreError> {
+                if q.projects.is_empty() {
+                    return Ok(None);
+                }
+                let mut tx = self.begin_write().await?;
+                if let Some(cap) = q.global_cap {
+                    let (live,): (i64,) =
+                        sqlx::query_as(&format!("SELECT COUNT(*) FROM tickets WHERE state IN {LIVE_STATES}"))
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    if live >= i64::from(cap) {
+                        return Ok(None);
+                    }
+                }
+                let identity = format!("{}@{}", q.profile, q.host);
+                let mut qb = QueryBuilder::<$db>::new("SELECT id FROM tickets WHERE state = 'queued' AND lane = ");
+                qb.push_bind(q.lane.as_str())
+                    .push(" AND (avoid_runtime IS NULL OR avoid_runtime <> ")
+                    .push_bind(identity)
+                    .push(") AND project IN (");
+                let mut sep = qb.separated(", ");
+                for p in &q.projects {
+                    sep.push_bind(p.clone());
+                }
+                qb.push(") ORDER BY priority, id LIMIT 1").push(Self::CLAIM_LOCK);
+                let picked: Option<(i64,)> = qb.build_query_as().fetch_optional(&mut *tx).await?;
+                let Some((ticket_id,)) = picked else {
+                    return Ok(None);
+                };
+                let (epoch,): (i64,) = sqlx::query_as(
+                    "UPDATE tickets SET state = 'offered', epoch = epoch + 1, version = version + 1, \
+                     updated_at = $2, state_reason = '', wake_at = NULL WHERE id = $1 AND state = 'queued' \
+                     RETURNING epoch",
+                )
+                .bind(ticket_id)
+                .bind(q.now.0)
+                .fetch_one(&mut *tx)
+                .await?;
+                let (attempt_id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO attempts (ticket_id, phase_index, lane, profile, worker, host, epoch, \
+                     lease_expires_at, offered_at, outcome, branch) \
+                     SELECT id, phase_index, lane, $2, $3, $4, epoch, $5, $6, 'active', branch \
+                     FROM tickets WHERE id = $1 RETURNING id",
+                )
+                .bind(ticket_id)
+                .bind(&q.profile)
+                .bind(&q.worker)
+                .bind(&q.host)
+                .bind(q.lease_expires_at.0)
+                .bind(q.now.0)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE tickets SET current_attempt_id = $2 WHERE id = $1")
+                    .bind(ticket_id)
+                    .bind(attempt_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let ticket = Self::ticket_in(&mut tx, ticket_id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("ticket {ticket_id} vanished")))?;
+                let attempt = Self::attempt_in(&mut tx, attempt_id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("attempt {attempt_id} vanished")))?;
+                let ev = NewEvent::new(
+                    EventKind::Offered,
+                    q.actor.clone(),
+                    format!("offered to {} ({} on {})", q.worker, q.profile, q.host),
+                )
+                .states(State::Queued, State::Offered)
+                .attempt(attempt_id, epoch);
+                let mut events = Self::insert_events(&mut tx, ticket_id, &ticket.project, q.now, &[ev]).await?;
+                tx.commit().await?;
+                let event = events.pop().ok_or_else(|| StoreError::Corrupt("offer event missing".into()))?;
+                Ok(Some(Claimed { ticket, attempt, event }))
+            }
+
+            async fn dependents(&self, ticket_id: i64, state: State) -> Result<Vec<Ticket>, StoreError> {
+                let sql = format!(
+                    "SELECT {TICKET_COLS} FROM tickets WHERE state = $2 AND id IN \
+                     (SELECT ticket_id FROM ticket_deps WHERE depends_on = $1) ORDER BY id"
+                );
+                let rows: Vec<TicketRow> = sqlx::query_as(&sql)
+                    .bind(ticket_id)
+                    .bind(state.as_str())
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.into_iter().map(Ticket::try_from).collect()
+            }
+
+            async fn due_wakeups(&self, now: Timestamp, limit: i64) -> Result<Vec<Ticket>, StoreError> {
+                self.tickets_where(
+                    "WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT $2",
+                    &[now.0, limit],
+                )
+                .await
+            }
+
+            async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT state, COUNT(*) FROM tickets GROUP BY state ORDER BY state")
+                        .fetch_all(&self.read)
+                        .await?;
+                rows.into_iter()
+                    .map(|(s, n)| Ok((parse_enum("tickets.state", &s, State::parse)?, n)))
+                    .collect()
+            }
+
+            async fn get_attempt(&self, id: i64) -> Result<Option<Attempt>, StoreError> {
+                let row: Option<AttemptRow> =
+                    sqlx::query_as(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(&self.read)
+                        .await?;
+                row.map(Attempt::try_from).transpose()
+            }
+
+            async fn list_attempts(&self, ticket_id: i64) -> Result<Vec<Attempt>, StoreError> {
+                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE ticket_id = $1 ORDER BY id"
+                ))
+                .bind(ticket_id)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Attempt::try_from).collect()
+            }
+
+            async fn expired_attempts(&self, now: Timestamp, limit: i64) -> Result<Vec<Attempt>, StoreError> {
+                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE outcome = 'active' AND lease_expires_at < $1 \
+                     ORDER BY lease_expires_at LIMIT $2"
+                ))
+                .bind(now.0)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Attempt::try_from).collect()
+            }
+
+            async fn active_attempts_of(&self, worker: &str) -> Result<Vec<Attempt>, StoreError> {
+                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE outcome = 'active' AND worker = $1 ORDER BY id"
+                ))
+                .bind(worker)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Attempt::try_from).collect()
+            }
+
+            async fn renew_leases(&self, held: &[Fence], until: Timestamp) -> Result<u64, StoreError> {
+                if held.is_empty() {
+                    return Ok(0);
+                }
+                let mut total = 0;
+                for chunk in held.chunks(500) {
+                    let mut qb = QueryBuilder::<$db>::new("UPDATE attempts SET lease_expires_at = ");
+                    qb.push_bind(until.0)
+                        .push(" WHERE outcome = 'active' AND lease_expires_at < ")
+                        .push_bind(until.0)
+                        .push(" AND (id, epoch) IN (");
+                    let mut first = true;
+                    for f in chunk {
+                        if !first {
+                            qb.push(", ");
+                        }
+                        first = false;
+                        qb.push("(").push_bind(f.attempt_id).push(", ").push_bind(f.epoch).push(")");
+                    }
+                    qb.push(")");
+                    let mut tx = self.begin_write().await?;
+                    total += qb.build().execute(&mut *tx).await?.rows_affected();
+                    tx.commit().await?;
+                }
+                Ok(total)
+            }
+
+            async fn events_after(&self, after_id: i64, f: &EventFilter, limit: i64) -> Result<Vec<Event>, StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE id > "));
+                qb.push_bind(after_id);
+                if let Some(t) = f.ticket_id {
+                    qb.push(" AND ticket_id = ").push_bind(t);
+                }
+                if let Some(p) = &f.project {
+                    qb.push(" AND project = ").push_bind(p.clone());
+                }
+                qb.push(" ORDER BY id LIMIT ").push_bind(limit);
+                let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.read).await?;
+                rows.into_iter().map(Event::try_from).collect()
+            }
+
+            async fn last_event_id(&self) -> Result<i64, StoreError> {
+                let (id,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) FROM events")
+                    .fetch_one(&self.read)
+                    .await?;
+                Ok(id)
+            }
+
+            async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError> {
+                let rows: Vec<DecisionRow> = sqlx::query_as(
+                    "SELECT id, ticket_id, attempt_id, kind, reason, points, next_prompt, layer, source, \
+                     latency_ms, at, wait_until, point FROM decisions WHERE ticket_id = $1 ORDER BY id",
+                )
+                .bind(ticket_id)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Decision::try_from).collect()
+            }
+
+            async fn pending_answers(&self, attempt_id: i64) -> Result<Vec<Answer>, StoreError> {
+                let rows: Vec<AnswerRow> = sqlx::query_as(
+                    "SELECT id, ticket_id, attempt_id, epoch, text, actor, created_at, delivered_at FROM answers \
+                     WHERE attempt_id = $1 AND delivered_at IS NULL ORDER BY id",
+                )
+                .bind(attempt_id)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows.into_iter().map(Answer::from).collect())
+            }
+
+            async fn mark_answer_delivered(&self, id: i64, at: Timestamp) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("UPDATE answers SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL")
+                    .bind(id)
+                    .bind(at.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn append_logs(&self, epoch: i64, chunks: &[LogChunk]) -> Result<(), StoreError> {
+                let Some(first) = chunks.first() else {
+                    return Ok(());
+                };
+                let attempt_id = first.attempt_id;
+                let mut tx = self.begin_write().await?;
+                let found: Option<(i64, i64, String)> =
+                    sqlx::query_as("SELECT ticket_id, epoch, outcome FROM attempts WHERE id = $1")
+                        .bind(attempt_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match found {
+                    None => return Err(StoreError::NotFound(format!("attempt {attempt_id}"))),
+                    Some((ticket, e, outcome)) if e != epoch || outcome != "active" => {
+                        return Err(StoreError::StaleEpoch { ticket, attempt_id, epoch });
+                    }
+                    Some(_) => {}
+                }
+                for batch in chunks.chunks(200) {
+                    let mut qb = QueryBuilder::<$db>::new("INSERT INTO log_chunks (attempt_id, seq, at, data) ");
+                    qb.push_values(batch, |mut b, c| {
+                        b.push_bind(attempt_id).push_bind(c.seq).push_bind(c.at.0).push_bind(c.data.clone());
+                    });
+                    qb.push(" ON CONFLICT (attempt_id, seq) DO NOTHING");
+                    qb.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn read_logs(&self, attempt_id: i64, after_seq: i64, max_bytes: i64) -> Result<Vec<LogChunk>, StoreError> {
+                let rows: Vec<LogRow> = sqlx::query_as(
+                    "SELECT attempt_id, seq, at, data FROM log_chunks WHERE attempt_id = $1 AND seq > $2 \
+                     ORDER BY seq LIMIT 1000",
+                )
+                .bind(attempt_id)
+                .bind(after_seq)
+                .fetch_all(&self.read)
+                .await?;
+                let mut out = Vec::new();
+                let mut bytes = 0i64;
+                for r in rows {
+                    if !out.is_empty() && bytes + r.data.len() as i64 > max_bytes {
+                        break;
+                    }
+                    bytes += r.data.len() as i64;
+                    out.push(LogChunk::from(r));
+                }
+                Ok(out)
+            }
+
+            async fn tail_logs(&self, attempt_id: i64, tail_bytes: i64) -> Result<Vec<LogChunk>, StoreError> {
+                let rows: Vec<LogRow> = sqlx::query_as(
+                    "SELECT attempt_id, seq, at, data FROM log_chunks WHERE attempt_id = $1 \
+                     ORDER BY seq DESC LIMIT 2000",
+                )
+                .bind(attempt_id)
+                .fetch_all(&self.read)
+                .await?;
+                let mut out = Vec::new();
+                let mut bytes = 0i64;
+                for r in rows {
+                    if bytes >= tail_bytes {
+                        break;
+                    }
+                    bytes += r.data.len() as i64;
+                    out.push(LogChunk::from(r));
+                }
+                out.reverse();
+                Ok(out)
+            }
+
+            async fn upsert_worker(&self, w: &WorkerRecord) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO workers (name, host, version, state, profiles, checkouts, slots, labels, os, \
+                     last_seen, connected_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
+                     ON CONFLICT (name) DO UPDATE SET host = excluded.host, version = excluded.version, \
+                     state = excluded.state, profiles = excluded.profiles, checkouts = excluded.checkouts, \
+                     slots = excluded.slots, labels = excluded.labels, os = excluded.os, \
+                     last_seen = excluded.last_seen, connected_at = excluded.connected_at",
+                )
+                .bind(&w.name)
+                .bind(&w.host)
+                .bind(&w.version)
+                .bind(w.state.as_str())
+                .bind(to_json(&w.profiles))
+                .bind(checkouts_json(&w.checkouts))
+                .bind(i64::from(w.slots))
+                .bind(to_json(&w.labels))
+                .bind(&w.os)
+                .bind(w.last_seen.0)
+                .bind(w.connected_at.0)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_worker_state(&self, name: &str, state: WorkerState, at: Timestamp) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("UPDATE workers SET state = $2, last_seen = $3 WHERE name = $1")
+                    .bind(name)
+                    .bind(state.as_str())
+                    .bind(at.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+                let rows: Vec<WorkerRow> = sqlx::query_as(
+                    "SELECT name, host, version, state, profiles, checkouts, slots, labels, os, last_seen, \
+                     connected_at FROM workers ORDER BY name",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(WorkerRecord::try_from).collect()
+            }
+
+            async fn lanes(&self) -> Result<Vec<LaneAssignment>, StoreError> {
+                let rows: Vec<LaneRow> =
+                    sqlx::query_as("SELECT lane, profile, preferred_hosts FROM lanes ORDER BY lane")
+                        .fetch_all(&self.read)
+                        .await?;
+                rows.into_iter().map(LaneAssignment::try_from).collect()
+            }
+
+            async fn set_lane(&self, a: &LaneAssignment, at: Timestamp) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO lanes (lane, profile, preferred_hosts, updated_at) VALUES ($1,$2,$3,$4) \
+                     ON CONFLICT (lane) DO UPDATE SET profile = excluded.profile, \
+                     preferred_hosts = excluded.preferred_hosts, updated_at = excluded.updated_at",
+                )
+                .bind(a.lane.as_str())
+                .bind(&a.profile)
+                .bind(to_json(&a.preferred_hosts))
+                .bind(at.0)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn spend_on(&self, day: &str) -> Result<Vec<(i64, Money)>, StoreError> {
+                let rows: Vec<(i64, i64)> =
+                    sqlx::query_as("SELECT ticket_id, micros FROM spend WHERE day = $1 ORDER BY micros DESC, ticket_id")
+                        .bind(day)
+                        .fetch_all(&self.read)
+                        .await?;
+                Ok(rows.into_iter().map(|(t, m)| (t, Money(m))).collect())
+            }
+
+            async fn try_lead(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query(
+                    "INSERT INTO leader_leases (name, holder, expires_at) VALUES ($1, $2, $4) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                     WHERE leader_leases.holder = excluded.holder OR leader_leases.expires_at < $3",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(now.0)
+                .bind(until.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn resign(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM leader_leases WHERE name = $1 AND holder = $2")
+                    .bind(name)
+                    .bind(holder)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

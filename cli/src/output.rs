@@ -174,7 +174,7 @@ pub fn ticket_detail(x: &pb::Ticket, a: Option<&pb::Attempt>) -> String {
         ));
     }
     if !x.body.is_empty() {
-        s.push_str("\n");
+        s.push('\n');
         s.push_str(&x.body);
         s.push('\n');
     }

@@ -117,6 +117,21 @@ impl Authorizer {
     }
 }
 
+/// tonic reports a request it cannot decode (invalid UTF-8 in a string field, a truncated
+/// message) as `Internal`; it is the caller's bad input, so answer `InvalidArgument`. The
+/// message, which names the message and field, is kept.
+fn reclassify_decode_error<B>(resp: &mut http::Response<B>) {
+    let h = resp.headers_mut();
+    let internal = h.get("grpc-status").is_some_and(|v| v.as_bytes() == b"13");
+    let decode = h.get("grpc-message").is_some_and(|m| {
+        m.as_bytes().starts_with(b"failed%20to%20decode")
+            || m.as_bytes().starts_with(b"failed to decode")
+    });
+    if internal && decode {
+        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+}
+
 #[derive(Clone)]
 pub struct AuthLayer {
     auth: Arc<Authorizer>,
@@ -172,7 +187,12 @@ where
                 if let Some(id) = id {
                     req.extensions_mut().insert(Caller(id));
                 }
-                Box::pin(self.inner.call(req))
+                let fut = self.inner.call(req);
+                Box::pin(async move {
+                    let mut resp = fut.await?;
+                    reclassify_decode_error(&mut resp);
+                    Ok(resp)
+                })
             }
             Err(status) => {
                 tracing::info!(%path, code = ?status.code(), message = status.message(), "rpc refused");

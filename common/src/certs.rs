@@ -44,6 +44,17 @@ pub struct Validity {
 }
 
 impl Validity {
+    /// Between two instants, in Unix seconds (tests issue expired certificates with this).
+    pub fn between(not_before_unix: i64, not_after_unix: i64) -> Validity {
+        let at = |u| {
+            time::OffsetDateTime::from_unix_timestamp(u).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        };
+        Validity {
+            not_before: at(not_before_unix),
+            not_after: at(not_after_unix),
+        }
+    }
+
     /// From now (the given unix seconds) for `days` days, starting an hour early for skew.
     pub fn days_from(now_unix: i64, days: u32) -> Validity {
         let now = time::OffsetDateTime::from_unix_timestamp(now_unix)

@@ -82,9 +82,11 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// gRPC reflection, v1 and v1alpha, over the given encoded descriptor sets (plus health's).
+/// gRPC reflection, v1 and v1alpha, over the given encoded descriptor sets (plus health's),
+/// advertising only the services this server actually serves.
 pub fn reflection(
     sets: &[&'static [u8]],
+    services: &[&str],
 ) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
@@ -101,6 +103,10 @@ pub fn reflection(
     for s in sets.iter().chain([&tonic_health::pb::FILE_DESCRIPTOR_SET]) {
         b1 = b1.register_encoded_file_descriptor_set(s);
         b2 = b2.register_encoded_file_descriptor_set(s);
+    }
+    for name in services.iter().chain(&["grpc.health.v1.Health"]) {
+        b1 = b1.with_service_name(*name);
+        b2 = b2.with_service_name(*name);
     }
     Ok((b1.build_v1()?, b2.build_v1alpha()?))
 }

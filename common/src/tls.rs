@@ -273,7 +273,10 @@ impl ChainVerifier {
         )
         .map(|_| ())
         .map_err(|e| match e {
-            webpki::Error::UnknownIssuer => ChainError::UnknownIssuer,
+            // A CA with the same name but another key fails on the signature.
+            webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+                ChainError::UnknownIssuer
+            }
             webpki::Error::CertExpired { not_after, .. } => {
                 ChainError::Expired(fmt_time(not_after))
             }

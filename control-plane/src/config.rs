@@ -268,8 +268,10 @@ mod tests {
         let mut c = Config::default();
         c.dispatch.worker_ttl = Duration::from_secs(6);
         assert!(c.validate().unwrap_err().starts_with("dispatch.worker_ttl"));
-        let mut c = Config::default();
-        c.database = "mysql://x".into();
+        let c = Config {
+            database: "mysql://x".into(),
+            ..Config::default()
+        };
         assert!(c.validate().unwrap_err().starts_with("database:"));
         let mut c = Config::default();
         c.lanes.insert(
@@ -280,15 +282,19 @@ mod tests {
             },
         );
         assert!(c.validate().unwrap_err().starts_with("lanes.painter"));
-        let mut c = Config::default();
-        c.listen = "localhost".into();
+        let c = Config {
+            listen: "localhost".into(),
+            ..Config::default()
+        };
         assert!(c.validate().unwrap_err().starts_with("listen:"));
     }
 
     #[test]
     fn database_forms() {
-        let mut c = Config::default();
-        c.database = "sqlite:///tmp/x.db".into();
+        let mut c = Config {
+            database: "sqlite:///tmp/x.db".into(),
+            ..Config::default()
+        };
         assert_eq!(c.database().unwrap(), Database::Sqlite("/tmp/x.db".into()));
         c.database = "sqlite:rel/x.db".into();
         assert_eq!(c.database().unwrap(), Database::Sqlite("rel/x.db".into()));

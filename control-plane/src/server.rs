@@ -62,18 +62,19 @@ impl ControlPlane {
         let token = CancellationToken::new();
         let nudge = DispatchNudge::default();
 
-        let mut loops = Vec::new();
-        loops.push(tokio::spawn(reactor::run_effects(
-            board.clone(),
-            effects,
-            nudge.clone(),
-            token.clone(),
-        )));
-        loops.push(tokio::spawn(reactor::run_scheduler(
-            board.clone(),
-            cfg.dispatch.reap_interval,
-            token.clone(),
-        )));
+        let loops = vec![
+            tokio::spawn(reactor::run_effects(
+                board.clone(),
+                effects,
+                nudge.clone(),
+                token.clone(),
+            )),
+            tokio::spawn(reactor::run_scheduler(
+                board.clone(),
+                cfg.dispatch.reap_interval,
+                token.clone(),
+            )),
+        ];
 
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await
@@ -90,8 +91,17 @@ impl ControlPlane {
             clock,
         ));
         let (health, health_svc) = tonic_health::server::health_reporter();
-        let (refl1, refl2) = mc_common::grpc::reflection(&[pb::FILE_DESCRIPTOR_SET])
-            .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let (refl1, refl2) = mc_common::grpc::reflection(
+            &[pb::FILE_DESCRIPTOR_SET],
+            &[
+                "mc.v1.TicketService",
+                "mc.v1.ProjectService",
+                "mc.v1.WorkerService",
+                "mc.v1.LaneService",
+                "mc.v1.BudgetService",
+            ],
+        )
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
         let tickets =
             pb::ticket_service_server::TicketServiceServer::new(api::tickets::TicketApi {
                 board: board.clone(),

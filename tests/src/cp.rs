@@ -1,0 +1,245 @@
+//! Control planes for tests: in process on a random loopback port, over real mTLS, on
+//! SQLite or on the test Postgres cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mc_common::grpc::TracedChannel;
+use mc_common::identity::Role;
+use mc_common::tls::TlsMaterial;
+use mc_control_plane::{Config, ControlPlane};
+use mc_proto as pb;
+
+use crate::pki::Pki;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A configuration for a test control plane with short timings.
+pub async fn config(pki: &Pki, backend: Backend, dir: &std::path::Path) -> Config {
+    let database = match backend {
+        Backend::Sqlite => format!("sqlite:{}", dir.join("board.db").display()),
+        Backend::Postgres => crate::pg::fresh_db().await,
+    };
+    let mut c = Config {
+        listen: "127.0.0.1:0".into(),
+        database,
+        tls: pki.files(Role::ControlPlane, "cp"),
+        ..Config::default()
+    };
+    c.dispatch.heartbeat_interval = Duration::from_millis(500);
+    c.dispatch.worker_ttl = Duration::from_secs(3);
+    c.dispatch.offer_timeout = Duration::from_secs(5);
+    c.dispatch.lease_ttl = Duration::from_secs(4);
+    c.dispatch.lease_flush = Duration::from_millis(500);
+    c.dispatch.reap_interval = Duration::from_millis(300);
+    c
+}
+
+pub struct TestCp {
+    pub cp: ControlPlane,
+    pub pki: Arc<Pki>,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+impl TestCp {
+    pub async fn start(backend: Backend) -> TestCp {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestCp {
+        crate::init_logs();
+        let pki = Arc::new(Pki::new());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config(&pki, backend, dir.path()).await;
+        tweak(&mut config);
+        let cp = ControlPlane::start(config.clone(), mc_common::Clock::system())
+            .await
+            .expect("control plane starts");
+        TestCp {
+            cp,
+            pki,
+            dir,
+            config,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.cp.addr.port())
+    }
+
+    pub async fn channel_with(&self, m: &TlsMaterial) -> TracedChannel {
+        mc_common::grpc::connect(&self.url(), m, Some("localhost"))
+            .await
+            .expect("connect")
+    }
+
+    pub async fn channel(&self, role: Role, name: &str) -> TracedChannel {
+        self.channel_with(&self.pki.material(role, name)).await
+    }
+
+    pub async fn tickets(&self) -> pb::ticket_service_client::TicketServiceClient<TracedChannel> {
+        pb::ticket_service_client::TicketServiceClient::new(
+            self.channel(Role::Operator, "alice").await,
+        )
+    }
+
+    pub async fn projects(
+        &self,
+    ) -> pb::project_service_client::ProjectServiceClient<TracedChannel> {
+        pb::project_service_client::ProjectServiceClient::new(
+            self.channel(Role::Operator, "alice").await,
+        )
+    }
+
+    /// Adds a project with the given workflow and no acceptance commands.
+    pub async fn add_project(&self, slug: &str, workflow: &str) {
+        self.projects()
+            .await
+            .add_project(pb::AddProjectRequest {
+                project: Some(pb::Project {
+                    slug: slug.into(),
+                    default_workflow: workflow.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("add project");
+    }
+
+    /// How many events the board holds (to prove a refused request wrote nothing).
+    pub async fn event_count(&self) -> i64 {
+        self.cp
+            .board
+            .store()
+            .last_event_id()
+            .await
+            .expect("last event id")
+    }
+}
+
+/// A create request with the essentials filled in.
+pub fn create(project: &str, title: &str) -> pb::CreateTicketRequest {
+    pb::CreateTicketRequest {
+        project: project.into(),
+        title: title.into(),
+        ..Default::default()
+    }
+}
+
+/// A control plane as a real process (`mc-control-plane`), for kill -9 tests.
+pub struct CpProc {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub config_path: std::path::PathBuf,
+}
+
+/// Writes `cfg` as TOML (with a fixed free port) for the binary to read.
+pub fn write_config(cfg: &Config, dir: &std::path::Path) -> (std::path::PathBuf, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = cfg.clone();
+    cfg.listen = format!("127.0.0.1:{port}");
+    let path = dir.join("control-plane.toml");
+    std::fs::write(&path, toml_string(&cfg)).unwrap();
+    (path, port)
+}
+
+fn toml_string(cfg: &Config) -> String {
+    // Config is serde; go through JSON to TOML to keep the harness free of a toml writer
+    // dependency quirk (durations serialize as humantime strings either way).
+    let v: serde_json::Value = serde_json::to_value(cfg).unwrap();
+    json_to_toml(&v, "")
+}
+
+fn json_to_toml(v: &serde_json::Value, prefix: &str) -> String {
+    let serde_json::Value::Object(m) = v else {
+        return String::new();
+    };
+    let mut scalars = String::new();
+    let mut tables = String::new();
+    for (k, v) in m {
+        match v {
+            serde_json::Value::Object(_) => {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                let body = json_to_toml(v, &name);
+                tables.push_str(&format!("\n[{name}]\n{body}"));
+            }
+            serde_json::Value::Null => {}
+            other => scalars.push_str(&format!("{k} = {other}\n")),
+        }
+    }
+    scalars + &tables
+}
+
+impl CpProc {
+    pub fn spawn(config_path: &std::path::Path, port: u16) -> CpProc {
+        let log = std::fs::File::create(config_path.with_extension("log")).unwrap();
+        let child = std::process::Command::new(crate::bin::path("mc-control-plane"))
+            .arg("--config")
+            .arg(config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mc-control-plane");
+        CpProc {
+            child,
+            port,
+            config_path: config_path.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the health check answers SERVING.
+    pub async fn wait_ready(&mut self, m: &TlsMaterial) -> TracedChannel {
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.config_path.with_extension("log"))
+                    .unwrap_or_default();
+                panic!("mc-control-plane exited with {status}:\n{log}");
+            }
+            if let Ok(ch) = mc_common::grpc::connect(&self.url(), m, Some("localhost")).await {
+                let mut h = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+                if h.check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok()
+                {
+                    return ch;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("mc-control-plane did not become ready");
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for CpProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

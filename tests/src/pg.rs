@@ -1,0 +1,200 @@
+//! A throwaway PostgreSQL cluster for tests, started by the harness itself (as the
+//! `postgres` user when running as root: Postgres refuses root). `scripts/test` starts one
+//! cluster for the whole run and exports `MC_TEST_PG_URL`; without it, each test process
+//! starts its own and a watchdog stops it when the process exits. Every test gets a fresh
+//! database.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, bail};
+
+fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("MC_PG_BIN") {
+        return PathBuf::from(d);
+    }
+    for v in ["17", "16", "15"] {
+        let d = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"));
+        if d.join("initdb").exists() {
+            return d;
+        }
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    }
+    PathBuf::from("/usr/lib/postgresql/15/bin")
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Runs a Postgres tool, as the `postgres` user when we are root.
+fn pg_cmd(tool: &str) -> Command {
+    let path = bin_dir().join(tool);
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
+fn run(mut c: Command, what: &str) -> anyhow::Result<()> {
+    let out = c.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Creates and starts a cluster under `dir`; returns its base URL (no database).
+pub fn start_cluster(dir: &Path) -> anyhow::Result<String> {
+    let initdb = bin_dir().join("initdb");
+    if !initdb.exists() {
+        bail!(
+            "{} not found: install PostgreSQL (scripts/test does: apt-get install postgresql) or set MC_PG_BIN",
+            initdb.display()
+        );
+    }
+    std::fs::create_dir_all(dir)?;
+    let data = dir.join("data");
+    let sock = dir.join("sock");
+    std::fs::create_dir_all(&data)?;
+    std::fs::create_dir_all(&sock)?;
+    if is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut d = Some(dir);
+        while let Some(p) = d {
+            if p == Path::new("/") {
+                break;
+            }
+            let mode = std::fs::metadata(p)?.permissions().mode();
+            if mode & 0o011 != 0o011 {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode | 0o011))?;
+            }
+            d = p.parent();
+        }
+        run(
+            {
+                let mut c = Command::new("chown");
+                c.args(["-R", "postgres:postgres"]).arg(dir);
+                c
+            },
+            "chown",
+        )?;
+    }
+    let mut init = pg_cmd("initdb");
+    init.arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+    run(init, "initdb")?;
+    let port = free_port()?;
+    let mut start = pg_cmd("pg_ctl");
+    start
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(dir.join("log"))
+        .arg("-o")
+        .arg(format!(
+            "-p {port} -k {} -h 127.0.0.1 -c fsync=off -c synchronous_commit=on -c full_page_writes=off -c max_connections=400",
+            sock.display()
+        ))
+        .args(["-w", "-t", "60", "start"]);
+    run(start, "pg_ctl start")?;
+    Ok(format!("postgres://postgres@127.0.0.1:{port}"))
+}
+
+pub fn stop_cluster(dir: &Path) -> anyhow::Result<()> {
+    let mut stop = pg_cmd("pg_ctl");
+    stop.arg("-D")
+        .arg(dir.join("data"))
+        .args(["-m", "immediate", "stop"]);
+    run(stop, "pg_ctl stop")
+}
+
+/// The cluster for this test run: `MC_TEST_PG_URL`, or one started for this process.
+pub fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(u) = std::env::var("MC_TEST_PG_URL")
+            && !u.is_empty()
+        {
+            return u;
+        }
+        let dir = std::env::temp_dir().join(format!("mc-test-pg-{}", std::process::id()));
+        let url =
+            start_cluster(&dir).unwrap_or_else(|e| panic!("starting a throwaway Postgres: {e:#}"));
+        // Stop the cluster when this process exits, however it exits.
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop}; rm -rf {dir}",
+            pid = std::process::id(),
+            stop = if is_root() {
+                format!(
+                    "runuser -u postgres -- {}/pg_ctl -D {}/data -m immediate stop",
+                    bin_dir().display(),
+                    dir.display()
+                )
+            } else {
+                format!(
+                    "{}/pg_ctl -D {}/data -m immediate stop",
+                    bin_dir().display(),
+                    dir.display()
+                )
+            },
+            dir = dir.display()
+        );
+        let _ = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        url
+    })
+}
+
+/// A new, empty database on the test cluster; returns its URL.
+pub async fn fresh_db() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let base = server_url().to_string();
+    let name = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        mc_common::Clock::system().now().millis() % 1_000_000
+    );
+    let admin = format!("{base}/postgres");
+    let mut conn = None;
+    for _ in 0..50 {
+        match <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
+            Ok(c) => {
+                conn = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    let mut conn = conn.unwrap_or_else(|| panic!("cannot connect to the test Postgres at {admin}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    format!("{base}/{name}")
+}

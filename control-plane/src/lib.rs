@@ -2,10 +2,14 @@
 
 pub mod api;
 pub mod board;
+pub mod brief;
 pub mod config;
+pub mod dispatcher;
 pub mod domain;
 pub mod reactor;
+pub mod reaper;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod workers;
 

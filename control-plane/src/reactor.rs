@@ -1,17 +1,19 @@
 //! The outer loop that carries out what committed transitions ask for (`Effect`s), and the
-//! scheduler's periodic reconcile, which guarantees progress even if an effect is lost
-//! (for example in a crash between commit and effect): due wake-ups and blocked tickets
-//! whose dependencies finished are woken.
+//! scheduler's reconcile pass, which guarantees progress even if an effect is lost (a crash
+//! between commit and effect, a worker on another replica): due wake-ups, finished
+//! dependencies, tickets stuck in `deciding`, and queued tickets over budget.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use mc_proto as pb;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::board::{Board, BoardError, Effects, join_ids};
+use crate::board::{Board, BoardError, Brain, Effect, Effects, join_ids};
 use crate::domain::{Action, EventKind, State, Trigger};
 use crate::store::TicketFilter;
+use crate::workers::Registry;
 
 /// Wakes the dispatcher when there may be work to hand out.
 #[derive(Clone, Default)]
@@ -27,42 +29,152 @@ impl DispatchNudge {
     }
 }
 
-pub async fn run_effects(
-    board: Board,
-    mut effects: Effects,
-    nudge: DispatchNudge,
-    token: CancellationToken,
-) {
-    loop {
-        let effect = tokio::select! {
-            e = effects.recv() => match e { Some(e) => e, None => return },
-            _ = token.cancelled() => return,
-        };
+pub struct Reactor {
+    pub board: Board,
+    pub workers: Registry,
+    pub nudge: DispatchNudge,
+    pub brain: Option<Arc<dyn Brain>>,
+}
+
+impl Reactor {
+    pub async fn run(self, mut effects: Effects, token: CancellationToken) {
+        loop {
+            let effect = tokio::select! {
+                e = effects.recv() => match e { Some(e) => e, None => return },
+                _ = token.cancelled() => return,
+            };
+            self.handle(&effect).await;
+        }
+    }
+
+    async fn handle(&self, effect: &Effect) {
+        let id = effect.after.id;
         for action in &effect.actions {
-            match action {
-                Action::Dispatch => nudge.nudge(),
-                Action::WakeDependents => {
-                    if let Err(e) = wake_dependents(&board, effect.after.id).await {
-                        tracing::warn!(ticket_id = effect.after.id, error = %e, "waking dependents failed; the scheduler retries");
-                    }
+            let res = match action {
+                Action::Dispatch => {
+                    self.nudge.nudge();
+                    Ok(())
                 }
+                Action::WakeDependents => wake_dependents(&self.board, id).await,
                 Action::Notify => {
-                    tracing::info!(
-                        ticket_id = effect.after.id,
-                        state = %effect.after.state,
-                        reason = %effect.after.state_reason,
-                        "ticket needs attention or finished"
-                    );
+                    tracing::info!(ticket_id = id, state = %effect.after.state, reason = %effect.after.state_reason, "ticket needs attention or finished");
+                    Ok(())
                 }
-                // Runtime-facing actions are carried out by the worker sessions.
-                Action::StopRuntime
-                | Action::CloseAttempt
-                | Action::DeliverInput
-                | Action::RePrompt
-                | Action::AskDecision => {}
+                Action::StopRuntime => {
+                    self.stop_runtime(effect);
+                    Ok(())
+                }
+                Action::CloseAttempt => {
+                    if let Some(a) = effect.before.current_attempt_id {
+                        self.workers.release(a);
+                        self.nudge.nudge();
+                    }
+                    Ok(())
+                }
+                Action::DeliverInput => deliver_answers(&self.board, &self.workers, id).await,
+                Action::RePrompt => {
+                    self.reprompt(effect);
+                    Ok(())
+                }
+                Action::AskDecision => {
+                    let board = self.board.clone();
+                    let brain = self.brain.clone();
+                    // Deciding may wait on the brain; it must not hold up other effects.
+                    tokio::spawn(async move {
+                        if let Err(e) = crate::board::decide(&board, id, brain.as_deref()).await {
+                            tracing::warn!(ticket_id = id, error = %e, "decision failed; the scheduler retries");
+                        }
+                    });
+                    Ok(())
+                }
+            };
+            if let Err(e) = res {
+                tracing::warn!(ticket_id = id, ?action, error = %e, "effect failed; the reconcile pass retries");
             }
         }
     }
+
+    fn stop_runtime(&self, effect: &Effect) {
+        let (Some(attempt_id), epoch) = (effect.before.current_attempt_id, effect.before.epoch)
+        else {
+            return;
+        };
+        let Some(worker) = self.workers.holder_of(attempt_id) else {
+            return;
+        };
+        let reason = if effect.after.state_reason.is_empty() {
+            format!("ticket is now {}", effect.after.state)
+        } else {
+            effect.after.state_reason.clone()
+        };
+        let msg = if effect.trigger == Trigger::Cancel {
+            pb::attach_response::Msg::Cancel(pb::CancelAttempt {
+                attempt_id,
+                epoch,
+                reason,
+            })
+        } else {
+            pb::attach_response::Msg::Revoked(pb::LeaseRevoked {
+                attempt_id,
+                epoch,
+                reason,
+            })
+        };
+        self.workers.send(&worker, msg);
+        self.workers.release(attempt_id);
+    }
+
+    fn reprompt(&self, effect: &Effect) {
+        let Some(attempt_id) = effect.after.current_attempt_id else {
+            return;
+        };
+        let Some(worker) = self.workers.holder_of(attempt_id) else {
+            return;
+        };
+        self.workers.send(
+            &worker,
+            pb::attach_response::Msg::Unstick(pb::Unstick {
+                attempt_id,
+                epoch: effect.after.epoch,
+                prompt: effect.after.next_brief.clone(),
+            }),
+        );
+    }
+}
+
+/// Sends queued answers to the runtime that asked, if its worker is connected here.
+pub async fn deliver_answers(
+    board: &Board,
+    workers: &Registry,
+    ticket_id: i64,
+) -> Result<(), BoardError> {
+    let t = board.ticket(ticket_id).await?;
+    let Some(attempt_id) = t.current_attempt_id else {
+        return Ok(());
+    };
+    let Some(worker) = workers.holder_of(attempt_id) else {
+        return Ok(());
+    };
+    for a in board.store().pending_answers(attempt_id).await? {
+        if a.epoch != t.epoch {
+            continue;
+        }
+        let sent = workers.send(
+            &worker,
+            pb::attach_response::Msg::Input(pb::Input {
+                attempt_id,
+                epoch: a.epoch,
+                text: a.text.clone(),
+            }),
+        );
+        if sent {
+            board
+                .store()
+                .mark_answer_delivered(a.id, board.now())
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Wakes tickets blocked on `done_id` whose dependencies are now all done.
@@ -89,47 +201,73 @@ async fn try_unblock(board: &Board, id: i64) -> Result<(), BoardError> {
     Ok(())
 }
 
-/// One reconcile pass: wake due waiting tickets and unblock finished dependencies.
-pub async fn reconcile(board: &Board) -> Result<(), BoardError> {
+fn list(states: Vec<State>) -> TicketFilter {
+    TicketFilter {
+        states,
+        limit: 500,
+        ..TicketFilter::default()
+    }
+}
+
+/// One reconcile pass (run by the leader).
+pub async fn reconcile(board: &Board, brain: Option<&dyn Brain>) -> Result<(), BoardError> {
     for t in board.store().due_wakeups(board.now(), 200).await? {
-        let msg = "wake-up time reached".to_string();
         let res = board
-            .apply(t.id, None, Trigger::Wake, "control-plane", &msg, |e| {
-                e.change.ticket.state_reason.clear();
-                e.change.events[0].kind = EventKind::Woken;
-                Ok(())
-            })
+            .apply(
+                t.id,
+                None,
+                Trigger::Wake,
+                "control-plane",
+                "wake-up time reached",
+                |e| {
+                    e.change.ticket.state_reason.clear();
+                    e.change.events[0].kind = EventKind::Woken;
+                    Ok(())
+                },
+            )
             .await;
         if let Err(e) = res {
             tracing::debug!(ticket_id = t.id, error = %e, "wake-up skipped");
         }
     }
-    let blocked = board
+    for t in board
         .store()
-        .list_tickets(&TicketFilter {
-            states: vec![State::Blocked],
-            limit: 500,
-            ..TicketFilter::default()
-        })
-        .await?;
-    for t in blocked {
+        .list_tickets(&list(vec![State::Blocked]))
+        .await?
+    {
         if let Err(e) = try_unblock(board, t.id).await {
             tracing::debug!(ticket_id = t.id, error = %e, "unblock skipped");
         }
     }
-    Ok(())
-}
-
-pub async fn run_scheduler(board: Board, every: Duration, token: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
-        if let Err(e) = reconcile(&board).await {
-            tracing::warn!(error = %e, "scheduler pass failed");
+    // A decision lost in a crash (or a brain that never answered) is taken again.
+    let stale = Duration::from_secs(30);
+    for t in board
+        .store()
+        .list_tickets(&list(vec![State::Deciding]))
+        .await?
+    {
+        if board.now().since(t.updated_at) >= stale
+            && let Err(e) = crate::board::decide(board, t.id, brain).await
+        {
+            tracing::warn!(ticket_id = t.id, error = %e, "re-deciding failed");
         }
     }
+    // Queued tickets that spent their budget are not dispatched; a human must decide.
+    for t in board
+        .store()
+        .list_tickets(&list(vec![State::Queued]))
+        .await?
+    {
+        if t.budget.0 > 0 && t.cost >= t.budget {
+            let msg = format!("budget exhausted: spent {} of {}", t.cost, t.budget);
+            let _ = board
+                .apply(t.id, None, Trigger::Escalate, "control-plane", &msg, |e| {
+                    e.change.ticket.state_reason = msg.clone();
+                    e.change.events[0].kind = EventKind::Escalated;
+                    Ok(())
+                })
+                .await;
+        }
+    }
+    Ok(())
 }

@@ -16,7 +16,10 @@ use tonic::transport::Server;
 use crate::api;
 use crate::board::Board;
 use crate::config::{Config, Database};
-use crate::reactor::{self, DispatchNudge};
+use crate::dispatcher::Dispatcher;
+use crate::reactor::{DispatchNudge, Reactor};
+use crate::reaper::Reaper;
+use crate::session::SessionCtx;
 use crate::store::{PgStore, SqliteStore, Store};
 use crate::workers::Registry;
 
@@ -62,18 +65,35 @@ impl ControlPlane {
         let token = CancellationToken::new();
         let nudge = DispatchNudge::default();
 
+        let brain: Option<Arc<dyn crate::board::Brain>> = None;
+        let replica = if cfg.replica.is_empty() {
+            format!("{}-{}", hostname(), std::process::id())
+        } else {
+            cfg.replica.clone()
+        };
+        let reactor = Reactor {
+            board: board.clone(),
+            workers: workers.clone(),
+            nudge: nudge.clone(),
+            brain: brain.clone(),
+        };
+        let dispatcher = Dispatcher {
+            board: board.clone(),
+            workers: workers.clone(),
+            nudge: nudge.clone(),
+            cfg: cfg.dispatch.clone(),
+        };
+        let reaper = Reaper {
+            board: board.clone(),
+            workers: workers.clone(),
+            cfg: cfg.dispatch.clone(),
+            replica,
+            brain,
+        };
         let loops = vec![
-            tokio::spawn(reactor::run_effects(
-                board.clone(),
-                effects,
-                nudge.clone(),
-                token.clone(),
-            )),
-            tokio::spawn(reactor::run_scheduler(
-                board.clone(),
-                cfg.dispatch.reap_interval,
-                token.clone(),
-            )),
+            tokio::spawn(reactor.run(effects, token.clone())),
+            tokio::spawn(dispatcher.run(token.clone())),
+            tokio::spawn(reaper.run(token.clone())),
         ];
 
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
@@ -121,8 +141,12 @@ impl ControlPlane {
         });
         let worker_svc =
             pb::worker_service_server::WorkerServiceServer::new(api::workers::WorkerApi {
-                board: board.clone(),
-                workers: workers.clone(),
+                ctx: SessionCtx {
+                    board: board.clone(),
+                    workers: workers.clone(),
+                    cfg: cfg.dispatch.clone(),
+                    nudge: nudge.clone(),
+                },
             });
         health
             .set_serving::<pb::ticket_service_server::TicketServiceServer<api::tickets::TicketApi>>(
@@ -174,4 +198,11 @@ impl ControlPlane {
     pub fn cancellation(&self) -> CancellationToken {
         self.token.clone()
     }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "control-plane".to_string())
 }

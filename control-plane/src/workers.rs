@@ -1,25 +1,279 @@
-//! The registry of worker agents connected to this replica (in memory; the store keeps the
-//! last-seen record for `mc workers`).
+//! The registry of worker agents connected to this replica. Liveness (heartbeats,
+//! per-runtime state) lives here in memory; the store only gets a worker's record on
+//! connect/disconnect and lease renewals in batches (`reaper::flush_leases`), so thousands of
+//! workers heartbeating every few seconds cost one write per flush, not one per beat.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use mc_common::Timestamp;
 use mc_proto as pb;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::store::Fence;
+
+pub type Outbox = mpsc::Sender<Result<pb::AttachResponse, Status>>;
+
+/// An attempt a worker holds, as this replica knows it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub ticket_id: i64,
+    pub epoch: i64,
+    /// The worker confirmed the spawn (leases are renewed only then).
+    pub started: bool,
+    pub liveness: Option<pb::RuntimeLiveness>,
+    /// When the last output was reported (for the heartbeat monitor).
+    pub last_output_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerEntry {
+    pub session: u64,
+    pub host: String,
+    pub version: String,
+    pub os: String,
+    pub profiles: Vec<String>,
+    pub profile_details: Vec<pb::RuntimeProfile>,
+    pub checkouts: Vec<pb::Checkout>,
+    pub slots: u32,
+    pub labels: Vec<String>,
+    pub draining: bool,
+    pub connected_at: Timestamp,
+    pub last_beat: Timestamp,
+    pub reported_free: u32,
+    pub attempts: HashMap<i64, Held>,
+    pub outbox: Outbox,
+}
+
+impl WorkerEntry {
+    /// Slots this replica may still offer: its own count, capped by what the worker says.
+    pub fn free_slots(&self) -> u32 {
+        (self.slots.saturating_sub(self.attempts.len() as u32)).min(self.reported_free.max(0))
+    }
+}
+
+/// What the dispatcher needs to know about a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub name: String,
+    pub host: String,
+    pub profiles: Vec<String>,
+    pub projects: Vec<String>,
+    pub free: u32,
+}
 
 #[derive(Clone, Default)]
 pub struct Registry {
-    inner: Arc<Mutex<HashMap<String, Entry>>>,
-}
-
-struct Entry {
-    host: String,
-    checkouts: Vec<pb::Checkout>,
-    profiles: Vec<pb::RuntimeProfile>,
+    inner: Arc<Mutex<HashMap<String, WorkerEntry>>>,
+    next_session: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, WorkerEntry>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn new_session(&self) -> u64 {
+        self.next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    /// Registers a worker's session, replacing (and returning) an older session of the
+    /// same worker.
+    pub fn register(&self, name: &str, entry: WorkerEntry) -> Option<WorkerEntry> {
+        self.lock().insert(name.to_string(), entry)
+    }
+
+    /// Removes the worker if `session` is still its current session.
+    pub fn unregister(&self, name: &str, session: u64) -> Option<WorkerEntry> {
+        let mut g = self.lock();
+        if g.get(name).is_some_and(|e| e.session == session) {
+            g.remove(name)
+        } else {
+            None
+        }
+    }
+
+    pub fn is_current(&self, name: &str, session: u64) -> bool {
+        self.lock().get(name).is_some_and(|e| e.session == session)
+    }
+
+    pub fn with<R>(&self, name: &str, f: impl FnOnce(&mut WorkerEntry) -> R) -> Option<R> {
+        self.lock().get_mut(name).map(f)
+    }
+
+    /// Sends a message to a worker; false if it is not connected here or its queue is full.
+    pub fn send(&self, name: &str, msg: pb::attach_response::Msg) -> bool {
+        let tx = self.lock().get(name).map(|e| e.outbox.clone());
+        match tx {
+            Some(tx) => tx
+                .try_send(Ok(pb::AttachResponse { msg: Some(msg) }))
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn assign(&self, name: &str, attempt_id: i64, ticket_id: i64, epoch: i64) {
+        self.with(name, |e| {
+            e.attempts.insert(
+                attempt_id,
+                Held {
+                    ticket_id,
+                    epoch,
+                    started: false,
+                    liveness: None,
+                    last_output_at: None,
+                },
+            );
+        });
+    }
+
+    pub fn mark_started(&self, name: &str, attempt_id: i64) {
+        self.with(name, |e| {
+            if let Some(h) = e.attempts.get_mut(&attempt_id) {
+                h.started = true;
+            }
+        });
+    }
+
+    pub fn note_output(&self, name: &str, attempt_id: i64, at: Timestamp) {
+        self.with(name, |e| {
+            if let Some(h) = e.attempts.get_mut(&attempt_id) {
+                h.last_output_at = Some(at);
+            }
+        });
+    }
+
+    /// Forgets an attempt wherever it is held; returns the worker that held it.
+    pub fn release(&self, attempt_id: i64) -> Option<String> {
+        let mut g = self.lock();
+        for (name, e) in g.iter_mut() {
+            if e.attempts.remove(&attempt_id).is_some() {
+                return Some(name.clone());
+            }
+        }
+        None
+    }
+
+    pub fn holder_of(&self, attempt_id: i64) -> Option<String> {
+        self.lock()
+            .iter()
+            .find(|(_, e)| e.attempts.contains_key(&attempt_id))
+            .map(|(n, _)| n.clone())
+    }
+
+    pub fn holds(&self, name: &str, attempt_id: i64, epoch: i64) -> bool {
+        self.lock()
+            .get(name)
+            .and_then(|e| e.attempts.get(&attempt_id))
+            .is_some_and(|h| h.epoch == epoch)
+    }
+
+    /// Records a heartbeat. Returns runtimes the worker reported that this replica does not
+    /// know it holds (to be checked against the store).
+    pub fn heartbeat(
+        &self,
+        name: &str,
+        hb: &pb::Heartbeat,
+        now: Timestamp,
+    ) -> Vec<pb::RuntimeLiveness> {
+        let mut unknown = Vec::new();
+        self.with(name, |e| {
+            e.last_beat = now;
+            e.reported_free = u32::try_from(hb.free_slots.max(0)).unwrap_or(0);
+            e.draining = hb.draining;
+            for r in &hb.runtimes {
+                match e.attempts.get_mut(&r.attempt_id) {
+                    Some(h) if h.epoch == r.epoch => {
+                        if let Some(t) = &r.last_output_at {
+                            h.last_output_at = Some(Timestamp::from_proto(t));
+                        }
+                        h.liveness = Some(r.clone());
+                    }
+                    _ => unknown.push(r.clone()),
+                }
+            }
+        });
+        unknown
+    }
+
+    /// Workers with free slots that are not draining, in a stable order.
+    pub fn available(&self) -> Vec<WorkerView> {
+        let g = self.lock();
+        let mut v: Vec<WorkerView> = g
+            .iter()
+            .filter(|(_, e)| !e.draining)
+            .map(|(n, e)| WorkerView {
+                name: n.clone(),
+                host: e.host.clone(),
+                profiles: e.profiles.clone(),
+                projects: e.checkouts.iter().map(|c| c.project.clone()).collect(),
+                free: e.free_slots(),
+            })
+            .filter(|w| w.free > 0)
+            .collect();
+        v.sort_by(|a, b| b.free.cmp(&a.free).then(a.name.cmp(&b.name)));
+        v
+    }
+
+    /// Hosts (connected here) that offer `profile` with a free slot.
+    pub fn hosts_with_capacity(&self, profile: &str) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|e| {
+                !e.draining && e.free_slots() > 0 && e.profiles.iter().any(|p| p == profile)
+            })
+            .map(|e| e.host.clone())
+            .collect()
+    }
+
+    /// Started attempts of workers heard from since `alive_after`, whose runtime the last
+    /// heartbeat reported alive (or not yet reported): their leases get renewed.
+    pub fn renewable(&self, alive_after: Timestamp) -> Vec<Fence> {
+        self.lock()
+            .values()
+            .filter(|e| e.last_beat >= alive_after)
+            .flat_map(|e| {
+                e.attempts.iter().filter_map(|(id, h)| {
+                    let alive = h.liveness.as_ref().is_none_or(|l| l.alive);
+                    (h.started && alive).then_some(Fence {
+                        attempt_id: *id,
+                        epoch: h.epoch,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Workers not heard from since `cutoff`.
+    pub fn silent_since(&self, cutoff: Timestamp) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.last_beat < cutoff)
+            .map(|(n, e)| (n.clone(), e.session))
+            .collect()
+    }
+
+    /// Every held attempt: (worker, attempt id, held).
+    pub fn held(&self) -> Vec<(String, i64, Held)> {
+        self.lock()
+            .iter()
+            .flat_map(|(n, e)| {
+                e.attempts
+                    .iter()
+                    .map(move |(id, h)| (n.clone(), *id, h.clone()))
+            })
+            .collect()
+    }
+
+    pub fn entry(&self, name: &str) -> Option<WorkerEntry> {
+        self.lock().get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 
     pub fn checkouts_of(&self, project: &str) -> Vec<pb::Checkout> {
@@ -41,9 +295,18 @@ impl Registry {
     pub fn profiles(&self) -> Vec<pb::RuntimeProfile> {
         let mut out: Vec<pb::RuntimeProfile> = Vec::new();
         for e in self.lock().values() {
-            for p in &e.profiles {
-                if !out.iter().any(|o| o.name == p.name) {
-                    out.push(p.clone());
+            for p in &e.profile_details {
+                match out.iter_mut().find(|o| o.name == p.name) {
+                    Some(o) => {
+                        if !o.hosts.contains(&e.host) {
+                            o.hosts.push(e.host.clone());
+                        }
+                    }
+                    None => {
+                        let mut p = p.clone();
+                        p.hosts = vec![e.host.clone()];
+                        out.push(p);
+                    }
                 }
             }
         }

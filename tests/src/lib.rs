@@ -3,8 +3,11 @@
 
 pub mod bin;
 pub mod cp;
+pub mod history;
 pub mod pg;
 pub mod pki;
+pub mod wait;
+pub mod worker;
 
 /// Logs for tests: `RUST_LOG=debug cargo nextest run …` shows them.
 pub fn init_logs() {

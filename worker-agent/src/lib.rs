@@ -1,1 +1,89 @@
-//! stub
+//! Mission Control's worker agent: one daemon per host. It dials the control plane, takes
+//! offers for the projects checked out here and the profiles it can run, runs agent CLIs in
+//! tmux or pty runtimes, streams their output, and verifies their work on this host.
+
+pub mod agent;
+pub mod attempt;
+pub mod config;
+pub mod git;
+pub mod output;
+pub mod profiles;
+pub mod runtime;
+pub mod session;
+pub mod state;
+pub mod verify;
+
+use std::sync::{Arc, Mutex};
+
+use mc_common::Clock;
+use mc_common::tls::TlsMaterial;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// A running worker agent.
+pub struct WorkerAgent {
+    pub agent: Arc<agent::Agent>,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("tls: {0}")]
+    Tls(#[from] mc_common::tls::TlsError),
+    #[error("state directory {0}: {1}")]
+    State(String, std::io::Error),
+}
+
+impl WorkerAgent {
+    pub async fn start(cfg: Config, clock: Clock) -> Result<WorkerAgent, StartError> {
+        let resolved = cfg.validate().map_err(StartError::Config)?;
+        std::fs::create_dir_all(&resolved.config.state_dir)
+            .map_err(|e| StartError::State(resolved.config.state_dir.display().to_string(), e))?;
+        let tls = TlsMaterial::load(&resolved.config.tls)?;
+        let (out, queue) = mpsc::unbounded_channel();
+        let deps = attempt::Deps {
+            tmux: runtime::tmux::Tmux::new(&resolved.config.tmux_socket),
+            cfg: Arc::new(resolved),
+            out,
+            live: Arc::new(Mutex::new(Default::default())),
+            clock,
+        };
+        tracing::info!(
+            host = %deps.cfg.host,
+            slots = deps.cfg.config.slots,
+            profiles = ?deps.cfg.profiles.keys().collect::<Vec<_>>(),
+            projects = ?deps.cfg.config.projects.keys().collect::<Vec<_>>(),
+            "worker agent starting"
+        );
+        let agent = agent::Agent::new(deps);
+        agent.recover().await;
+        let token = CancellationToken::new();
+        let client = session::Client::new(agent.clone(), tls, queue);
+        let task = tokio::spawn(client.run(token.clone()));
+        Ok(WorkerAgent { agent, token, task })
+    }
+
+    /// Stops taking work, waits for running attempts (up to `timeout`), then disconnects.
+    pub async fn drain(self, timeout: std::time::Duration) {
+        self.agent.drain();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.agent.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        // Let the last reports go out.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        self.token.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Disconnects at once; running runtimes keep running (tmux ones can be re-attached).
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = self.task.await;
+    }
+}

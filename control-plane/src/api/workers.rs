@@ -1,31 +1,39 @@
-//! `mc.v1.WorkerService`: the worker stream and the worker list.
+//! `mc.v1.WorkerService`: the worker stream and the worker list (the health grid).
 
 use std::pin::Pin;
 
 use futures::Stream;
 use mc_proto as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Result, convert, status};
-use crate::board::Board;
+use crate::session::{self, SessionCtx};
 
 type AttachStream =
     Pin<Box<dyn Stream<Item = std::result::Result<pb::AttachResponse, Status>> + Send>>;
 
 pub struct WorkerApi {
-    pub board: Board,
-    pub workers: crate::workers::Registry,
+    pub ctx: SessionCtx,
 }
 
 #[tonic::async_trait]
 impl pb::worker_service_server::WorkerService for WorkerApi {
     type AttachStream = AttachStream;
 
+    #[tracing::instrument(skip_all, fields(worker))]
     async fn attach(
         &self,
-        _req: Request<Streaming<pb::AttachRequest>>,
+        req: Request<Streaming<pb::AttachRequest>>,
     ) -> Result<Self::AttachStream> {
-        Err(Status::unimplemented("the worker stream is not served yet"))
+        // The worker's name is its certificate's: a worker cannot speak for another.
+        let name = mc_common::auth::caller(&req)?.name.clone();
+        tracing::Span::current().record("worker", name.as_str());
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(session::run(self.ctx.clone(), name, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     #[tracing::instrument(skip_all)]
@@ -34,13 +42,28 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
         _req: Request<pb::ListWorkersRequest>,
     ) -> Result<pb::ListWorkersResponse> {
         let records = self
+            .ctx
             .board
             .store()
             .list_workers()
             .await
             .map_err(|e| status(e.into()))?;
-        Ok(Response::new(pb::ListWorkersResponse {
-            workers: records.iter().map(convert::worker_record).collect(),
-        }))
+        let workers = records
+            .iter()
+            .map(|r| {
+                let mut w = convert::worker_record(r);
+                if let Some(e) = self.ctx.workers.entry(&r.name) {
+                    w.free_slots = i32::try_from(e.free_slots()).unwrap_or(0);
+                    w.last_seen = Some(e.last_beat.to_proto());
+                    w.runtimes = e
+                        .attempts
+                        .values()
+                        .filter_map(|h| h.liveness.clone())
+                        .collect();
+                }
+                w
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 }

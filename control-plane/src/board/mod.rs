@@ -2,7 +2,9 @@
 //! compare-and-set commit (retried on a concurrent change) → effects handed to the reactor.
 //! A change is durable before anyone is told about it.
 
+mod decide;
 mod operator;
+mod worker;
 
 use std::sync::Arc;
 
@@ -16,8 +18,10 @@ use crate::domain::{
 };
 use crate::store::{AttemptPatch, Change, Committed, Fence, Store, StoreError};
 
+pub use decide::{Brain, BrainError, BrainRequest, decide};
 pub use operator::{CreateTicket, History, InboxItem, fix_brief};
 pub(crate) use operator::{join_ids, preview};
+pub use worker::{Started, interrupted_brief};
 
 /// How many times a change is retried when the ticket moved underneath it.
 const CAS_RETRIES: usize = 16;
@@ -227,6 +231,36 @@ impl Board {
         trigger: Trigger,
         actor: &str,
         message: &str,
+        edit: F,
+    ) -> Result<(Committed, Vec<Action>), BoardError>
+    where
+        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
+    {
+        self.change(id, fence, Some(trigger), actor, message, edit)
+            .await
+    }
+
+    /// Commits a change that does not move the ticket's state (an event, a cost update, an
+    /// attempt patch), with the same compare-and-set and fencing as `apply`.
+    pub async fn annotate<F>(
+        &self,
+        id: i64,
+        fence: Option<Fence>,
+        edit: F,
+    ) -> Result<Committed, BoardError>
+    where
+        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
+    {
+        Ok(self.change(id, fence, None, "", "", edit).await?.0)
+    }
+
+    async fn change<F>(
+        &self,
+        id: i64,
+        fence: Option<Fence>,
+        trigger: Option<Trigger>,
+        actor: &str,
+        message: &str,
         mut edit: F,
     ) -> Result<(Committed, Vec<Action>), BoardError>
     where
@@ -246,7 +280,10 @@ impl Board {
                     .to_string(),
                 ));
             }
-            let (to, actions) = transition(before.state, trigger)?;
+            let (to, actions) = match trigger {
+                Some(t) => transition(before.state, t)?,
+                None => (before.state, Vec::new()),
+            };
             let now = self.now();
             let mut after = before.clone();
             after.state = to;
@@ -256,7 +293,7 @@ impl Board {
             }
             let mut change = Change::new(after, before.version);
             change.fence = fence;
-            if to != before.state || !message.is_empty() {
+            if trigger.is_some() && (to != before.state || !message.is_empty()) {
                 change.events.push(
                     NewEvent::new(EventKind::StateChanged, actor, message).states(before.state, to),
                 );
@@ -264,7 +301,7 @@ impl Board {
             if actions.contains(&Action::CloseAttempt)
                 && let Some(aid) = before.current_attempt_id
             {
-                let outcome = match trigger {
+                let outcome = match trigger.unwrap_or(Trigger::Cancel) {
                     Trigger::Cancel => AttemptOutcome::Cancelled,
                     Trigger::OfferLapsed => AttemptOutcome::Lapsed,
                     Trigger::Requeue => AttemptOutcome::Lost,
@@ -286,12 +323,14 @@ impl Board {
             match self.inner.store.commit(&change).await {
                 Ok(committed) => {
                     self.published(&committed);
-                    let _ = self.inner.effects.send(Effect {
-                        before,
-                        after: committed.ticket.clone(),
-                        trigger,
-                        actions: actions.clone(),
-                    });
+                    if let Some(trigger) = trigger {
+                        let _ = self.inner.effects.send(Effect {
+                            before,
+                            after: committed.ticket.clone(),
+                            trigger,
+                            actions: actions.clone(),
+                        });
+                    }
                     return Ok((committed, actions));
                 }
                 Err(StoreError::Conflict { .. }) => continue,

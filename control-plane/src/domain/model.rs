@@ -105,6 +105,17 @@ string_enum!(EventKind {
     Woken => "woken",
 });
 
+string_enum!(
+    /// Line-start signals from agent output (and the runtime's exit).
+    Signal {
+        Question => "question",
+        Review => "review",
+        Done => "done",
+        UsageLimit => "usage_limit",
+        Exited => "exited",
+    }
+);
+
 string_enum!(WorkerState {
     Connected => "connected",
     Draining => "draining",

@@ -442,6 +442,7 @@ macro_rules! impl_store {
                 let identity = format!("{}@{}", q.profile, q.host);
                 let mut qb = QueryBuilder::<$db>::new("SELECT id FROM tickets WHERE state = 'queued' AND lane = ");
                 qb.push_bind(q.lane.as_str())
+                    .push(" AND (budget_micros = 0 OR cost_micros < budget_micros)")
                     .push(" AND (avoid_runtime IS NULL OR avoid_runtime <> ")
                     .push_bind(identity)
                     .push(") AND project IN (");

@@ -1,0 +1,408 @@
+//! Decision points: guardrails first (pure, `domain::guardrails`), then the brain for
+//! judgement calls, then the decision is applied as a transition with its record, layer,
+//! reason and latency, atomically.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mc_common::Timestamp;
+
+use super::{Board, BoardError, fix_brief, preview};
+use crate::domain::guardrails::{self, GuardInput, Verdict, is_review_lane};
+use crate::domain::workflow::Workflow;
+use crate::domain::{
+    Attempt, AttemptOutcome, Decision, DecisionKind, DecisionLayer, DecisionPoint, Event,
+    EventKind, Evidence, State, Ticket, Trigger,
+};
+use crate::store::{EventFilter, NewDecision};
+
+/// What the brain is asked (DESIGN §2: ticket, evidence, history).
+#[derive(Debug, Clone)]
+pub struct BrainRequest {
+    pub ticket: Ticket,
+    pub evidence: Option<Evidence>,
+    pub outcome: AttemptOutcome,
+    pub history: Vec<Event>,
+    pub prior: Vec<Decision>,
+    pub workflow: Workflow,
+    pub point: DecisionPoint,
+    pub round: u32,
+    pub round_cap: u32,
+    pub context: String,
+}
+
+/// The brain's answer, already checked against the contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrainAnswer {
+    pub kind: DecisionKind,
+    pub reason: String,
+    pub points: Vec<String>,
+    pub next_prompt: String,
+    pub wait_until: Option<Timestamp>,
+    pub brain: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrainError {
+    #[error("brain unavailable: {0}")]
+    Unavailable(String),
+    #[error("brain answer refused: {0}")]
+    OffContract(String),
+}
+
+#[async_trait]
+pub trait Brain: Send + Sync {
+    async fn decide(&self, req: &BrainRequest) -> Result<BrainAnswer, BrainError>;
+}
+
+/// A decision ready to apply.
+#[derive(Debug, Clone)]
+struct Chosen {
+    kind: DecisionKind,
+    layer: DecisionLayer,
+    source: String,
+    reason: String,
+    points: Vec<String>,
+    next_prompt: String,
+    wait_until: Option<Timestamp>,
+    avoid_runtime: Option<String>,
+}
+
+impl From<Verdict> for Chosen {
+    fn from(v: Verdict) -> Self {
+        Chosen {
+            kind: v.kind,
+            layer: DecisionLayer::Guardrail,
+            source: v.source,
+            reason: v.reason,
+            points: v.points,
+            next_prompt: String::new(),
+            wait_until: None,
+            avoid_runtime: v.avoid_runtime,
+        }
+    }
+}
+
+/// The runtime identity that did the work a review phase reviews: the last attempt of the
+/// phase fixes go back to.
+fn author_runtime(attempts: &[Attempt], fix_phase: u32) -> Option<String> {
+    attempts
+        .iter()
+        .rev()
+        .find(|a| a.phase_index == fix_phase && a.started_at.is_some())
+        .map(|a| {
+            a.evidence
+                .as_ref()
+                .map(|e| e.runtime_identity.clone())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| a.runtime_identity())
+        })
+}
+
+/// Decides a ticket in `deciding`. Returns the ticket after the decision, or `None` if it
+/// was not deciding (someone else decided, or it was cancelled).
+pub async fn decide(
+    board: &Board,
+    id: i64,
+    brain: Option<&dyn Brain>,
+) -> Result<Option<Ticket>, BoardError> {
+    let started = board.now();
+    let t = board.ticket(id).await?;
+    if t.state != State::Deciding {
+        return Ok(None);
+    }
+    let workflow = board
+        .workflows()
+        .get(&t.workflow)
+        .ok_or_else(|| {
+            BoardError::Internal(format!("ticket {id}: unknown workflow {}", t.workflow))
+        })?
+        .clone();
+    let phase = workflow
+        .phase(t.phase_index)
+        .ok_or_else(|| BoardError::Internal(format!("ticket {id}: no phase {}", t.phase_index)))?
+        .clone();
+    let attempts = board.store().list_attempts(id).await?;
+    let attempt = t
+        .current_attempt_id
+        .and_then(|a| attempts.iter().find(|x| x.id == a))
+        .cloned();
+    let evidence = attempt.as_ref().and_then(|a| a.evidence.clone());
+    let outcome = attempt
+        .as_ref()
+        .map(|a| a.outcome)
+        .unwrap_or(AttemptOutcome::Lost);
+    let project = board.store().get_project(&t.project).await?;
+    let commands: Vec<String> = project
+        .as_ref()
+        .and_then(|p| p.acceptance.get(&phase.lane).cloned())
+        .unwrap_or_default();
+    let fix_phase = workflow.fix_phase(t.phase_index);
+    let author = if is_review_lane(phase.lane) {
+        author_runtime(&attempts, fix_phase)
+    } else {
+        None
+    };
+    let unfinished = board.unfinished_dependencies(&t).await?;
+    let prior = board.store().decisions(id).await?;
+    let input = GuardInput {
+        ticket: &t,
+        workflow: &workflow,
+        phase: &phase,
+        outcome,
+        evidence: evidence.as_ref(),
+        acceptance_commands: &commands,
+        author_runtime: author.as_deref(),
+        unfinished_deps: &unfinished,
+        prior: &prior,
+    };
+    let chosen = match guardrails::check(&input) {
+        Some(v) => Chosen::from(v),
+        None => match brain {
+            Some(b) => {
+                let history = board
+                    .store()
+                    .events_after(
+                        0,
+                        &EventFilter {
+                            ticket_id: Some(id),
+                            project: None,
+                        },
+                        200,
+                    )
+                    .await?;
+                let req = BrainRequest {
+                    ticket: t.clone(),
+                    evidence: evidence.clone(),
+                    outcome,
+                    history,
+                    prior: prior.clone(),
+                    workflow: workflow.clone(),
+                    point: DecisionPoint::AttemptFinished,
+                    round: t.round(fix_phase),
+                    round_cap: workflow
+                        .phase(fix_phase)
+                        .map(|p| p.round_cap)
+                        .unwrap_or(phase.round_cap),
+                    context: String::new(),
+                };
+                match b.decide(&req).await {
+                    Ok(a) => from_brain(&input, a),
+                    Err(e) => Chosen {
+                        kind: DecisionKind::Escalate,
+                        layer: DecisionLayer::Guardrail,
+                        source: "guardrail/brain_unavailable".into(),
+                        reason: format!("no decision from the brain: {e}"),
+                        points: vec![],
+                        next_prompt: String::new(),
+                        wait_until: None,
+                        avoid_runtime: None,
+                    },
+                }
+            }
+            None => Chosen::from(fallback(&input)),
+        },
+    };
+    let latency = board.now().since(started);
+    apply_decision(
+        board,
+        &t,
+        &workflow,
+        attempt.as_ref(),
+        author,
+        chosen,
+        DecisionPoint::AttemptFinished,
+        latency,
+    )
+    .await
+    .map(Some)
+}
+
+/// Without a brain: a verified DONE advances; anything else is sent back (with the cap).
+fn fallback(i: &GuardInput<'_>) -> Verdict {
+    let claimed = i.evidence.is_some_and(|e| e.done_claimed);
+    if claimed && i.outcome == AttemptOutcome::Exited {
+        return Verdict {
+            kind: DecisionKind::Advance,
+            source: "guardrail/verified_done".into(),
+            reason: "guardrails passed and the agent signalled DONE".into(),
+            points: vec![],
+            root_cause: None,
+            avoid_runtime: None,
+        };
+    }
+    let why = if claimed {
+        format!(
+            "the attempt ended {} after DONE",
+            i.outcome.as_str().replace('_', " ")
+        )
+    } else {
+        format!(
+            "the attempt ended ({}) without signalling DONE",
+            i.outcome.as_str().replace('_', " ")
+        )
+    };
+    guardrails::returned(
+        i,
+        "not_done",
+        why.clone(),
+        vec![
+            "finish the work, commit it, and print a line starting with DONE: when it is complete"
+                .into(),
+        ],
+        why,
+    )
+}
+
+/// A brain answer, with the round cap applied to RETURN_FOR_FIXES.
+fn from_brain(i: &GuardInput<'_>, a: BrainAnswer) -> Chosen {
+    if a.kind == DecisionKind::ReturnForFixes {
+        let v = guardrails::returned(
+            i,
+            "brain",
+            a.reason.clone(),
+            a.points.clone(),
+            a.reason.clone(),
+        );
+        if v.kind == DecisionKind::Escalate {
+            return Chosen::from(v);
+        }
+    }
+    Chosen {
+        kind: a.kind,
+        layer: DecisionLayer::Brain,
+        source: format!("brain/{}", a.brain),
+        reason: a.reason,
+        points: a.points,
+        next_prompt: a.next_prompt,
+        wait_until: a.wait_until,
+        avoid_runtime: None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_decision(
+    board: &Board,
+    t: &Ticket,
+    workflow: &Workflow,
+    attempt: Option<&Attempt>,
+    author: Option<String>,
+    c: Chosen,
+    point: DecisionPoint,
+    latency: Duration,
+) -> Result<Ticket, BoardError> {
+    let trigger = match c.kind {
+        DecisionKind::Advance => Trigger::Advance {
+            last_phase: workflow.is_last(t.phase_index),
+        },
+        DecisionKind::ReturnForFixes => Trigger::ReturnForFixes,
+        DecisionKind::Block => Trigger::Block,
+        DecisionKind::Escalate => Trigger::Escalate,
+        DecisionKind::Unstick => Trigger::Unstick { redispatch: true },
+        DecisionKind::Wait => Trigger::Wait,
+    };
+    let msg = format!(
+        "{} by {}: {}",
+        c.kind.as_str().to_uppercase(),
+        c.source,
+        preview(&c.reason, 500)
+    );
+    let coder_runtime = author.or_else(|| {
+        attempt.map(|a| {
+            a.evidence
+                .as_ref()
+                .map(|e| e.runtime_identity.clone())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| a.runtime_identity())
+        })
+    });
+    let (committed, _) = board
+        .apply(t.id, None, trigger, &c.source, &msg, |e| {
+            if e.before.version != t.version {
+                return Err(BoardError::Busy(format!(
+                    "ticket {} changed while deciding",
+                    t.id
+                )));
+            }
+            e.change.events[0].kind = EventKind::Decision;
+            let n = &mut e.change.ticket;
+            match c.kind {
+                DecisionKind::Advance => {
+                    if !workflow.is_last(n.phase_index) {
+                        n.phase_index += 1;
+                        n.lane = workflow.phases[n.phase_index as usize].lane;
+                        n.avoid_runtime = if is_review_lane(n.lane) {
+                            coder_runtime.clone()
+                        } else {
+                            None
+                        };
+                    }
+                    n.next_brief.clear();
+                    n.state_reason.clear();
+                }
+                DecisionKind::ReturnForFixes => {
+                    let fix = workflow.fix_phase(n.phase_index);
+                    let round = n.round(fix) + 1;
+                    n.set_round(fix, round);
+                    n.phase_index = fix;
+                    n.lane = workflow.phases[fix as usize].lane;
+                    n.avoid_runtime = None;
+                    let points: Vec<String> = c
+                        .points
+                        .iter()
+                        .filter(|p| !p.starts_with("root cause: "))
+                        .cloned()
+                        .collect();
+                    n.next_brief = if c.next_prompt.is_empty() {
+                        fix_brief(&c.reason, &points)
+                    } else {
+                        c.next_prompt.clone()
+                    };
+                    n.state_reason.clear();
+                }
+                DecisionKind::Unstick => {
+                    if c.avoid_runtime.is_some() {
+                        n.avoid_runtime = c.avoid_runtime.clone();
+                    }
+                    if !c.next_prompt.is_empty() {
+                        n.next_brief = c.next_prompt.clone();
+                    }
+                    n.state_reason.clear();
+                }
+                DecisionKind::Wait => {
+                    n.wake_at = Some(
+                        c.wait_until
+                            .unwrap_or_else(|| e.now.saturating_add(Duration::from_secs(600))),
+                    );
+                    n.state_reason = c.reason.clone();
+                }
+                DecisionKind::Block | DecisionKind::Escalate => {
+                    n.state_reason = c.reason.clone();
+                }
+            }
+            e.change.decision = Some(NewDecision {
+                attempt_id: attempt.map(|a| a.id),
+                kind: c.kind,
+                reason: c.reason.clone(),
+                points: c.points.clone(),
+                next_prompt: c.next_prompt.clone(),
+                layer: c.layer,
+                source: c.source.clone(),
+                latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
+                at: e.now,
+                wait_until: c.wait_until,
+                point,
+            });
+            Ok(())
+        })
+        .await?;
+    tracing::info!(
+        ticket_id = t.id,
+        decision = c.kind.as_str(),
+        layer = c.layer.as_str(),
+        source = %c.source,
+        reason = %c.reason,
+        "decided"
+    );
+    Ok(committed.ticket)
+}

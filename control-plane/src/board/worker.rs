@@ -1,0 +1,381 @@
+//! Worker reports applied to the board. Every one is fenced by the attempt's epoch: a
+//! report about an attempt that is no longer the ticket's current one is refused (`Stale`).
+
+use mc_common::Timestamp;
+
+use super::{Board, BoardError, preview};
+use crate::domain::{
+    AttemptOutcome, EventKind, Evidence, Money, NewEvent, Signal, State, Ticket, Trigger,
+};
+use crate::store::{AttemptPatch, Fence};
+
+/// What a worker reports when it has spawned the runtime.
+#[derive(Debug, Clone, Default)]
+pub struct Started {
+    pub runtime_id: String,
+    pub pid: i64,
+    pub worktree: String,
+    pub branch: String,
+}
+
+/// The brief for the next attempt after an interruption: what the last one left.
+pub fn interrupted_brief(
+    reason: &str,
+    branch: &str,
+    evidence: Option<&Evidence>,
+    last_output: &str,
+) -> String {
+    let mut s = format!("You were interrupted: {reason}.\n");
+    match evidence {
+        Some(e) if e.commits > 0 => {
+            s.push_str(&format!(
+                "Commits already on branch {branch}: {} (head {}).\n",
+                e.commits,
+                if e.head_sha.is_empty() {
+                    "?"
+                } else {
+                    &e.head_sha
+                }
+            ));
+            if !e.changed_files.is_empty() {
+                s.push_str(&format!(
+                    "Files changed so far: {}\n",
+                    e.changed_files.join(", ")
+                ));
+            }
+            if !e.rescued_sha.is_empty() {
+                s.push_str("Uncommitted work was rescued in a \"WIP: auto-rescue\" commit.\n");
+            }
+        }
+        Some(_) => s.push_str(&format!("No commits were made on branch {branch} yet.\n")),
+        None => s.push_str(&format!(
+            "Check branch {branch} for work already committed.\n"
+        )),
+    }
+    let tail = last_output.trim();
+    if !tail.is_empty() {
+        s.push_str("The last output of the interrupted attempt was:\n---\n");
+        s.push_str(tail);
+        s.push_str("\n---\n");
+    }
+    s.push_str("Continue from where it stopped; do not redo work that is already committed.");
+    s
+}
+
+impl Board {
+    /// The worker spawned the runtime: confirm the claim.
+    pub async fn attempt_started(
+        &self,
+        id: i64,
+        f: Fence,
+        actor: &str,
+        info: &Started,
+        lease_until: Timestamp,
+    ) -> Result<Ticket, BoardError> {
+        let msg = format!("runtime {} started on {actor}", info.runtime_id);
+        let (c, _) = self
+            .apply(id, Some(f), Trigger::Started, actor, &msg, |e| {
+                e.change.events[0].kind = EventKind::Started;
+                e.change.events[0].attempt_id = Some(f.attempt_id);
+                e.change.events[0].epoch = Some(f.epoch);
+                e.change.attempt = Some(AttemptPatch {
+                    id: f.attempt_id,
+                    epoch: f.epoch,
+                    started_at: Some(e.now),
+                    runtime_id: Some(info.runtime_id.clone()),
+                    pid: Some(info.pid),
+                    worktree: Some(info.worktree.clone()),
+                    branch: (!info.branch.is_empty()).then(|| info.branch.clone()),
+                    lease_expires_at: Some(lease_until),
+                    ..AttemptPatch::default()
+                });
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+
+    /// The offer did not turn into a running attempt: refused, spawn failed or not confirmed.
+    pub async fn offer_lapsed(
+        &self,
+        ticket_id: i64,
+        f: Fence,
+        actor: &str,
+        outcome: AttemptOutcome,
+        reason: &str,
+    ) -> Result<Ticket, BoardError> {
+        let msg = format!("offer {}: {reason}", outcome.as_str().replace('_', " "));
+        let (c, _) = self
+            .apply(ticket_id, Some(f), Trigger::OfferLapsed, actor, &msg, |e| {
+                e.change.events[0].kind = EventKind::Requeued;
+                if let Some(p) = e.change.attempt.as_mut() {
+                    p.ended = Some((outcome, reason.to_string(), e.now));
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+
+    /// A line-start signal from the agent's output.
+    pub async fn agent_signal(
+        &self,
+        id: i64,
+        f: Fence,
+        actor: &str,
+        signal: Signal,
+        text: &str,
+    ) -> Result<Ticket, BoardError> {
+        let text = preview(text.trim(), 2000);
+        let trigger = match signal {
+            Signal::Question => Some(Trigger::Question),
+            Signal::Review => Some(Trigger::ReviewRequested),
+            Signal::Exited => Some(Trigger::AttemptEnded),
+            Signal::Done | Signal::UsageLimit => None,
+        };
+        let kind = match signal {
+            Signal::Question => EventKind::Question,
+            _ => EventKind::Signal,
+        };
+        let message = match signal {
+            Signal::Exited => "runtime ended; verifying on the host".to_string(),
+            s => format!("{}: {text}", s.as_str().to_uppercase()),
+        };
+        let edit = |e: &mut super::Edit<'_>| {
+            if signal == Signal::Question {
+                e.change.ticket.state_reason = text.clone();
+            }
+            if e.change.events.is_empty() {
+                e.change
+                    .events
+                    .push(NewEvent::new(kind, actor, message.clone()));
+            }
+            let ev = &mut e.change.events[0];
+            ev.kind = kind;
+            ev.message = message.clone();
+            ev.attempt_id = Some(f.attempt_id);
+            ev.epoch = Some(f.epoch);
+            Ok(())
+        };
+        let c = match trigger {
+            Some(t) => self.apply(id, Some(f), t, actor, &message, edit).await?.0,
+            None => self.annotate(id, Some(f), edit).await?,
+        };
+        Ok(c.ticket)
+    }
+
+    /// Cumulative cost and tokens of the attempt so far. Returns the ticket after the update.
+    pub async fn attempt_usage(
+        &self,
+        id: i64,
+        f: Fence,
+        cost: Money,
+        tokens_in: i64,
+        tokens_out: i64,
+    ) -> Result<Ticket, BoardError> {
+        let attempt = self
+            .store()
+            .get_attempt(f.attempt_id)
+            .await?
+            .ok_or_else(|| BoardError::NotFound(format!("attempt {}", f.attempt_id)))?;
+        let delta = Money((cost.0 - attempt.cost.0).max(0));
+        let c = self
+            .annotate(id, Some(f), |e| {
+                e.change.ticket.cost = e.before.cost.saturating_add(delta);
+                e.change.attempt = Some(AttemptPatch {
+                    id: f.attempt_id,
+                    epoch: f.epoch,
+                    usage: Some((
+                        Money(cost.0.max(attempt.cost.0)),
+                        tokens_in.max(0),
+                        tokens_out.max(0),
+                    )),
+                    ..AttemptPatch::default()
+                });
+                if delta.0 > 0 {
+                    e.change.spend = Some((e.now.utc_day(), delta));
+                    e.change.events.push(
+                        NewEvent::new(
+                            EventKind::Cost,
+                            format!("worker/{}", attempt.worker),
+                            format!(
+                                "cost {} (attempt total {})",
+                                delta,
+                                Money(cost.0.max(attempt.cost.0))
+                            ),
+                        )
+                        .attempt(f.attempt_id, f.epoch),
+                    );
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+
+    /// The attempt ended on the host, with what the host found.
+    pub async fn attempt_finished(
+        &self,
+        id: i64,
+        f: Fence,
+        actor: &str,
+        outcome: AttemptOutcome,
+        reason: &str,
+        evidence: Option<Evidence>,
+        reset_at: Option<Timestamp>,
+    ) -> Result<Ticket, BoardError> {
+        // Cost first, so guardrails see the final spend.
+        if let Some(e) = &evidence
+            && e.cost.0 > 0
+        {
+            self.attempt_usage(id, f, e.cost, e.tokens_in, e.tokens_out)
+                .await?;
+        }
+        let t = self.ticket(id).await?;
+        let reason = preview(reason, 2000);
+        match (t.state, outcome) {
+            (State::Offered, _) => {
+                let o = match outcome {
+                    AttemptOutcome::Refused | AttemptOutcome::SpawnFailed => outcome,
+                    _ => AttemptOutcome::Lapsed,
+                };
+                self.offer_lapsed(id, f, actor, o, &reason).await
+            }
+            (_, AttemptOutcome::UsageLimited) => {
+                let wake = reset_at.unwrap_or_else(|| {
+                    self.now()
+                        .saturating_add(std::time::Duration::from_secs(3600))
+                });
+                let msg = format!("usage limit reached; waiting until {}", wake.to_rfc3339());
+                let (c, _) = self
+                    .apply(id, Some(f), Trigger::Wait, actor, &msg, |e| {
+                        e.change.ticket.wake_at = Some(wake);
+                        e.change.ticket.state_reason = msg.clone();
+                        if let Some(p) = e.change.attempt.as_mut() {
+                            p.ended = Some((AttemptOutcome::UsageLimited, reason.clone(), e.now));
+                            p.evidence = evidence.clone();
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                Ok(c.ticket)
+            }
+            (_, AttemptOutcome::Lost) => {
+                self.requeue_interrupted(id, f, actor, &reason, evidence.as_ref())
+                    .await
+            }
+            (State::Running | State::NeedsInput | State::InReview, _) => {
+                self.agent_signal(id, f, actor, Signal::Exited, "").await?;
+                self.evidence_ready(id, f, actor, outcome, &reason, evidence)
+                    .await
+            }
+            (State::Verifying, _) => {
+                self.evidence_ready(id, f, actor, outcome, &reason, evidence)
+                    .await
+            }
+            (s, _) => Err(BoardError::FailedPrecondition(format!(
+                "ticket {id} is {s}; attempt {} cannot finish now",
+                f.attempt_id
+            ))),
+        }
+    }
+
+    async fn evidence_ready(
+        &self,
+        id: i64,
+        f: Fence,
+        actor: &str,
+        outcome: AttemptOutcome,
+        reason: &str,
+        evidence: Option<Evidence>,
+    ) -> Result<Ticket, BoardError> {
+        let summary = match &evidence {
+            Some(e) => format!(
+                "{}: {} commit(s), acceptance {}{}",
+                outcome.as_str().replace('_', " "),
+                e.commits,
+                if e.acceptance.is_empty() {
+                    "not run".to_string()
+                } else if e
+                    .acceptance
+                    .iter()
+                    .all(|a| a.exit_code == 0 && !a.timed_out)
+                {
+                    "passed".to_string()
+                } else {
+                    "FAILED".to_string()
+                },
+                if e.done_claimed {
+                    format!(", DONE: {}", preview(&e.done_summary, 200))
+                } else {
+                    String::new()
+                }
+            ),
+            None => format!("{}: no evidence", outcome.as_str()),
+        };
+        let (c, _) = self
+            .apply(id, Some(f), Trigger::EvidenceReady, actor, &summary, |e| {
+                e.change.events[0].kind = EventKind::Evidence;
+                e.change.events[0].attempt_id = Some(f.attempt_id);
+                e.change.events[0].epoch = Some(f.epoch);
+                e.change.attempt = Some(AttemptPatch {
+                    id: f.attempt_id,
+                    epoch: f.epoch,
+                    ended: Some((outcome, reason.to_string(), e.now)),
+                    evidence: evidence.clone(),
+                    ..AttemptPatch::default()
+                });
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+
+    /// The live attempt is gone (worker lost, lease expired, runtime lost in a restart):
+    /// requeue the phase with what the attempt left as context for the next one.
+    pub async fn requeue_interrupted(
+        &self,
+        id: i64,
+        f: Fence,
+        actor: &str,
+        reason: &str,
+        evidence: Option<&Evidence>,
+    ) -> Result<Ticket, BoardError> {
+        let before = self.ticket(id).await?;
+        if before.state == State::Offered {
+            return self
+                .offer_lapsed(id, f, actor, AttemptOutcome::Lapsed, reason)
+                .await;
+        }
+        let tail = match self.store().tail_logs(f.attempt_id, 2048).await {
+            Ok(chunks) => {
+                let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.data).collect();
+                let text = String::from_utf8_lossy(&bytes).to_string();
+                let start = text.len().saturating_sub(2048);
+                let mut s = start;
+                while !text.is_char_boundary(s) {
+                    s += 1;
+                }
+                text[s..].to_string()
+            }
+            Err(_) => String::new(),
+        };
+        let brief = interrupted_brief(reason, &before.branch, evidence, &tail);
+        let msg = format!("requeued: {reason}");
+        let (c, _) = self
+            .apply(id, Some(f), Trigger::Requeue, actor, &msg, |e| {
+                e.change.events[0].kind = EventKind::Requeued;
+                e.change.events[0].attempt_id = Some(f.attempt_id);
+                e.change.events[0].epoch = Some(f.epoch);
+                e.change.ticket.next_brief = brief.clone();
+                e.change.ticket.state_reason.clear();
+                if let Some(p) = e.change.attempt.as_mut() {
+                    p.ended = Some((AttemptOutcome::Lost, reason.to_string(), e.now));
+                    p.evidence = evidence.cloned();
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+}

@@ -1,0 +1,183 @@
+//! The dispatcher: hands queued tickets to connected workers. A ticket goes only to a worker
+//! that has its project checked out and offers the profile its lane needs; a claim is an
+//! atomic move to `offered` with a new epoch and a short lease (the confirm timeout). The
+//! worker must spawn and confirm before the lease lapses (the reaper requeues otherwise).
+
+use std::time::Duration;
+
+use mc_common::Timestamp;
+use mc_proto as pb;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::convert;
+use crate::board::{Board, BoardError};
+use crate::config::DispatchConfig;
+use crate::domain::{AttemptOutcome, Money};
+use crate::reactor::DispatchNudge;
+use crate::store::{ClaimQuery, Claimed, Fence};
+use crate::workers::{Registry, WorkerView};
+
+pub struct Dispatcher {
+    pub board: Board,
+    pub workers: Registry,
+    pub nudge: DispatchNudge,
+    pub cfg: DispatchConfig,
+}
+
+impl Dispatcher {
+    pub async fn run(self, token: CancellationToken) {
+        let mut warned_budget = None;
+        loop {
+            tokio::select! {
+                _ = self.nudge.wait() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = token.cancelled() => return,
+            }
+            match self.round().await {
+                Ok(Some(day)) if warned_budget.as_ref() != Some(&day) => {
+                    tracing::warn!(%day, "daily budget exhausted: no new work is dispatched today");
+                    warned_budget = Some(day);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "dispatch round failed"),
+            }
+        }
+    }
+
+    /// One pass over the workers with free slots. Returns the day if the daily budget stops
+    /// dispatch.
+    pub async fn round(&self) -> Result<Option<String>, BoardError> {
+        let workers = self.workers.available();
+        if workers.is_empty() {
+            return Ok(None);
+        }
+        let (day, spend) = self.board.spend_today().await?;
+        let spent = spend
+            .iter()
+            .fold(Money::ZERO, |acc, (_, m)| acc.saturating_add(*m));
+        if spent >= self.board.budget().daily {
+            return Ok(Some(day));
+        }
+        let lanes = self.board.lanes().await?;
+        for w in workers {
+            for _ in 0..w.free {
+                if !self.offer_one(&w, &lanes).await? {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn offer_one(
+        &self,
+        w: &WorkerView,
+        lanes: &[crate::domain::LaneAssignment],
+    ) -> Result<bool, BoardError> {
+        for a in lanes {
+            if !w.profiles.contains(&a.profile) {
+                continue;
+            }
+            // Host preference: others take the lane only when no preferred host can.
+            if !a.preferred_hosts.is_empty() && !a.preferred_hosts.contains(&w.host) {
+                let preferred_free = self
+                    .workers
+                    .hosts_with_capacity(&a.profile)
+                    .iter()
+                    .any(|h| a.preferred_hosts.contains(h));
+                if preferred_free {
+                    continue;
+                }
+            }
+            let now = self.board.now();
+            let q = ClaimQuery {
+                projects: w.projects.clone(),
+                lane: a.lane,
+                profile: a.profile.clone(),
+                worker: w.name.clone(),
+                host: w.host.clone(),
+                now,
+                lease_expires_at: now.saturating_add(self.cfg.offer_timeout),
+                global_cap: (self.cfg.global_cap > 0).then_some(self.cfg.global_cap),
+                actor: "control-plane/dispatcher".into(),
+            };
+            if let Some(c) = self.board.store().claim(&q).await? {
+                self.board.published(&crate::store::Committed {
+                    ticket: c.ticket.clone(),
+                    events: vec![c.event.clone()],
+                    decision_id: None,
+                    answer_id: None,
+                });
+                self.send_offer(w, c, now).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn send_offer(
+        &self,
+        w: &WorkerView,
+        c: Claimed,
+        now: Timestamp,
+    ) -> Result<(), BoardError> {
+        let t = &c.ticket;
+        let workflow = self
+            .board
+            .workflows()
+            .get(&t.workflow)
+            .cloned()
+            .ok_or_else(|| {
+                BoardError::Internal(format!("ticket {}: unknown workflow {}", t.id, t.workflow))
+            })?;
+        let project = self.board.project(&t.project).await?;
+        let acceptance = project.acceptance.get(&t.lane).cloned().unwrap_or_default();
+        let phase = workflow.phase(t.phase_index).cloned();
+        let prompt = crate::brief::build(t, &workflow, &project.default_branch, &acceptance);
+        let remaining = Money((t.budget.0 - t.cost.0).max(0));
+        self.workers
+            .assign(&w.name, c.attempt.id, t.id, c.attempt.epoch);
+        let offer = pb::Offer {
+            attempt_id: c.attempt.id,
+            epoch: c.attempt.epoch,
+            ticket: Some(convert::ticket(t)),
+            profile: c.attempt.profile.clone(),
+            lane: convert::lane_to_pb(t.lane) as i32,
+            branch: t.branch.clone(),
+            base_ref: project.default_branch.clone(),
+            prompt,
+            lease_expires_at: Some(c.attempt.lease_expires_at.to_proto()),
+            confirm_within: Some(mc_proto::prost_types::Duration {
+                seconds: i64::try_from(self.cfg.offer_timeout.as_secs()).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+            budget_usd: remaining.usd(),
+            acceptance_commands: acceptance,
+            env: project.env.into_iter().collect(),
+            traceparent: mc_common::telemetry::current_traceparent().unwrap_or_default(),
+            requires_commits: phase.is_some_and(|p| p.requires_commits),
+        };
+        tracing::info!(ticket_id = t.id, attempt_id = c.attempt.id, epoch = c.attempt.epoch, worker = %w.name, "offered");
+        if !self
+            .workers
+            .send(&w.name, pb::attach_response::Msg::Offer(offer))
+        {
+            self.workers.release(c.attempt.id);
+            let f = Fence {
+                attempt_id: c.attempt.id,
+                epoch: c.attempt.epoch,
+            };
+            self.board
+                .offer_lapsed(
+                    t.id,
+                    f,
+                    "control-plane/dispatcher",
+                    AttemptOutcome::Lapsed,
+                    "worker went away before the offer was sent",
+                )
+                .await?;
+        }
+        let _ = now;
+        Ok(())
+    }
+}

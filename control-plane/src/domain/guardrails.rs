@@ -1,0 +1,620 @@
+//! Guardrails: the deterministic first layer of every decision (DESIGN §2). A pure
+//! function of the ticket, its phase, the attempt's evidence and the decision history. It
+//! settles the obvious cases (failing or missing acceptance, no commits, a reviewer on the
+//! author's runtime, the round cap, unfinished dependencies, an exhausted budget, the same
+//! failure twice); anything else goes to the brain.
+
+use super::model::{AttemptOutcome, Decision, DecisionKind, DecisionLayer, Evidence, Lane, Ticket};
+use super::workflow::{Phase, Workflow};
+
+/// Everything a guardrail may look at.
+#[derive(Debug, Clone)]
+pub struct GuardInput<'a> {
+    pub ticket: &'a Ticket,
+    pub workflow: &'a Workflow,
+    pub phase: &'a Phase,
+    /// How the attempt ended, and what the host found.
+    pub outcome: AttemptOutcome,
+    pub evidence: Option<&'a Evidence>,
+    /// Acceptance commands configured for this phase's lane.
+    pub acceptance_commands: &'a [String],
+    /// Runtime identity (`profile@host`) that did the work under review, if this is a
+    /// review phase.
+    pub author_runtime: Option<&'a str>,
+    pub unfinished_deps: &'a [i64],
+    /// Earlier decisions on this ticket, oldest first.
+    pub prior: &'a [Decision],
+}
+
+/// A guardrail's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub kind: DecisionKind,
+    /// Which guardrail: `guardrail/<name>`.
+    pub source: String,
+    pub reason: String,
+    pub points: Vec<String>,
+    /// For RETURN_FOR_FIXES: a signature of the root cause (circuit breaker).
+    pub root_cause: Option<String>,
+    /// For UNSTICK re-dispatch: the runtime that must not take the next attempt.
+    pub avoid_runtime: Option<String>,
+}
+
+fn verdict(kind: DecisionKind, name: &str, reason: impl Into<String>) -> Verdict {
+    Verdict {
+        kind,
+        source: format!("guardrail/{name}"),
+        reason: reason.into(),
+        points: Vec::new(),
+        root_cause: None,
+        avoid_runtime: None,
+    }
+}
+
+pub fn is_review_lane(l: Lane) -> bool {
+    matches!(l, Lane::Qa | Lane::Tester | Lane::Validator)
+}
+
+/// The first line of output that looks like an error, normalised (digits and hex runs
+/// removed) so that "test failed at line 41" and "…line 42" count as the same cause.
+pub fn failure_signature(command: &str, output_tail: &str) -> String {
+    let line = output_tail
+        .lines()
+        .map(str::trim)
+        .find(|l| {
+            let lower = l.to_ascii_lowercase();
+            ["error", "fail", "panic", "assert", "exception"]
+                .iter()
+                .any(|w| lower.contains(w))
+        })
+        .or_else(|| output_tail.lines().map(str::trim).rfind(|l| !l.is_empty()))
+        .unwrap_or("");
+    let mut norm = String::new();
+    let mut last_digit = false;
+    for c in line.chars().take(200) {
+        if c.is_ascii_digit() {
+            if !last_digit {
+                norm.push('#');
+            }
+            last_digit = true;
+        } else {
+            norm.push(c);
+            last_digit = false;
+        }
+    }
+    format!("{command} :: {norm}")
+}
+
+/// The root cause recorded with an earlier RETURN_FOR_FIXES decision, if any.
+fn prior_root_cause(d: &Decision) -> Option<&str> {
+    d.points.iter().find_map(|p| p.strip_prefix("root cause: "))
+}
+
+/// Runs the guardrails in order; `None` means nothing obvious: ask the brain.
+pub fn check(i: &GuardInput<'_>) -> Option<Verdict> {
+    let t = i.ticket;
+    // Budget exhausted.
+    if i.outcome == AttemptOutcome::BudgetExceeded || (t.budget.0 > 0 && t.cost >= t.budget) {
+        return Some(verdict(
+            DecisionKind::Escalate,
+            "budget",
+            format!("budget exhausted: spent {} of {}", t.cost, t.budget),
+        ));
+    }
+    // Dependency unfinished.
+    if !i.unfinished_deps.is_empty() {
+        let ids: Vec<String> = i.unfinished_deps.iter().map(|d| d.to_string()).collect();
+        return Some(verdict(
+            DecisionKind::Block,
+            "dependency",
+            format!("waits for ticket(s) {}", ids.join(", ")),
+        ));
+    }
+    let ev = i.evidence;
+    // A reviewer on the author's runtime.
+    if is_review_lane(i.phase.lane)
+        && let (Some(author), Some(e)) = (i.author_runtime, ev)
+        && !e.runtime_identity.is_empty()
+        && e.runtime_identity == author
+    {
+        let mut v = verdict(
+            DecisionKind::Unstick,
+            "reviewer_is_author",
+            format!(
+                "the {} review ran on the author's runtime {author}; re-dispatching to another",
+                i.phase.lane
+            ),
+        );
+        v.avoid_runtime = Some(author.to_string());
+        return Some(v);
+    }
+    let (name, reason, points, cause) = fix_reason(i, ev)?;
+    Some(returned(i, name, reason, points, cause))
+}
+
+/// A failure to send back: RETURN_FOR_FIXES, unless the round cap is exceeded or the same
+/// root cause failed the previous round too (circuit breaker), which ESCALATE.
+pub fn returned(
+    i: &GuardInput<'_>,
+    name: &str,
+    reason: String,
+    points: Vec<String>,
+    cause: String,
+) -> Verdict {
+    let t = i.ticket;
+    let fix_phase = i.workflow.fix_phase(t.phase_index);
+    let cap = i
+        .workflow
+        .phase(fix_phase)
+        .map(|p| p.round_cap)
+        .unwrap_or(i.phase.round_cap);
+    let n = t.round(fix_phase) + 1;
+    if n > cap {
+        return verdict(
+            DecisionKind::Escalate,
+            "round_cap",
+            format!("round cap exceeded: failing round {n} of cap {cap} ({reason})"),
+        );
+    }
+    let last_fix =
+        i.prior.iter().rev().find(|d| {
+            d.kind == DecisionKind::ReturnForFixes && d.layer == DecisionLayer::Guardrail
+        });
+    if let Some(prev) = last_fix
+        && prior_root_cause(prev) == Some(cause.as_str())
+    {
+        return verdict(
+            DecisionKind::Escalate,
+            "circuit_breaker",
+            format!("frozen: the same failure twice in a row ({reason})"),
+        );
+    }
+    let mut v = verdict(DecisionKind::ReturnForFixes, name, reason);
+    v.points = points;
+    v.points.push(format!("root cause: {cause}"));
+    v.root_cause = Some(cause);
+    v
+}
+
+type Failure = (&'static str, String, Vec<String>, String);
+
+/// Why the attempt must be redone, if a rule says so.
+fn fix_reason(i: &GuardInput<'_>, ev: Option<&Evidence>) -> Option<Failure> {
+    let Some(e) = ev else {
+        return Some((
+            "no_evidence",
+            "the attempt ended without evidence from the host".into(),
+            vec!["the host could not verify the attempt; run it again".into()],
+            "no evidence".into(),
+        ));
+    };
+    if i.phase.requires_commits && e.commits == 0 {
+        return Some((
+            "no_commits",
+            format!(
+                "the {} phase produced no commits on {}",
+                i.phase.lane, i.ticket.branch
+            ),
+            vec![format!(
+                "make the change and commit it on branch {}; an attempt with no commits is not done",
+                i.ticket.branch
+            )],
+            "no commits".into(),
+        ));
+    }
+    if i.phase.acceptance_required && i.acceptance_commands.is_empty() {
+        return Some((
+            "acceptance_missing",
+            format!(
+                "the {} phase requires acceptance commands and the project has none",
+                i.phase.lane
+            ),
+            vec![
+                "configure acceptance commands for this lane (mc project add … --accept lane=cmd)"
+                    .into(),
+            ],
+            "acceptance not configured".into(),
+        ));
+    }
+    if !i.acceptance_commands.is_empty() {
+        let ran: Vec<&str> = e.acceptance.iter().map(|a| a.command.as_str()).collect();
+        let missing: Vec<&String> = i
+            .acceptance_commands
+            .iter()
+            .filter(|c| !ran.contains(&c.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            return Some((
+                "acceptance_missing",
+                format!(
+                    "acceptance was not run: {}",
+                    missing
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                missing.iter().map(|c| format!("make `{c}` pass")).collect(),
+                format!("acceptance missing: {}", missing[0]),
+            ));
+        }
+        let failed: Vec<_> = e
+            .acceptance
+            .iter()
+            .filter(|a| a.exit_code != 0 || a.timed_out)
+            .collect();
+        if let Some(first) = failed.first() {
+            let points = failed
+                .iter()
+                .map(|a| {
+                    let how = if a.timed_out {
+                        "timed out".to_string()
+                    } else {
+                        format!("exited {}", a.exit_code)
+                    };
+                    let tail: Vec<&str> = a
+                        .output_tail
+                        .lines()
+                        .rev()
+                        .take(8)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    format!("`{}` {how}:\n{}", a.command, tail.join("\n"))
+                })
+                .collect();
+            return Some((
+                "acceptance_failed",
+                format!(
+                    "acceptance failed: {}",
+                    failed
+                        .iter()
+                        .map(|a| format!("`{}`", a.command))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                points,
+                failure_signature(&first.command, &first.output_tail),
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::{AcceptanceResult, DecisionPoint, Money, Source};
+    use crate::domain::state::State;
+    use crate::domain::workflow::Workflows;
+    use mc_common::Timestamp;
+
+    fn ticket() -> Ticket {
+        Ticket {
+            id: 1,
+            project: "web".into(),
+            title: "t".into(),
+            body: String::new(),
+            workflow: "dev_review_qa".into(),
+            phase_index: 0,
+            lane: Lane::Coder,
+            state: State::Deciding,
+            state_reason: String::new(),
+            priority: 0,
+            depends_on: vec![],
+            rounds: vec![],
+            branch: "mc/1-t".into(),
+            pr_url: String::new(),
+            cost: Money::from_usd(1.0),
+            budget: Money::from_usd(5.0),
+            source: Source::Cli,
+            labels: vec![],
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            wake_at: None,
+            epoch: 1,
+            current_attempt_id: Some(1),
+            version: 1,
+            avoid_runtime: None,
+            next_brief: String::new(),
+            idempotency_key: None,
+        }
+    }
+
+    fn passing() -> Evidence {
+        Evidence {
+            commits: 2,
+            acceptance: vec![AcceptanceResult {
+                command: "cargo test".into(),
+                exit_code: 0,
+                ..Default::default()
+            }],
+            done_claimed: true,
+            runtime_identity: "claude@a".into(),
+            acceptance_configured: true,
+            ..Default::default()
+        }
+    }
+
+    fn failing(tail: &str) -> Evidence {
+        Evidence {
+            acceptance: vec![AcceptanceResult {
+                command: "cargo test".into(),
+                exit_code: 101,
+                output_tail: tail.into(),
+                ..Default::default()
+            }],
+            ..passing()
+        }
+    }
+
+    fn fix_decision(cause: &str) -> Decision {
+        Decision {
+            id: 1,
+            ticket_id: 1,
+            attempt_id: Some(1),
+            kind: DecisionKind::ReturnForFixes,
+            reason: "x".into(),
+            points: vec![format!("root cause: {cause}")],
+            next_prompt: String::new(),
+            layer: DecisionLayer::Guardrail,
+            source: "guardrail/acceptance_failed".into(),
+            latency_ms: 0,
+            at: Timestamp(0),
+            wait_until: None,
+            point: DecisionPoint::AttemptFinished,
+        }
+    }
+
+    /// One row of the table: how to change the baseline, and the expected (kind, source).
+    struct Case {
+        name: &'static str,
+        phase: usize,
+        setup: fn(
+            &mut Ticket,
+            &mut Option<Evidence>,
+            &mut Vec<Decision>,
+            &mut Vec<i64>,
+            &mut AttemptOutcome,
+        ),
+        commands: &'static [&'static str],
+        author: Option<&'static str>,
+        want: Option<(DecisionKind, &'static str)>,
+    }
+
+    fn check_case(c: &Case) {
+        let wfs = Workflows::builtin();
+        let wf = wfs.get("dev_review_qa").unwrap();
+        let mut t = ticket();
+        t.phase_index = c.phase as u32;
+        t.lane = wf.phases[c.phase].lane;
+        let mut ev = Some(passing());
+        let mut prior = Vec::new();
+        let mut deps = Vec::new();
+        let mut outcome = AttemptOutcome::Exited;
+        (c.setup)(&mut t, &mut ev, &mut prior, &mut deps, &mut outcome);
+        let commands: Vec<String> = c.commands.iter().map(|s| s.to_string()).collect();
+        let got = check(&GuardInput {
+            ticket: &t,
+            workflow: wf,
+            phase: &wf.phases[c.phase],
+            outcome,
+            evidence: ev.as_ref(),
+            acceptance_commands: &commands,
+            author_runtime: c.author,
+            unfinished_deps: &deps,
+            prior: &prior,
+        });
+        let got = got.map(|v| (v.kind, v.source));
+        let want = c.want.map(|(k, s)| (k, format!("guardrail/{s}")));
+        assert_eq!(got, want, "case {}", c.name);
+    }
+
+    #[test]
+    fn table() {
+        use DecisionKind as K;
+        let cases = [
+            Case {
+                name: "clean pass goes to the brain",
+                phase: 0,
+                setup: |_, _, _, _, _| {},
+                commands: &["cargo test"],
+                author: None,
+                want: None,
+            },
+            Case {
+                name: "no commands configured, none required",
+                phase: 0,
+                setup: |_, e, _, _, _| e.as_mut().unwrap().acceptance.clear(),
+                commands: &[],
+                author: None,
+                want: None,
+            },
+            Case {
+                name: "no commits from the coder",
+                phase: 0,
+                setup: |_, e, _, _, _| e.as_mut().unwrap().commits = 0,
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::ReturnForFixes, "no_commits")),
+            },
+            Case {
+                name: "a review phase needs no commits",
+                phase: 1,
+                setup: |_, e, _, _, _| {
+                    e.as_mut().unwrap().commits = 0;
+                    e.as_mut().unwrap().runtime_identity = "codex@b".into();
+                },
+                commands: &[],
+                author: Some("claude@a"),
+                want: None,
+            },
+            Case {
+                name: "acceptance failing",
+                phase: 0,
+                setup: |_, e, _, _, _| *e = Some(failing("test login ... FAILED")),
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::ReturnForFixes, "acceptance_failed")),
+            },
+            Case {
+                name: "acceptance missing from evidence",
+                phase: 0,
+                setup: |_, e, _, _, _| e.as_mut().unwrap().acceptance.clear(),
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::ReturnForFixes, "acceptance_missing")),
+            },
+            Case {
+                name: "no evidence at all",
+                phase: 0,
+                setup: |_, e, _, _, _| *e = None,
+                commands: &[],
+                author: None,
+                want: Some((K::ReturnForFixes, "no_evidence")),
+            },
+            Case {
+                name: "reviewer is the author",
+                phase: 1,
+                setup: |_, _, _, _, _| {},
+                commands: &[],
+                author: Some("claude@a"),
+                want: Some((K::Unstick, "reviewer_is_author")),
+            },
+            Case {
+                name: "reviewer on another runtime",
+                phase: 1,
+                setup: |_, e, _, _, _| e.as_mut().unwrap().runtime_identity = "codex@b".into(),
+                commands: &[],
+                author: Some("claude@a"),
+                want: None,
+            },
+            Case {
+                name: "round 3 of 3 still returns",
+                phase: 0,
+                setup: |t, e, _, _, _| {
+                    t.rounds = vec![2];
+                    *e = Some(failing("x"));
+                },
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::ReturnForFixes, "acceptance_failed")),
+            },
+            Case {
+                name: "the 4th failing round escalates",
+                phase: 0,
+                setup: |t, e, _, _, _| {
+                    t.rounds = vec![3];
+                    *e = Some(failing("x"));
+                },
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::Escalate, "round_cap")),
+            },
+            Case {
+                name: "a failing review counts against the coder's cap",
+                phase: 2,
+                setup: |t, e, _, _, _| {
+                    t.rounds = vec![3];
+                    e.as_mut().unwrap().runtime_identity = "x@y".into();
+                    e.as_mut().unwrap().acceptance = vec![AcceptanceResult {
+                        command: "e2e".into(),
+                        exit_code: 1,
+                        ..Default::default()
+                    }];
+                },
+                commands: &["e2e"],
+                author: Some("claude@a"),
+                want: Some((K::Escalate, "round_cap")),
+            },
+            Case {
+                name: "dependency unfinished",
+                phase: 0,
+                setup: |_, _, _, d, _| d.push(7),
+                commands: &[],
+                author: None,
+                want: Some((K::Block, "dependency")),
+            },
+            Case {
+                name: "budget exhausted",
+                phase: 0,
+                setup: |t, _, _, _, _| t.cost = Money::from_usd(5.0),
+                commands: &[],
+                author: None,
+                want: Some((K::Escalate, "budget")),
+            },
+            Case {
+                name: "budget tripped during the run",
+                phase: 0,
+                setup: |_, _, _, _, o| *o = AttemptOutcome::BudgetExceeded,
+                commands: &[],
+                author: None,
+                want: Some((K::Escalate, "budget")),
+            },
+            Case {
+                name: "the same failure twice freezes",
+                phase: 0,
+                setup: |t, e, p, _, _| {
+                    t.rounds = vec![1];
+                    *e = Some(failing("error: test_login failed at line 41"));
+                    p.push(fix_decision(&failure_signature(
+                        "cargo test",
+                        "error: test_login failed at line 40",
+                    )));
+                },
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::Escalate, "circuit_breaker")),
+            },
+            Case {
+                name: "a different failure does not",
+                phase: 0,
+                setup: |t, e, p, _, _| {
+                    t.rounds = vec![1];
+                    *e = Some(failing("error: test_signup failed"));
+                    p.push(fix_decision(&failure_signature(
+                        "cargo test",
+                        "error: test_login failed",
+                    )));
+                },
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::ReturnForFixes, "acceptance_failed")),
+            },
+        ];
+        for c in &cases {
+            check_case(c);
+        }
+    }
+
+    #[test]
+    fn points_name_the_failure() {
+        let wfs = Workflows::builtin();
+        let wf = wfs.get("solo").unwrap();
+        let t = ticket();
+        let ev = failing("running 3 tests\ntest login ... FAILED\nerror: 1 test failed");
+        let cmds = vec!["cargo test".to_string()];
+        let v = check(&GuardInput {
+            ticket: &t,
+            workflow: wf,
+            phase: &wf.phases[0],
+            outcome: AttemptOutcome::Exited,
+            evidence: Some(&ev),
+            acceptance_commands: &cmds,
+            author_runtime: None,
+            unfinished_deps: &[],
+            prior: &[],
+        })
+        .unwrap();
+        assert_eq!(v.reason, "acceptance failed: `cargo test`");
+        assert!(
+            v.points[0].contains("`cargo test` exited 101")
+                && v.points[0].contains("test login ... FAILED")
+        );
+        assert_eq!(
+            v.root_cause.as_deref(),
+            Some("cargo test :: test login ... FAILED")
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! The reaper and the lease keeper.
+//!
+//! Per replica: heartbeats live in memory (`workers::Registry`); every `lease_flush` the
+//! leases of attempts whose worker is alive and whose runtime the last heartbeat reported
+//! alive are extended in one statement, and workers silent for `worker_ttl` are marked lost
+//! and dropped (their leases then run out).
+//!
+//! On the leader only (one replica at a time, by a lease in the store): attempts whose lease
+//! expired are requeued (an unconfirmed offer lapses; a running attempt is requeued with its
+//! partial work as context), and the scheduler's reconcile pass runs.
+
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use crate::board::{Board, BoardError};
+use crate::config::DispatchConfig;
+use crate::domain::{AttemptOutcome, State, WorkerState};
+use crate::store::Fence;
+use crate::workers::Registry;
+
+/// Renews leases of live attempts held by live workers; marks silent workers lost.
+pub async fn flush_leases(
+    board: &Board,
+    workers: &Registry,
+    cfg: &DispatchConfig,
+) -> Result<(), BoardError> {
+    let now = board.now();
+    let cutoff =
+        mc_common::Timestamp(now.0 - i64::try_from(cfg.worker_ttl.as_millis()).unwrap_or(i64::MAX));
+    for (name, session) in workers.silent_since(cutoff) {
+        if let Some(entry) = workers.unregister(&name, session) {
+            tracing::warn!(worker = %name, held = entry.attempts.len(), "worker lost: no heartbeat for {}", humantime::format_duration(cfg.worker_ttl));
+            board
+                .store()
+                .set_worker_state(&name, WorkerState::Lost, now)
+                .await?;
+            // Dropping the entry closes the stream's outbox; the worker reconnects if alive.
+        }
+    }
+    let held = workers.renewable(cutoff);
+    if !held.is_empty() {
+        board
+            .store()
+            .renew_leases(&held, now.saturating_add(cfg.lease_ttl))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Requeues attempts whose lease ran out.
+pub async fn reap(board: &Board, workers: &Registry) -> Result<usize, BoardError> {
+    let now = board.now();
+    let expired = board.store().expired_attempts(now, 100).await?;
+    let mut n = 0;
+    for a in expired {
+        let f = Fence {
+            attempt_id: a.id,
+            epoch: a.epoch,
+        };
+        let t = board.ticket(a.ticket_id).await?;
+        let current =
+            t.current_attempt_id == Some(a.id) && t.epoch == a.epoch && t.state.has_live_attempt();
+        let res = if !current {
+            // An attempt left active by a crash between commits: close it.
+            board
+                .annotate(a.ticket_id, None, |e| {
+                    e.change.attempt = Some(crate::store::AttemptPatch {
+                        id: a.id,
+                        epoch: a.epoch,
+                        ended: Some((
+                            AttemptOutcome::Superseded,
+                            "no longer the ticket's attempt".into(),
+                            e.now,
+                        )),
+                        ..Default::default()
+                    });
+                    Ok(())
+                })
+                .await
+                .map(|_| ())
+        } else if t.state == State::Offered {
+            board
+                .offer_lapsed(
+                    a.ticket_id,
+                    f,
+                    "control-plane/reaper",
+                    AttemptOutcome::Lapsed,
+                    &format!("{} did not confirm the spawn in time", a.worker),
+                )
+                .await
+                .map(|_| ())
+        } else {
+            board
+                .requeue_interrupted(
+                    a.ticket_id,
+                    f,
+                    "control-plane/reaper",
+                    &format!(
+                        "the lease of {} on {} expired (worker lost or unreachable)",
+                        a.worker, a.host
+                    ),
+                    a.evidence.as_ref(),
+                )
+                .await
+                .map(|_| ())
+        };
+        match res {
+            Ok(()) => {
+                n += 1;
+                workers.release(a.id);
+                tracing::info!(ticket_id = a.ticket_id, attempt_id = a.id, worker = %a.worker, "lease expired: requeued");
+            }
+            Err(BoardError::Stale(_) | BoardError::FailedPrecondition(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+pub struct Reaper {
+    pub board: Board,
+    pub workers: Registry,
+    pub cfg: DispatchConfig,
+    pub replica: String,
+    pub brain: Option<Arc<dyn crate::board::Brain>>,
+}
+
+impl Reaper {
+    pub async fn run(self, token: CancellationToken) {
+        let mut lease_tick = tokio::time::interval(self.cfg.lease_flush);
+        let mut reap_tick = tokio::time::interval(self.cfg.reap_interval);
+        lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leading = false;
+        loop {
+            tokio::select! {
+                _ = lease_tick.tick() => {
+                    if let Err(e) = flush_leases(&self.board, &self.workers, &self.cfg).await {
+                        tracing::warn!(error = %e, "lease flush failed");
+                    }
+                }
+                _ = reap_tick.tick() => {
+                    let now = self.board.now();
+                    let until = now.saturating_add(self.cfg.reap_interval * 5);
+                    match self.board.store().try_lead("scheduler", &self.replica, now, until).await {
+                        Ok(l) => {
+                            if l != leading {
+                                tracing::info!(replica = %self.replica, leading = l, "scheduler leadership changed");
+                            }
+                            leading = l;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "leader lease check failed");
+                            leading = false;
+                        }
+                    }
+                    if leading {
+                        if let Err(e) = reap(&self.board, &self.workers).await {
+                            tracing::warn!(error = %e, "reaper pass failed");
+                        }
+                        if let Err(e) = crate::reactor::reconcile(&self.board, self.brain.as_deref()).await {
+                            tracing::warn!(error = %e, "scheduler pass failed");
+                        }
+                    }
+                }
+                _ = token.cancelled() => {
+                    if leading {
+                        let _ = self.board.store().resign("scheduler", &self.replica).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! One worker agent's stream (`WorkerService.Attach`): the hello and re-attach handshake,
+//! then its reports applied to the board. Every report names an attempt and its epoch; a
+//! report about an attempt this worker does not hold, or with a stale epoch, is refused
+//! and answered with `LeaseRevoked`, so the worker stops that runtime.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mc_common::Timestamp;
+use mc_proto as pb;
+use pb::attach_request::Msg as Up;
+use pb::attach_response::Msg as Down;
+use tonic::{Status, Streaming};
+
+use crate::api::convert;
+use crate::board::{Board, BoardError, Started};
+use crate::config::DispatchConfig;
+use crate::domain::validate;
+use crate::domain::{
+    AttemptOutcome, EventKind, LogChunk, Money, Signal, State, Trigger, WorkerRecord, WorkerState,
+};
+use crate::reactor::{DispatchNudge, deliver_answers};
+use crate::store::Fence;
+use crate::workers::{Outbox, Registry, WorkerEntry};
+
+const MAX_CHUNK: usize = 1024 * 1024;
+const LOG_FLUSH_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct SessionCtx {
+    pub board: Board,
+    pub workers: Registry,
+    pub cfg: DispatchConfig,
+    pub nudge: DispatchNudge,
+}
+
+struct Session {
+    ctx: SessionCtx,
+    name: String,
+    host: String,
+    session: u64,
+    tx: Outbox,
+    logs: HashMap<i64, (i64, Vec<LogChunk>, usize)>,
+}
+
+fn pb_duration(d: Duration) -> mc_proto::prost_types::Duration {
+    mc_proto::prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn check_hello(h: &pb::WorkerHello) -> Result<(), String> {
+    if h.host.trim().is_empty() || h.host.len() > 200 || h.host.chars().any(char::is_control) {
+        return Err("hello.host: must be 1-200 printable characters".into());
+    }
+    if !(1..=256).contains(&h.slots) {
+        return Err(format!(
+            "hello.slots: must be between 1 and 256, got {}",
+            h.slots
+        ));
+    }
+    if h.profiles.len() > 100 {
+        return Err("hello.profiles: at most 100".into());
+    }
+    for (i, p) in h.profiles.iter().enumerate() {
+        validate::label(&format!("hello.profiles[{i}]"), p).map_err(|e| e.to_string())?;
+    }
+    if h.checkouts.len() > 500 {
+        return Err("hello.checkouts: at most 500".into());
+    }
+    for (i, c) in h.checkouts.iter().enumerate() {
+        validate::slug(&format!("hello.checkouts[{i}].project"), &c.project)
+            .map_err(|e| e.to_string())?;
+        if c.path.is_empty() || c.path.len() > 4096 {
+            return Err(format!("hello.checkouts[{i}].path: must be 1-4096 bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Serves one worker's stream until it ends or the worker is replaced or lost.
+pub async fn run(
+    ctx: SessionCtx,
+    name: String,
+    mut inbound: Streaming<pb::AttachRequest>,
+    tx: Outbox,
+) {
+    let hello = match tokio::time::timeout(Duration::from_secs(15), inbound.message()).await {
+        Ok(Ok(Some(pb::AttachRequest {
+            msg: Some(Up::Hello(h)),
+        }))) => h,
+        Ok(Ok(_)) => {
+            let _ = tx
+                .send(Err(Status::invalid_argument(
+                    "the first message on the worker stream must be hello",
+                )))
+                .await;
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(worker = %name, error = %e, "worker stream failed before hello");
+            return;
+        }
+        Err(_) => {
+            let _ = tx
+                .send(Err(Status::deadline_exceeded("no hello within 15s")))
+                .await;
+            return;
+        }
+    };
+    if let Err(m) = check_hello(&hello) {
+        let _ = tx.send(Err(Status::invalid_argument(m))).await;
+        return;
+    }
+    let now = ctx.board.now();
+    let session = ctx.workers.new_session();
+    let entry = WorkerEntry {
+        session,
+        host: hello.host.clone(),
+        version: hello.version.clone(),
+        os: hello.os.clone(),
+        profiles: hello.profiles.clone(),
+        profile_details: hello.profile_details.clone(),
+        checkouts: hello.checkouts.clone(),
+        slots: u32::try_from(hello.slots).unwrap_or(1),
+        labels: hello.labels.clone(),
+        draining: hello.draining,
+        connected_at: now,
+        last_beat: now,
+        reported_free: u32::try_from(hello.slots).unwrap_or(1),
+        attempts: HashMap::new(),
+        outbox: tx.clone(),
+    };
+    if ctx.workers.register(&name, entry).is_some() {
+        tracing::info!(worker = %name, "worker reconnected; the previous stream is replaced");
+    }
+    let record = WorkerRecord {
+        name: name.clone(),
+        host: hello.host.clone(),
+        version: hello.version.clone(),
+        state: if hello.draining {
+            WorkerState::Draining
+        } else {
+            WorkerState::Connected
+        },
+        profiles: hello.profiles.clone(),
+        checkouts: hello
+            .checkouts
+            .iter()
+            .map(|c| crate::domain::Checkout {
+                project: c.project.clone(),
+                path: c.path.clone(),
+            })
+            .collect(),
+        slots: u32::try_from(hello.slots).unwrap_or(1),
+        labels: hello.labels.clone(),
+        os: hello.os.clone(),
+        last_seen: now,
+        connected_at: now,
+    };
+    if let Err(e) = ctx.board.store().upsert_worker(&record).await {
+        tracing::warn!(worker = %name, error = %e, "recording the worker failed");
+    }
+    let mut s = Session {
+        ctx,
+        host: hello.host.clone(),
+        name,
+        session,
+        tx,
+        logs: HashMap::new(),
+    };
+    tracing::info!(worker = %s.name, host = %s.host, slots = hello.slots, profiles = ?hello.profiles, "worker attached");
+    if let Err(e) = s.handshake(&hello).await {
+        tracing::warn!(worker = %s.name, error = %e, "re-attach handshake failed");
+        let _ =
+            s.tx.send(Err(Status::unavailable(format!("handshake failed: {e}"))))
+                .await;
+        s.close().await;
+        return;
+    }
+    s.ctx.nudge.nudge();
+    let mut flush = tokio::time::interval(Duration::from_millis(200));
+    let mut reconcile = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(pb::AttachRequest { msg: Some(msg) })) => {
+                    if let Err(e) = s.handle(msg).await {
+                        tracing::warn!(worker = %s.name, error = %e, "worker report failed");
+                    }
+                }
+                Ok(Some(pb::AttachRequest { msg: None })) => {
+                    tracing::warn!(worker = %s.name, "empty message on the worker stream ignored");
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(worker = %s.name, error = %e, "worker stream ended");
+                    break;
+                }
+            },
+            _ = flush.tick() => {
+                s.flush_all().await;
+                if !s.ctx.workers.is_current(&s.name, s.session) {
+                    break;
+                }
+            }
+            _ = reconcile.tick() => s.reconcile().await,
+        }
+    }
+    s.close().await;
+}
+
+impl Session {
+    fn actor(&self) -> String {
+        format!("worker/{}", self.name)
+    }
+
+    async fn send(&self, msg: Down) {
+        let _ = self
+            .tx
+            .send(Ok(pb::AttachResponse { msg: Some(msg) }))
+            .await;
+    }
+
+    async fn revoke(&self, attempt_id: i64, epoch: i64, reason: String) {
+        tracing::info!(worker = %self.name, attempt_id, epoch, %reason, "lease revoked");
+        self.ctx.workers.release(attempt_id);
+        self.send(Down::Revoked(pb::LeaseRevoked {
+            attempt_id,
+            epoch,
+            reason,
+        }))
+        .await;
+    }
+
+    async fn close(&mut self) {
+        self.flush_all().await;
+        if self
+            .ctx
+            .workers
+            .unregister(&self.name, self.session)
+            .is_some()
+        {
+            let _ = self
+                .ctx
+                .board
+                .store()
+                .set_worker_state(&self.name, WorkerState::Disconnected, self.ctx.board.now())
+                .await;
+            tracing::info!(worker = %self.name, "worker detached");
+        }
+    }
+
+    /// Re-attach: keep the reported runtimes this worker still holds, drop the others,
+    /// requeue attempts whose runtimes did not survive.
+    async fn handshake(&mut self, hello: &pb::WorkerHello) -> Result<(), BoardError> {
+        let board = self.ctx.board.clone();
+        let mut reported = std::collections::HashSet::new();
+        for lost in &hello.lost {
+            reported.insert(lost.attempt_id);
+            self.finished(lost.clone()).await;
+        }
+        let mut keep = Vec::new();
+        let mut drop = Vec::new();
+        for r in &hello.running {
+            reported.insert(r.attempt_id);
+            let a = board.store().get_attempt(r.attempt_id).await?;
+            let valid = match &a {
+                Some(a)
+                    if a.worker == self.name
+                        && a.epoch == r.epoch
+                        && a.outcome == AttemptOutcome::Active =>
+                {
+                    let t = board.ticket(a.ticket_id).await?;
+                    t.current_attempt_id == Some(a.id)
+                        && t.epoch == a.epoch
+                        && t.state.has_live_attempt()
+                }
+                _ => false,
+            };
+            match (valid, a) {
+                (true, Some(a)) => {
+                    self.ctx
+                        .workers
+                        .assign(&self.name, a.id, a.ticket_id, a.epoch);
+                    if a.started_at.is_some() {
+                        self.ctx.workers.mark_started(&self.name, a.id);
+                    }
+                    let last = board
+                        .store()
+                        .tail_logs(a.id, 1)
+                        .await?
+                        .last()
+                        .map(|c| c.seq)
+                        .unwrap_or(0);
+                    keep.push(pb::RunningAttempt {
+                        output_seq: last,
+                        ..r.clone()
+                    });
+                }
+                _ => drop.push(r.clone()),
+            }
+        }
+        // Attempts the board thinks this worker holds but it did not report: their runtime
+        // is gone (the worker restarted before spawning, or lost a pty runtime).
+        for a in board.store().active_attempts_of(&self.name).await? {
+            if reported.contains(&a.id) {
+                continue;
+            }
+            let f = Fence {
+                attempt_id: a.id,
+                epoch: a.epoch,
+            };
+            let res = board
+                .requeue_interrupted(
+                    a.ticket_id,
+                    f,
+                    &self.actor(),
+                    "the worker restarted and the runtime is gone",
+                    None,
+                )
+                .await;
+            if let Err(e) = res {
+                tracing::debug!(attempt_id = a.id, error = %e, "requeue after restart skipped");
+            }
+        }
+        let kept_ids: Vec<i64> = keep.iter().map(|k| k.attempt_id).collect();
+        self.send(Down::Welcome(pb::Welcome {
+            worker: self.name.clone(),
+            heartbeat_interval: Some(pb_duration(self.ctx.cfg.heartbeat_interval)),
+            lease_ttl: Some(pb_duration(self.ctx.cfg.lease_ttl)),
+            keep,
+            drop,
+        }))
+        .await;
+        for id in kept_ids {
+            if let Ok(Some(a)) = board.store().get_attempt(id).await {
+                let _ = deliver_answers(&board, &self.ctx.workers, a.ticket_id).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ticket of an attempt this worker holds at `epoch`, or a revoke.
+    async fn owned(&self, attempt_id: i64, epoch: i64) -> Option<i64> {
+        if self.ctx.workers.holds(&self.name, attempt_id, epoch)
+            && let Some(h) = self
+                .ctx
+                .workers
+                .entry(&self.name)
+                .and_then(|e| e.attempts.get(&attempt_id).cloned())
+        {
+            return Some(h.ticket_id);
+        }
+        match self.ctx.board.store().get_attempt(attempt_id).await {
+            Ok(Some(a))
+                if a.worker == self.name
+                    && a.epoch == epoch
+                    && a.outcome == AttemptOutcome::Active =>
+            {
+                Some(a.ticket_id)
+            }
+            Ok(Some(a)) if a.worker != self.name => {
+                tracing::warn!(worker = %self.name, attempt_id, holder = %a.worker, "report about an attempt held by another worker refused");
+                self.send(Down::Revoked(pb::LeaseRevoked {
+                    attempt_id,
+                    epoch,
+                    reason: format!("attempt {attempt_id} is not held by {}", self.name),
+                }))
+                .await;
+                None
+            }
+            Ok(Some(a)) => {
+                self.revoke(
+                    attempt_id,
+                    epoch,
+                    format!(
+                        "stale epoch {epoch} for attempt {attempt_id} (current {} {})",
+                        a.epoch, a.outcome
+                    ),
+                )
+                .await;
+                None
+            }
+            Ok(None) => {
+                self.send(Down::Revoked(pb::LeaseRevoked {
+                    attempt_id,
+                    epoch,
+                    reason: format!("attempt {attempt_id} does not exist"),
+                }))
+                .await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "looking up an attempt failed");
+                None
+            }
+        }
+    }
+
+    async fn handle(&mut self, msg: Up) -> Result<(), BoardError> {
+        let board = self.ctx.board.clone();
+        match msg {
+            Up::Hello(_) => {
+                tracing::warn!(worker = %self.name, "a second hello on one stream is ignored");
+            }
+            Up::Heartbeat(hb) => {
+                let unknown = self.ctx.workers.heartbeat(&self.name, &hb, board.now());
+                for r in unknown {
+                    // A runtime the worker runs that this replica does not know it holds:
+                    // keep it only if the board says it is still this worker's.
+                    if let Some(ticket_id) = self.owned(r.attempt_id, r.epoch).await {
+                        let t = board.ticket(ticket_id).await?;
+                        if t.current_attempt_id == Some(r.attempt_id)
+                            && t.epoch == r.epoch
+                            && t.state.has_live_attempt()
+                        {
+                            self.ctx
+                                .workers
+                                .assign(&self.name, r.attempt_id, ticket_id, r.epoch);
+                            self.ctx.workers.mark_started(&self.name, r.attempt_id);
+                        } else {
+                            self.revoke(
+                                r.attempt_id,
+                                r.epoch,
+                                format!("ticket {ticket_id} moved on (now {})", t.state),
+                            )
+                            .await;
+                        }
+                    }
+                }
+            }
+            Up::Started(st) => {
+                let Some(ticket_id) = self.owned(st.attempt_id, st.epoch).await else {
+                    return Ok(());
+                };
+                let f = Fence {
+                    attempt_id: st.attempt_id,
+                    epoch: st.epoch,
+                };
+                let lease = board.now().saturating_add(self.ctx.cfg.lease_ttl);
+                let info = Started {
+                    runtime_id: crate::board::preview(&st.runtime_id, 200),
+                    pid: st.pid,
+                    worktree: crate::board::preview(&st.worktree, 4096),
+                    branch: crate::board::preview(&st.branch, 200),
+                };
+                match board
+                    .attempt_started(ticket_id, f, &self.actor(), &info, lease)
+                    .await
+                {
+                    Ok(_) => {
+                        self.ctx.workers.mark_started(&self.name, st.attempt_id);
+                        self.send(Down::Confirmed(pb::Confirmed {
+                            attempt_id: st.attempt_id,
+                            epoch: st.epoch,
+                            lease_expires_at: Some(lease.to_proto()),
+                        }))
+                        .await;
+                        let _ = deliver_answers(&board, &self.ctx.workers, ticket_id).await;
+                    }
+                    Err(
+                        e @ (BoardError::Stale(_)
+                        | BoardError::FailedPrecondition(_)
+                        | BoardError::NotFound(_)),
+                    ) => {
+                        // Claim-after-spawn guard: the worker must kill what it spawned.
+                        self.revoke(st.attempt_id, st.epoch, format!("claim refused: {e}"))
+                            .await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Up::Refused(r) => {
+                let Some(ticket_id) = self.owned(r.attempt_id, r.epoch).await else {
+                    return Ok(());
+                };
+                let f = Fence {
+                    attempt_id: r.attempt_id,
+                    epoch: r.epoch,
+                };
+                self.ctx.workers.release(r.attempt_id);
+                let reason = crate::board::preview(&r.reason, 1000);
+                match board
+                    .offer_lapsed(
+                        ticket_id,
+                        f,
+                        &self.actor(),
+                        AttemptOutcome::Refused,
+                        &reason,
+                    )
+                    .await
+                {
+                    Ok(_) | Err(BoardError::Stale(_) | BoardError::FailedPrecondition(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.ctx.nudge.nudge();
+            }
+            Up::Output(o) => {
+                if o.seq <= 0 || o.data.len() > MAX_CHUNK {
+                    tracing::warn!(worker = %self.name, attempt_id = o.attempt_id, seq = o.seq, len = o.data.len(), "malformed output chunk dropped");
+                    return Ok(());
+                }
+                if !self.ctx.workers.holds(&self.name, o.attempt_id, o.epoch)
+                    && self.owned(o.attempt_id, o.epoch).await.is_none()
+                {
+                    return Ok(());
+                }
+                let now = board.now();
+                self.ctx.workers.note_output(&self.name, o.attempt_id, now);
+                let e = self
+                    .logs
+                    .entry(o.attempt_id)
+                    .or_insert((o.epoch, Vec::new(), 0));
+                e.2 += o.data.len();
+                e.1.push(LogChunk {
+                    attempt_id: o.attempt_id,
+                    seq: o.seq,
+                    at: now,
+                    data: o.data,
+                });
+                if e.2 >= LOG_FLUSH_BYTES {
+                    self.flush(o.attempt_id).await;
+                }
+            }
+            Up::Signal(sig) => {
+                let Some(ticket_id) = self.owned(sig.attempt_id, sig.epoch).await else {
+                    return Ok(());
+                };
+                self.flush(sig.attempt_id).await;
+                let signal = match pb::SignalKind::try_from(sig.kind) {
+                    Ok(pb::SignalKind::Question) => Signal::Question,
+                    Ok(pb::SignalKind::Review) => Signal::Review,
+                    Ok(pb::SignalKind::Done) => Signal::Done,
+                    Ok(pb::SignalKind::UsageLimit) => Signal::UsageLimit,
+                    Ok(pb::SignalKind::Exited) => Signal::Exited,
+                    _ => {
+                        tracing::warn!(worker = %self.name, kind = sig.kind, "unknown signal kind ignored");
+                        return Ok(());
+                    }
+                };
+                let f = Fence {
+                    attempt_id: sig.attempt_id,
+                    epoch: sig.epoch,
+                };
+                match board
+                    .agent_signal(ticket_id, f, &self.actor(), signal, &sig.text)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(BoardError::Stale(m)) => self.revoke(sig.attempt_id, sig.epoch, m).await,
+                    Err(BoardError::FailedPrecondition(m)) => {
+                        tracing::info!(worker = %self.name, attempt_id = sig.attempt_id, %m, "signal not applicable now");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Up::Finished(fin) => self.finished(fin).await,
+            Up::Usage(u) => {
+                let Some(ticket_id) = self.owned(u.attempt_id, u.epoch).await else {
+                    return Ok(());
+                };
+                if !u.cost_usd.is_finite() || u.cost_usd < 0.0 || u.cost_usd > 1_000_000.0 {
+                    tracing::warn!(worker = %self.name, cost = u.cost_usd, "implausible usage report ignored");
+                    return Ok(());
+                }
+                let f = Fence {
+                    attempt_id: u.attempt_id,
+                    epoch: u.epoch,
+                };
+                match board
+                    .attempt_usage(
+                        ticket_id,
+                        f,
+                        Money::from_usd(u.cost_usd),
+                        u.tokens_in,
+                        u.tokens_out,
+                    )
+                    .await
+                {
+                    Ok(t) if t.budget.0 > 0 && t.cost >= t.budget && t.state.has_live_attempt() => {
+                        let msg = format!(
+                            "budget exhausted during the run: spent {} of {}",
+                            t.cost, t.budget
+                        );
+                        board
+                            .apply(
+                                ticket_id,
+                                Some(f),
+                                Trigger::Escalate,
+                                "control-plane",
+                                &msg,
+                                |e| {
+                                    e.change.ticket.state_reason = msg.clone();
+                                    e.change.events[0].kind = EventKind::Escalated;
+                                    if let Some(p) = e.change.attempt.as_mut() {
+                                        p.ended = Some((
+                                            AttemptOutcome::BudgetExceeded,
+                                            msg.clone(),
+                                            e.now,
+                                        ));
+                                    }
+                                    Ok(())
+                                },
+                            )
+                            .await?;
+                    }
+                    Ok(_) => {}
+                    Err(BoardError::Stale(m)) => self.revoke(u.attempt_id, u.epoch, m).await,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn finished(&mut self, fin: pb::AttemptFinished) {
+        let Some(ticket_id) = self.owned(fin.attempt_id, fin.epoch).await else {
+            return;
+        };
+        self.flush(fin.attempt_id).await;
+        let outcome = convert::outcome_from_pb("finished.outcome", fin.outcome)
+            .unwrap_or(AttemptOutcome::Exited);
+        let evidence = match fin
+            .evidence
+            .as_ref()
+            .map(convert::evidence_from_pb)
+            .transpose()
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(worker = %self.name, error = %e, "evidence refused");
+                None
+            }
+        };
+        let reset_at = fin.reset_at.as_ref().map(Timestamp::from_proto);
+        let f = Fence {
+            attempt_id: fin.attempt_id,
+            epoch: fin.epoch,
+        };
+        let board = self.ctx.board.clone();
+        let res = board
+            .attempt_finished(
+                ticket_id,
+                f,
+                &self.actor(),
+                outcome,
+                &fin.reason,
+                evidence,
+                reset_at,
+            )
+            .await;
+        self.ctx.workers.release(fin.attempt_id);
+        self.ctx.nudge.nudge();
+        match res {
+            Ok(t) => {
+                tracing::info!(ticket_id, attempt_id = fin.attempt_id, outcome = outcome.as_str(), state = %t.state, "attempt finished")
+            }
+            Err(BoardError::Stale(m)) => {
+                tracing::info!(attempt_id = fin.attempt_id, %m, "finished report refused (stale)")
+            }
+            Err(e) => {
+                tracing::warn!(attempt_id = fin.attempt_id, error = %e, "finishing the attempt failed")
+            }
+        }
+    }
+
+    async fn flush(&mut self, attempt_id: i64) {
+        let Some((epoch, chunks, _)) = self.logs.remove(&attempt_id) else {
+            return;
+        };
+        if chunks.is_empty() {
+            return;
+        }
+        match self.ctx.board.store().append_logs(epoch, &chunks).await {
+            Ok(()) => self.ctx.board.logs_appended(),
+            Err(
+                crate::store::StoreError::StaleEpoch { .. } | crate::store::StoreError::NotFound(_),
+            ) => {
+                self.revoke(
+                    attempt_id,
+                    epoch,
+                    format!("output for attempt {attempt_id} epoch {epoch} refused: not current"),
+                )
+                .await;
+            }
+            Err(e) => tracing::warn!(attempt_id, error = %e, "storing output failed"),
+        }
+    }
+
+    async fn flush_all(&mut self) {
+        let ids: Vec<i64> = self.logs.keys().copied().collect();
+        for id in ids {
+            self.flush(id).await;
+        }
+    }
+
+    /// Intended vs observed: revoke attempts the board moved on from (a cancel on another
+    /// replica, a requeue by the reaper) and deliver answers queued elsewhere.
+    async fn reconcile(&mut self) {
+        let Some(entry) = self.ctx.workers.entry(&self.name) else {
+            return;
+        };
+        if entry.session != self.session {
+            return;
+        }
+        let board = self.ctx.board.clone();
+        for (attempt_id, held) in entry.attempts {
+            let Ok(t) = board.ticket(held.ticket_id).await else {
+                continue;
+            };
+            let current = t.current_attempt_id == Some(attempt_id) && t.epoch == held.epoch;
+            if !current || !t.state.has_live_attempt() {
+                let why = if t.state == State::Cancelled {
+                    "ticket cancelled".to_string()
+                } else {
+                    format!("ticket {} is now {}", t.id, t.state)
+                };
+                let msg = if t.state == State::Cancelled {
+                    Down::Cancel(pb::CancelAttempt {
+                        attempt_id,
+                        epoch: held.epoch,
+                        reason: why,
+                    })
+                } else {
+                    Down::Revoked(pb::LeaseRevoked {
+                        attempt_id,
+                        epoch: held.epoch,
+                        reason: why,
+                    })
+                };
+                self.ctx.workers.release(attempt_id);
+                self.send(msg).await;
+                continue;
+            }
+            let _ = deliver_answers(&board, &self.ctx.workers, t.id).await;
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Worker agents for tests: real git checkouts, scripted agents (shell scripts), worker
+//! agents in process or as real processes, each on its own private tmux socket.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use mc_common::identity::Role;
+use mc_worker_agent::config::{Config, ProjectCheckout};
+use mc_worker_agent::profiles::{Billing, OutputFormat, Profile, RuntimeKind};
+
+use crate::cp::TestCp;
+
+/// Runs git in `dir`, panicking with its output on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A git repository with one commit on `main`.
+pub fn repo(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join("README.md"), "# test project\n").unwrap();
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "initial"]);
+    dir.to_path_buf()
+}
+
+/// Commits on `branch` since `main`.
+pub fn commits_on(repo: &Path, branch: &str) -> Vec<String> {
+    let out = git(repo, &["log", "--format=%s", &format!("main..{branch}")]);
+    out.lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Writes an executable shell script (a scripted agent) and returns its path.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    p
+}
+
+/// A profile running `argv` (a scripted agent), billed to nobody.
+pub fn profile(argv: &[&str], runtime: RuntimeKind) -> Profile {
+    Profile {
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        resume: Vec::new(),
+        runtime,
+        interactive: false,
+        billing: Billing::None,
+        env: BTreeMap::new(),
+        soft_timeout: Duration::from_secs(120),
+        grace: Duration::from_secs(3),
+        silence_timeout: Duration::from_secs(120),
+        output: OutputFormat::Text,
+        usage_limit_markers: vec!["usage limit reached".into()],
+        ready_marker: String::new(),
+        exit_keys: Vec::new(),
+    }
+}
+
+static TMUX_N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A worker config for `cp`: its own state dir and tmux socket, the given checkouts and
+/// profiles (and only those offered).
+pub fn config(
+    cp: &TestCp,
+    name: &str,
+    state: &Path,
+    projects: &[(&str, &Path)],
+    profiles: &[(&str, Profile)],
+) -> Config {
+    let n = TMUX_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Config {
+        control_plane: cp.url(),
+        server_name: Some("localhost".into()),
+        tls: cp.pki.files(Role::Worker, name),
+        host: name.to_string(),
+        slots: 2,
+        state_dir: state.to_path_buf(),
+        tmux_socket: format!("mct-{}-{n}", std::process::id()),
+        projects: projects
+            .iter()
+            .map(|(slug, p)| {
+                (
+                    slug.to_string(),
+                    ProjectCheckout {
+                        path: p.to_path_buf(),
+                    },
+                )
+            })
+            .collect(),
+        profiles: profiles
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.clone()))
+            .collect(),
+        offer: profiles.iter().map(|(n, _)| n.to_string()).collect(),
+        ..Config::default()
+    }
+}
+
+/// Kills a tmux server (test cleanup).
+pub fn kill_tmux(socket: &str) {
+    let _ = Command::new("tmux")
+        .args(["-L", socket, "kill-server"])
+        .output();
+}

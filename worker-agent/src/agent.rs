@@ -1,0 +1,290 @@
+//! The worker agent's state: the attempts running on this host, slots, draining, and the
+//! recovery of attempts after a restart (re-attach tmux runtimes, report lost pty ones).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mc_proto as pb;
+use pb::attach_response::Msg as Down;
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use crate::attempt::{self, Control, Deps, Start};
+use crate::profiles::RuntimeKind;
+use crate::state::Record;
+
+struct Handle {
+    epoch: i64,
+    ctl: mpsc::Sender<Control>,
+}
+
+pub struct Agent {
+    pub deps: Deps,
+    attempts: Mutex<HashMap<i64, Handle>>,
+    draining: AtomicBool,
+    /// Finish reports from before a restart, re-sent in the next hello.
+    unsent: Mutex<Vec<pb::AttemptFinished>>,
+}
+
+impl Agent {
+    pub fn new(deps: Deps) -> Arc<Agent> {
+        Arc::new(Agent {
+            deps,
+            attempts: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            unsent: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Handle>> {
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn running(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn free_slots(&self) -> u32 {
+        if self.is_draining() {
+            return 0;
+        }
+        self.deps
+            .cfg
+            .config
+            .slots
+            .saturating_sub(self.running() as u32)
+    }
+
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    fn spawn(self: &Arc<Self>, attempt_id: i64, epoch: i64, start: Start) {
+        let (tx, rx) = mpsc::channel(64);
+        self.lock().insert(attempt_id, Handle { epoch, ctl: tx });
+        let me = self.clone();
+        let deps = self.deps.clone();
+        tokio::spawn(async move {
+            attempt::run(deps, start, rx).await;
+            me.lock().remove(&attempt_id);
+        });
+    }
+
+    /// After a restart: re-attach surviving tmux runtimes; report the rest as lost with
+    /// their partial work; queue finish reports that may not have landed.
+    pub async fn recover(self: &Arc<Self>) {
+        let state_dir = self.deps.cfg.config.state_dir.clone();
+        let sessions = self.deps.tmux.sessions().await;
+        for rec in Record::load_all(&state_dir) {
+            if let Some(bytes) = &rec.finished {
+                match pb::AttemptFinished::decode(bytes.as_slice()) {
+                    Ok(f) => self
+                        .unsent
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(f),
+                    Err(_) => Record::remove(&state_dir, rec.attempt_id),
+                }
+                continue;
+            }
+            if rec.runtime == RuntimeKind::Tmux && sessions.contains(&rec.session) {
+                tracing::info!(attempt_id = rec.attempt_id, session = %rec.session, "re-attaching a tmux runtime");
+                self.spawn(rec.attempt_id, rec.epoch, Start::Reattach(Box::new(rec)));
+                continue;
+            }
+            tracing::info!(attempt_id = rec.attempt_id, runtime = ?rec.runtime, "runtime did not survive the restart; reporting it lost");
+            let fin = attempt::lost_report(&rec, &self.deps.cfg.host).await;
+            let mut rec = rec;
+            rec.finished = Some(fin.encode_to_vec());
+            let _ = rec.save(&state_dir);
+            self.unsent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(fin);
+        }
+    }
+
+    pub fn hello(&self) -> pb::WorkerHello {
+        let cfg = &self.deps.cfg;
+        let live = self
+            .deps
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let running = self
+            .lock()
+            .iter()
+            .map(|(id, h)| pb::RunningAttempt {
+                attempt_id: *id,
+                epoch: h.epoch,
+                runtime_id: String::new(),
+                output_seq: live.get(id).map(|l| l.output_seq).unwrap_or(0),
+            })
+            .collect();
+        let mut lost = self
+            .unsent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // Finish reports of attempts that ended while disconnected.
+        for rec in Record::load_all(&cfg.config.state_dir) {
+            if let Some(b) = rec.finished
+                && let Ok(f) = pb::AttemptFinished::decode(b.as_slice())
+                && !lost.iter().any(|l| l.attempt_id == f.attempt_id)
+            {
+                lost.push(f);
+            }
+        }
+        pb::WorkerHello {
+            host: cfg.host.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            profiles: cfg.profiles.keys().cloned().collect(),
+            checkouts: cfg
+                .config
+                .projects
+                .iter()
+                .map(|(slug, p)| pb::Checkout {
+                    project: slug.clone(),
+                    path: p.path.to_string_lossy().to_string(),
+                    host: cfg.host.clone(),
+                })
+                .collect(),
+            slots: i32::try_from(cfg.config.slots).unwrap_or(1),
+            labels: cfg.config.labels.clone(),
+            running,
+            os: std::env::consts::OS.to_string(),
+            draining: self.is_draining(),
+            profile_details: cfg
+                .profiles
+                .iter()
+                .map(|(name, p)| pb::RuntimeProfile {
+                    name: name.clone(),
+                    interactive: p.interactive,
+                    billing: match p.billing {
+                        crate::profiles::Billing::Api => pb::Billing::Api,
+                        crate::profiles::Billing::Subscription => pb::Billing::Subscription,
+                        crate::profiles::Billing::None => pb::Billing::None,
+                    } as i32,
+                    command: shell_words::join(&p.command),
+                    soft_timeout: Some(mc_proto::prost_types::Duration {
+                        seconds: i64::try_from(p.soft_timeout.as_secs()).unwrap_or(0),
+                        nanos: 0,
+                    }),
+                    grace: Some(mc_proto::prost_types::Duration {
+                        seconds: i64::try_from(p.grace.as_secs()).unwrap_or(0),
+                        nanos: 0,
+                    }),
+                    runtime: format!("{:?}", p.runtime).to_lowercase(),
+                    hosts: vec![cfg.host.clone()],
+                })
+                .collect(),
+            lost,
+        }
+    }
+
+    pub fn heartbeat(&self) -> pb::Heartbeat {
+        let runtimes = self
+            .deps
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        pb::Heartbeat {
+            free_slots: i32::try_from(self.free_slots()).unwrap_or(0),
+            runtimes,
+            draining: self.is_draining(),
+        }
+    }
+
+    /// Finish reports older than `before` (ms) were sent on a connection that stayed up:
+    /// their records can go.
+    pub fn purge_delivered(&self, before_ms: i64) {
+        let state_dir = &self.deps.cfg.config.state_dir;
+        for rec in Record::load_all(state_dir) {
+            if rec.finished.is_some() && rec.finished_sent_at_ms.is_some_and(|t| t < before_ms) {
+                Record::remove(state_dir, rec.attempt_id);
+            }
+        }
+        self.unsent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn route(&self, attempt_id: i64, epoch: i64, c: Control) {
+        let tx = self
+            .lock()
+            .get(&attempt_id)
+            .filter(|h| h.epoch == epoch)
+            .map(|h| h.ctl.clone());
+        match tx {
+            Some(tx) => {
+                let _ = tx.try_send(c);
+            }
+            None => tracing::debug!(attempt_id, epoch, "message for an attempt not running here"),
+        }
+    }
+
+    /// Stops every running attempt (lease lost while disconnected, or shutdown).
+    pub fn revoke_all(&self, reason: &str) {
+        let handles: Vec<(i64, i64)> = self.lock().iter().map(|(id, h)| (*id, h.epoch)).collect();
+        for (id, epoch) in handles {
+            self.route(id, epoch, Control::Revoked(reason.to_string()));
+        }
+    }
+
+    pub async fn on_message(self: &Arc<Self>, msg: Down) {
+        match msg {
+            Down::Welcome(w) => {
+                for k in w.keep {
+                    self.route(k.attempt_id, k.epoch, Control::ResumeFrom(k.output_seq));
+                }
+                for d in w.drop {
+                    self.route(
+                        d.attempt_id,
+                        d.epoch,
+                        Control::Revoked("the control plane no longer holds this attempt".into()),
+                    );
+                }
+            }
+            Down::Offer(offer) => {
+                let id = offer.attempt_id;
+                let refuse = |reason: String| {
+                    let _ = self.deps.out.send(pb::AttachRequest {
+                        msg: Some(pb::attach_request::Msg::Refused(pb::OfferRefused {
+                            attempt_id: id,
+                            epoch: offer.epoch,
+                            reason,
+                        })),
+                    });
+                };
+                if self.is_draining() {
+                    refuse("the worker is draining".into());
+                } else if self.lock().contains_key(&id) {
+                    tracing::debug!(attempt_id = id, "duplicate offer ignored");
+                } else if self.free_slots() == 0 {
+                    refuse(format!("no free slot ({} in use)", self.running()));
+                } else {
+                    tracing::info!(attempt_id = id, epoch = offer.epoch, profile = %offer.profile, "offer accepted");
+                    self.spawn(id, offer.epoch, Start::Fresh(Box::new(offer)));
+                }
+            }
+            Down::Confirmed(c) => self.route(c.attempt_id, c.epoch, Control::Confirmed),
+            Down::Input(i) => self.route(i.attempt_id, i.epoch, Control::Input(i.text)),
+            Down::Unstick(u) => self.route(u.attempt_id, u.epoch, Control::Unstick(u.prompt)),
+            Down::Cancel(c) => self.route(c.attempt_id, c.epoch, Control::Cancel(c.reason)),
+            Down::Revoked(r) => {
+                tracing::info!(attempt_id = r.attempt_id, reason = %r.reason, "lease revoked");
+                self.route(r.attempt_id, r.epoch, Control::Revoked(r.reason))
+            }
+        }
+    }
+}

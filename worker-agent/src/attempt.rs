@@ -1,0 +1,978 @@
+//! One attempt on this host, from offer to evidence: prepare the worktree, spawn the
+//! runtime, confirm the claim (killing what was spawned if the claim is refused), stream
+//! numbered output chunks, read signals, enforce the soft timeout, silence, budget and usage
+//! limits, deliver answers to the exact runtime that asked, and when the runtime ends,
+//! verify on the host and report the evidence.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mc_common::{Clock, Timestamp};
+use mc_proto as pb;
+use pb::attach_request::Msg as Up;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::Resolved;
+use crate::git;
+use crate::output::{self, Lines, SignalKind};
+use crate::profiles::{self, OutputFormat, Profile, RuntimeKind};
+use crate::runtime::tmux::{FileTail, Tmux};
+use crate::runtime::{OutputSource, Runtime, SpawnSpec, pty};
+use crate::state::Record;
+use crate::verify;
+
+/// Messages from the control plane (or the agent) to a running attempt.
+#[derive(Debug)]
+pub enum Control {
+    Confirmed,
+    Input(String),
+    Unstick(String),
+    Cancel(String),
+    Revoked(String),
+    /// After a restart: the control plane has output up to this chunk.
+    ResumeFrom(i64),
+}
+
+pub type Outbound = mpsc::UnboundedSender<pb::AttachRequest>;
+pub type Live = Arc<Mutex<HashMap<i64, pb::RuntimeLiveness>>>;
+
+/// What every attempt shares.
+#[derive(Clone)]
+pub struct Deps {
+    pub cfg: Arc<Resolved>,
+    pub tmux: Tmux,
+    pub out: Outbound,
+    pub live: Live,
+    pub clock: Clock,
+}
+
+impl Deps {
+    fn send(&self, msg: Up) {
+        let _ = self.out.send(pb::AttachRequest { msg: Some(msg) });
+    }
+}
+
+pub enum Start {
+    Fresh(Box<pb::Offer>),
+    /// A tmux runtime that survived a restart of the worker agent.
+    Reattach(Box<Record>),
+}
+
+/// Why an attempt ends.
+#[derive(Debug, Clone)]
+enum End {
+    Exited(i32),
+    /// An interactive session said DONE and was asked to exit.
+    DoneInteractive,
+    TimedOut(String),
+    Budget(String),
+    UsageLimit(String),
+    Cancelled(String),
+    Revoked(String),
+}
+
+struct Task {
+    deps: Deps,
+    rec: Record,
+    profile: Profile,
+    rt: Option<Arc<dyn Runtime>>,
+    src: Option<OutputSource>,
+    lines: Lines,
+    next_seq: i64,
+    paused: bool,
+    confirm_by: Option<Instant>,
+    deadline: Instant,
+    last_output: Instant,
+    last_output_at: Timestamp,
+    fingerprint: u64,
+    tail: String,
+    waiting_input: bool,
+    brief_typed: bool,
+    spawned_at: Instant,
+    screen_seen: HashMap<String, usize>,
+    exit_asked: Option<Instant>,
+    usage_dirty: bool,
+    usage_sent: Instant,
+    budget_hit: bool,
+    usage_limit: Option<String>,
+    ticks: u64,
+    /// pty output is also kept on disk (tmux's is, by pipe-pane), for a restart's report.
+    out_file: Option<std::fs::File>,
+}
+
+fn dur(d: &Option<mc_proto::prost_types::Duration>, default: Duration) -> Duration {
+    d.as_ref()
+        .map(|d| Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)))
+        .filter(|d| !d.is_zero())
+        .unwrap_or(default)
+}
+
+/// The argv for a profile template, wrapped to run as an unprivileged user if configured.
+fn argv(deps: &Deps, template: &[String], rec: &Record, extra: &[(&str, &str)]) -> Vec<String> {
+    let prompt = std::fs::read_to_string(&rec.prompt_file).unwrap_or_default();
+    let budget = format!("{:.2}", rec.budget_usd.max(0.01));
+    let ticket = rec.ticket_id.to_string();
+    let attempt = rec.attempt_id.to_string();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("prompt", &prompt),
+        ("prompt_file", rec.prompt_file.to_str().unwrap_or("")),
+        ("budget_usd", &budget),
+        ("worktree", rec.worktree.to_str().unwrap_or("")),
+        ("ticket", &ticket),
+        ("attempt", &attempt),
+        ("session_id", rec.session_id.as_deref().unwrap_or("")),
+    ];
+    vars.extend_from_slice(extra);
+    let mut v = profiles::render(template, &vars);
+    if let Some(user) = &deps.cfg.config.run_as {
+        #[cfg(target_os = "linux")]
+        let wrap = vec![
+            "setpriv".to_string(),
+            format!("--reuid={user}"),
+            format!("--regid={user}"),
+            "--init-groups".to_string(),
+            "--".to_string(),
+        ];
+        #[cfg(not(target_os = "linux"))]
+        let wrap = vec![
+            "sudo".to_string(),
+            "-n".to_string(),
+            "-u".to_string(),
+            user.clone(),
+            "--".to_string(),
+        ];
+        v.splice(0..0, wrap);
+    }
+    v
+}
+
+async fn spawn_runtime(
+    deps: &Deps,
+    rec: &Record,
+    profile: &Profile,
+    argv: Vec<String>,
+    session: &str,
+) -> Result<(Arc<dyn Runtime>, OutputSource), String> {
+    let spec = SpawnSpec {
+        argv,
+        cwd: rec.worktree.clone(),
+        env: rec.env.clone(),
+    };
+    match profile.runtime {
+        RuntimeKind::Tmux => {
+            let offset = std::fs::metadata(&rec.output_file)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let rt = deps
+                .tmux
+                .spawn(session, &spec, &rec.output_file)
+                .await
+                .map_err(|e| format!("tmux: {e}"))?;
+            Ok((
+                Arc::new(rt),
+                FileTail::source(rec.output_file.clone(), offset),
+            ))
+        }
+        RuntimeKind::Pty => {
+            let (rt, src) = pty::spawn(&spec).map_err(|e| format!("pty: {e}"))?;
+            Ok((rt, src))
+        }
+    }
+}
+
+/// Prepares and spawns a fresh attempt. Errors are reported to the control plane here.
+async fn start_fresh(
+    deps: &Deps,
+    offer: &pb::Offer,
+) -> Option<(Record, Profile, Arc<dyn Runtime>, OutputSource)> {
+    let fail = |outcome: pb::AttemptOutcome, reason: String| {
+        tracing::warn!(attempt_id = offer.attempt_id, %reason, "attempt could not start");
+        deps.send(Up::Finished(pb::AttemptFinished {
+            attempt_id: offer.attempt_id,
+            epoch: offer.epoch,
+            outcome: outcome as i32,
+            reason,
+            evidence: None,
+            reset_at: None,
+        }));
+    };
+    let ticket = offer.ticket.clone().unwrap_or_default();
+    let cfg = &deps.cfg;
+    let Some(profile) = cfg.profiles.get(&offer.profile).cloned() else {
+        deps.send(Up::Refused(pb::OfferRefused {
+            attempt_id: offer.attempt_id,
+            epoch: offer.epoch,
+            reason: format!("profile {} is not offered on {}", offer.profile, cfg.host),
+        }));
+        return None;
+    };
+    let Some(checkout) = cfg
+        .config
+        .projects
+        .get(&ticket.project)
+        .map(|p| p.path.clone())
+    else {
+        deps.send(Up::Refused(pb::OfferRefused {
+            attempt_id: offer.attempt_id,
+            epoch: offer.epoch,
+            reason: format!(
+                "project {} is not checked out on {}",
+                ticket.project, cfg.host
+            ),
+        }));
+        return None;
+    };
+    let state_dir = &cfg.config.state_dir;
+    let dir = Record::dir(state_dir, offer.attempt_id);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        fail(
+            pb::AttemptOutcome::SpawnFailed,
+            format!("cannot create {}: {e}", dir.display()),
+        );
+        return None;
+    }
+    let worktree = git::worktree_path(state_dir, ticket.id, offer.attempt_id);
+    let branch = if offer.branch.is_empty() {
+        ticket.branch.clone()
+    } else {
+        offer.branch.clone()
+    };
+    let start_sha =
+        match git::prepare_worktree(&checkout, &worktree, &branch, &offer.base_ref).await {
+            Ok(s) => s,
+            Err(e) => {
+                fail(
+                    pb::AttemptOutcome::SpawnFailed,
+                    format!("preparing the worktree: {e}"),
+                );
+                return None;
+            }
+        };
+    let prompt_file = dir.join("brief.md");
+    if let Err(e) = std::fs::write(&prompt_file, &offer.prompt) {
+        fail(
+            pb::AttemptOutcome::SpawnFailed,
+            format!("writing the brief: {e}"),
+        );
+        return None;
+    }
+    let mut env: Vec<(String, String)> = git::AUTHOR_ENV
+        .iter()
+        .filter(|(k, _)| std::env::var_os(k).is_none())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend([
+        ("MC_TICKET_ID".to_string(), ticket.id.to_string()),
+        ("MC_ATTEMPT_ID".to_string(), offer.attempt_id.to_string()),
+        ("MC_EPOCH".to_string(), offer.epoch.to_string()),
+        (
+            "MC_PROMPT_FILE".to_string(),
+            prompt_file.to_string_lossy().to_string(),
+        ),
+        ("MC_BRANCH".to_string(), branch.clone()),
+        (
+            "MC_WORKTREE".to_string(),
+            worktree.to_string_lossy().to_string(),
+        ),
+        (
+            "MC_LANE".to_string(),
+            pb::Lane::try_from(offer.lane)
+                .map(|l| l.as_str_name().trim_start_matches("LANE_").to_lowercase())
+                .unwrap_or_default(),
+        ),
+    ]);
+    if !offer.traceparent.is_empty() {
+        env.push(("TRACEPARENT".to_string(), offer.traceparent.clone()));
+    }
+    let mut project_env: Vec<(String, String)> = offer
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    project_env.sort();
+    env.extend(project_env);
+    env.extend(profile.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let now = deps.clock.now();
+    let rec = Record {
+        attempt_id: offer.attempt_id,
+        epoch: offer.epoch,
+        ticket_id: ticket.id,
+        project: ticket.project.clone(),
+        profile: offer.profile.clone(),
+        runtime: profile.runtime,
+        runtime_id: String::new(),
+        session: format!("mc-a{}", offer.attempt_id),
+        pid: 0,
+        checkout,
+        worktree,
+        branch,
+        base_ref: offer.base_ref.clone(),
+        start_sha,
+        prompt_file,
+        output_file: dir.join("output.log"),
+        acceptance: offer.acceptance_commands.clone(),
+        requires_commits: offer.requires_commits,
+        budget_usd: offer.budget_usd,
+        env,
+        started_at_ms: now.millis(),
+        confirmed: false,
+        session_id: None,
+        questions: Vec::new(),
+        pending_question: false,
+        done_summary: None,
+        cost_usd: 0.0,
+        tokens_in: 0,
+        tokens_out: 0,
+        resumes: 0,
+        finished: None,
+        finished_sent_at_ms: None,
+    };
+    let args = argv(deps, &profile.command, &rec, &[]);
+    let session = rec.session.clone();
+    match spawn_runtime(deps, &rec, &profile, args, &session).await {
+        Ok((rt, src)) => {
+            let mut rec = rec;
+            rec.runtime_id = rt.id().to_string();
+            rec.pid = rt.pgid().unwrap_or(0);
+            if let Err(e) = rec.save(state_dir) {
+                tracing::warn!(error = %e, "saving the attempt record failed");
+            }
+            Some((rec, profile, rt, src))
+        }
+        Err(e) => {
+            git::remove_worktree(&rec.checkout, &rec.worktree).await;
+            fail(
+                pb::AttemptOutcome::SpawnFailed,
+                format!("spawning {:?}: {e}", profile.program()),
+            );
+            None
+        }
+    }
+}
+
+/// Runs an attempt to its end. `on_exit` runs when it is over.
+pub async fn run(deps: Deps, start: Start, ctl: mpsc::Receiver<Control>) {
+    let (rec, profile, rt, src, paused, confirm_by) = match start {
+        Start::Fresh(offer) => {
+            let Some((rec, profile, rt, src)) = start_fresh(&deps, &offer).await else {
+                return;
+            };
+            deps.send(Up::Started(pb::AttemptStarted {
+                attempt_id: rec.attempt_id,
+                epoch: rec.epoch,
+                runtime_id: rec.runtime_id.clone(),
+                pid: i64::from(rec.pid),
+                worktree: rec.worktree.to_string_lossy().to_string(),
+                branch: rec.branch.clone(),
+            }));
+            tracing::info!(attempt_id = rec.attempt_id, ticket_id = rec.ticket_id, runtime = %rec.runtime_id, "runtime spawned");
+            let confirm = dur(&offer.confirm_within, Duration::from_secs(30));
+            (
+                rec,
+                profile,
+                Some(rt),
+                Some(src),
+                false,
+                Some(Instant::now() + confirm),
+            )
+        }
+        Start::Reattach(rec) => {
+            let Some(profile) = deps.cfg.profiles.get(&rec.profile).cloned() else {
+                tracing::warn!(attempt_id = rec.attempt_id, profile = %rec.profile, "re-attached attempt's profile is gone");
+                return;
+            };
+            let rt: Option<Arc<dyn Runtime>> = match deps.tmux.attach(&rec.session).await {
+                Some(r) => Some(Arc::new(r)),
+                None => None,
+            };
+            let src = Some(FileTail::source(rec.output_file.clone(), 0));
+            (*rec, profile, rt, src, true, None)
+        }
+    };
+    let elapsed = Duration::from_millis(
+        u64::try_from(deps.clock.now().millis() - rec.started_at_ms).unwrap_or(0),
+    );
+    let deadline = Instant::now() + profile.soft_timeout.saturating_sub(elapsed);
+    let now_wall = deps.clock.now();
+    let mut task = Task {
+        deps,
+        rec,
+        profile,
+        rt,
+        src,
+        lines: Lines::default(),
+        next_seq: 1,
+        paused,
+        confirm_by,
+        deadline,
+        last_output: Instant::now(),
+        last_output_at: now_wall,
+        fingerprint: 0,
+        tail: String::new(),
+        waiting_input: false,
+        brief_typed: false,
+        spawned_at: Instant::now(),
+        screen_seen: HashMap::new(),
+        exit_asked: None,
+        usage_dirty: false,
+        usage_sent: Instant::now(),
+        budget_hit: false,
+        usage_limit: None,
+        ticks: 0,
+        out_file: None,
+    };
+    task.brief_typed = !task.profile.interactive || task.paused;
+    let end = task.run(ctl).await;
+    task.end(end).await;
+}
+
+async fn next_output(src: &mut Option<OutputSource>) -> Option<Bytes> {
+    match src {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Task {
+    fn id(&self) -> i64 {
+        self.rec.attempt_id
+    }
+
+    fn state_dir(&self) -> &std::path::Path {
+        &self.deps.cfg.config.state_dir
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.rec.save(self.state_dir()) {
+            tracing::warn!(attempt_id = self.id(), error = %e, "saving the attempt record failed");
+        }
+    }
+
+    fn runtime_identity(&self) -> String {
+        format!("{}@{}", self.rec.profile, self.deps.cfg.host)
+    }
+
+    async fn run(&mut self, mut ctl: mpsc::Receiver<Control>) -> End {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                c = ctl.recv() => match c {
+                    Some(c) => if let Some(end) = self.control(c).await { return end },
+                    None => return End::Revoked("the worker agent is shutting down".into()),
+                },
+                d = next_output(&mut self.src), if !self.paused => match d {
+                    Some(bytes) => self.on_output(bytes),
+                    None => self.src = None,
+                },
+                _ = tick.tick() => if let Some(end) = self.tick().await { return end },
+            }
+        }
+    }
+
+    async fn control(&mut self, c: Control) -> Option<End> {
+        match c {
+            Control::Confirmed => {
+                self.confirm_by = None;
+                self.rec.confirmed = true;
+                self.save();
+                None
+            }
+            Control::Input(text) | Control::Unstick(text) => {
+                self.rec.pending_question = false;
+                self.save();
+                if self.waiting_input {
+                    if let Err(e) = self.resume(&text).await {
+                        tracing::warn!(attempt_id = self.id(), error = %e, "resuming with the answer failed");
+                        return Some(End::Exited(-1));
+                    }
+                } else if let Some(rt) = &self.rt {
+                    if let Err(e) = rt.type_text(&text, true).await {
+                        tracing::warn!(attempt_id = self.id(), error = %e, "typing into the runtime failed");
+                    }
+                }
+                self.last_output = Instant::now();
+                None
+            }
+            Control::Cancel(reason) => Some(End::Cancelled(reason)),
+            Control::Revoked(reason) => Some(End::Revoked(reason)),
+            Control::ResumeFrom(seq) => {
+                if self.paused {
+                    let offset =
+                        Record::offset_after(self.state_dir(), self.id(), seq).unwrap_or(0);
+                    if let Some(OutputSource::File(t)) = self.src.as_mut() {
+                        t.offset = offset;
+                    }
+                    self.next_seq = seq + 1;
+                    self.paused = false;
+                    tracing::info!(
+                        attempt_id = self.id(),
+                        seq,
+                        offset,
+                        "re-attached; output resumes"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Continues a headless session with an answer (a new process, same attempt).
+    async fn resume(&mut self, answer: &str) -> Result<(), String> {
+        if self.profile.resume.is_empty() {
+            return Err("the profile cannot resume".into());
+        }
+        self.rec.resumes += 1;
+        let args = argv(
+            &self.deps,
+            &self.profile.resume,
+            &self.rec,
+            &[("answer", answer)],
+        );
+        let session = format!("{}-r{}", self.rec.session, self.rec.resumes);
+        let (rt, src) = spawn_runtime(&self.deps, &self.rec, &self.profile, args, &session).await?;
+        self.rec.runtime_id = rt.id().to_string();
+        self.rec.session = session;
+        self.rec.pid = rt.pgid().unwrap_or(0);
+        self.rt = Some(rt);
+        self.src = Some(src);
+        self.lines = Lines::default();
+        self.waiting_input = false;
+        self.save();
+        tracing::info!(attempt_id = self.id(), runtime = %self.rec.runtime_id, "session resumed with the answer");
+        Ok(())
+    }
+
+    fn on_output(&mut self, data: Bytes) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(OutputSource::File(t)) = &self.src {
+            Record::index_chunk(
+                &self.deps.cfg.config.state_dir,
+                self.rec.attempt_id,
+                seq,
+                t.offset,
+            );
+        }
+        if self.rec.runtime == RuntimeKind::Pty {
+            use std::io::Write;
+            if self.out_file.is_none() {
+                self.out_file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.rec.output_file)
+                    .ok();
+            }
+            if let Some(f) = self.out_file.as_mut() {
+                let _ = f.write_all(&data);
+            }
+        }
+        self.last_output = Instant::now();
+        self.last_output_at = self.deps.clock.now();
+        let text = output::clean_text(&data);
+        self.tail.push_str(&text);
+        if self.tail.len() > 32 * 1024 {
+            let mut cut = self.tail.len() - 16 * 1024;
+            while !self.tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.tail.drain(..cut);
+        }
+        self.fingerprint = output::fingerprint(&self.tail[self.tail.len().saturating_sub(2048)..]);
+        if !self.profile.interactive {
+            for line in self.lines.push(&data) {
+                self.on_line(&line);
+            }
+        }
+        self.deps.send(Up::Output(pb::OutputChunk {
+            attempt_id: self.rec.attempt_id,
+            epoch: self.rec.epoch,
+            seq,
+            data: data.to_vec(),
+        }));
+    }
+
+    fn on_line(&mut self, line: &str) {
+        let p = output::parse(self.profile.output, line, &self.profile.usage_limit_markers);
+        if let Some(s) = p.session_id
+            && self.rec.session_id.as_deref() != Some(s.as_str())
+        {
+            self.rec.session_id = Some(s);
+            self.save();
+        }
+        if let Some(c) = p.cost_usd {
+            // The CLI reports the session's total; resumed sessions add up.
+            self.rec.cost_usd = self.rec.cost_usd.max(c);
+            self.usage_dirty = true;
+        }
+        if let Some(t) = p.tokens_in {
+            self.rec.tokens_in = if self.profile.output == OutputFormat::CodexJson {
+                self.rec.tokens_in + t
+            } else {
+                self.rec.tokens_in.max(t)
+            };
+            self.usage_dirty = true;
+        }
+        if let Some(t) = p.tokens_out {
+            self.rec.tokens_out = if self.profile.output == OutputFormat::CodexJson {
+                self.rec.tokens_out + t
+            } else {
+                self.rec.tokens_out.max(t)
+            };
+            self.usage_dirty = true;
+        }
+        if p.budget_exceeded {
+            self.budget_hit = true;
+        }
+        if let Some(u) = p.usage_limit
+            && self.usage_limit.is_none()
+        {
+            self.usage_limit = Some(u);
+        }
+        for t in p.text {
+            if let Some((kind, text)) = output::signal(&t) {
+                self.on_signal(kind, text);
+            }
+        }
+    }
+
+    fn on_signal(&mut self, kind: SignalKind, text: String) {
+        let pb_kind = match kind {
+            SignalKind::Question => {
+                self.rec.questions.push(text.clone());
+                self.rec.pending_question = true;
+                pb::SignalKind::Question
+            }
+            SignalKind::Review => pb::SignalKind::Review,
+            SignalKind::Done => {
+                self.rec.done_summary = Some(text.clone());
+                pb::SignalKind::Done
+            }
+        };
+        self.save();
+        tracing::info!(attempt_id = self.id(), signal = ?kind, %text, "signal");
+        self.deps.send(Up::Signal(pb::AgentSignal {
+            attempt_id: self.rec.attempt_id,
+            epoch: self.rec.epoch,
+            kind: pb_kind as i32,
+            text,
+            reset_at: None,
+        }));
+    }
+
+    /// Interactive runtimes: read the rendered screen for signals and readiness.
+    async fn poll_screen(&mut self) {
+        let Some(rt) = &self.rt else { return };
+        let Some(screen) = rt.screen().await else {
+            return;
+        };
+        if !self.brief_typed {
+            let ready =
+                self.profile.ready_marker.is_empty() || screen.contains(&self.profile.ready_marker);
+            if ready || self.spawned_at.elapsed() > Duration::from_secs(60) {
+                let text = format!(
+                    "Read the brief in {} and do what it says.",
+                    self.rec.prompt_file.display()
+                );
+                if let Err(e) = rt.type_text(&text, true).await {
+                    tracing::warn!(attempt_id = self.id(), error = %e, "typing the brief failed");
+                }
+                self.brief_typed = true;
+            }
+            return;
+        }
+        let fp = output::fingerprint(&screen);
+        if fp != self.fingerprint {
+            self.fingerprint = fp;
+            self.last_output = Instant::now();
+            self.last_output_at = self.deps.clock.now();
+        }
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for line in screen.lines() {
+            let line = line.trim_end();
+            if output::signal(line).is_some() {
+                *counts.entry(line.to_string()).or_default() += 1;
+            }
+            let lower = line.to_lowercase();
+            if self.usage_limit.is_none()
+                && let Some(m) = self
+                    .profile
+                    .usage_limit_markers
+                    .iter()
+                    .find(|m| lower.contains(&m.to_lowercase()))
+            {
+                self.usage_limit = Some(format!("screen shows {m:?}: {}", line.trim()));
+            }
+        }
+        let mut fresh = Vec::new();
+        for (line, n) in &counts {
+            let seen = self.screen_seen.get(line).copied().unwrap_or(0);
+            if *n > seen {
+                fresh.push(line.clone());
+            }
+        }
+        for (line, n) in counts {
+            let e = self.screen_seen.entry(line).or_default();
+            *e = (*e).max(n);
+        }
+        fresh.sort();
+        for line in fresh {
+            if let Some((kind, text)) = output::signal(&line) {
+                self.on_signal(kind, text);
+            }
+        }
+    }
+
+    async fn tick(&mut self) -> Option<End> {
+        self.ticks += 1;
+        if let Some(by) = self.confirm_by
+            && Instant::now() > by
+        {
+            return Some(End::Revoked(
+                "the control plane did not confirm the claim in time".into(),
+            ));
+        }
+        if self.profile.interactive && self.rt.is_some() && self.ticks % 2 == 0 {
+            self.poll_screen().await;
+        }
+        if self.usage_dirty && self.usage_sent.elapsed() >= Duration::from_secs(1) {
+            self.usage_dirty = false;
+            self.usage_sent = Instant::now();
+            self.deps.send(Up::Usage(pb::UsageReport {
+                attempt_id: self.rec.attempt_id,
+                epoch: self.rec.epoch,
+                cost_usd: self.rec.cost_usd,
+                tokens_in: self.rec.tokens_in,
+                tokens_out: self.rec.tokens_out,
+            }));
+            self.save();
+        }
+        self.update_live();
+        if self.paused {
+            return None;
+        }
+        // Waiting for a human does not count against the soft timeout or silence.
+        let idle = self.waiting_input || self.rec.pending_question;
+        if idle {
+            self.deadline += Duration::from_millis(250);
+            self.last_output = Instant::now();
+        }
+        if self.budget_hit || (self.rec.budget_usd > 0.0 && self.rec.cost_usd > self.rec.budget_usd)
+        {
+            return Some(End::Budget(format!(
+                "budget exhausted: ${:.4} spent of ${:.2}",
+                self.rec.cost_usd, self.rec.budget_usd
+            )));
+        }
+        if let Some(u) = self.usage_limit.clone() {
+            return Some(End::UsageLimit(u));
+        }
+        if Instant::now() > self.deadline {
+            return Some(End::TimedOut(format!(
+                "soft timeout of {} reached",
+                humantime::format_duration(self.profile.soft_timeout)
+            )));
+        }
+        if self.last_output.elapsed() > self.profile.silence_timeout {
+            return Some(End::TimedOut(format!(
+                "silent for {}",
+                humantime::format_duration(self.profile.silence_timeout)
+            )));
+        }
+        if let Some(rt) = self.rt.clone() {
+            if let Some(code) = rt.exited().await {
+                self.drain().await;
+                rt.cleanup().await;
+                self.rt = None;
+                if self.rec.pending_question
+                    && !self.profile.resume.is_empty()
+                    && self.rec.session_id.is_some()
+                {
+                    // A headless question ended the process: the session stays warm until
+                    // the answer resumes it.
+                    self.waiting_input = true;
+                    self.src = None;
+                    tracing::info!(
+                        attempt_id = self.id(),
+                        "waiting for the answer to resume the session"
+                    );
+                    return None;
+                }
+                return Some(End::Exited(code));
+            }
+            if self.profile.interactive && self.rec.done_summary.is_some() {
+                match self.exit_asked {
+                    None => {
+                        tracing::info!(
+                            attempt_id = self.id(),
+                            "DONE on screen: ending the session"
+                        );
+                        let _ = rt.keys(&self.profile.exit_keys).await;
+                        self.exit_asked = Some(Instant::now());
+                    }
+                    Some(t) if t.elapsed() > Duration::from_secs(20) => {
+                        return Some(End::DoneInteractive);
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// Reads what is left of the output.
+    async fn drain(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while let Some(src) = self.src.as_mut() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left.min(Duration::from_millis(150)), src.next()).await {
+                Ok(Some(b)) => self.on_output(b),
+                Ok(None) => {
+                    self.src = None;
+                }
+                Err(_) => break,
+            }
+        }
+        let rest = self.lines.pending();
+        if !rest.is_empty() && !self.profile.interactive {
+            self.lines = Lines::default();
+            self.on_line(&rest);
+        }
+        if self.profile.interactive {
+            self.poll_screen().await;
+        }
+    }
+
+    fn update_live(&self) {
+        let alive = self.rt.is_some() || self.waiting_input;
+        let l = pb::RuntimeLiveness {
+            attempt_id: self.rec.attempt_id,
+            epoch: self.rec.epoch,
+            alive,
+            last_output_at: Some(self.last_output_at.to_proto()),
+            output_fingerprint: self.fingerprint,
+            output_seq: self.next_seq - 1,
+        };
+        self.deps
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.rec.attempt_id, l);
+    }
+
+    async fn end(mut self, end: End) {
+        if let Some(rt) = self.rt.take() {
+            let grace = match &end {
+                End::Revoked(_) | End::Cancelled(_) => {
+                    self.profile.grace.min(Duration::from_secs(10))
+                }
+                _ => self.profile.grace,
+            };
+            let how = rt.terminate(grace).await;
+            tracing::info!(attempt_id = self.id(), ?how, "runtime stopped");
+            self.drain().await;
+            rt.cleanup().await;
+        }
+        self.deps
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.rec.attempt_id);
+        let (outcome, reason, run_acceptance, exit_code) = match &end {
+            End::Exited(code) => (
+                pb::AttemptOutcome::Exited,
+                format!("exited with {code}"),
+                true,
+                *code,
+            ),
+            End::DoneInteractive => (
+                pb::AttemptOutcome::Exited,
+                "session ended after DONE".to_string(),
+                true,
+                0,
+            ),
+            End::TimedOut(r) => (pb::AttemptOutcome::TimedOut, r.clone(), true, -1),
+            End::Budget(r) => (pb::AttemptOutcome::BudgetExceeded, r.clone(), false, -1),
+            End::UsageLimit(r) => (pb::AttemptOutcome::UsageLimited, r.clone(), false, -1),
+            End::Cancelled(r) => (pb::AttemptOutcome::Cancelled, r.clone(), false, -1),
+            End::Revoked(r) => (pb::AttemptOutcome::Superseded, r.clone(), false, -1),
+        };
+        tracing::info!(attempt_id = self.id(), outcome = ?outcome, %reason, "attempt ending");
+        let report = !matches!(end, End::Revoked(_));
+        if report && run_acceptance {
+            self.deps.send(Up::Signal(pb::AgentSignal {
+                attempt_id: self.rec.attempt_id,
+                epoch: self.rec.epoch,
+                kind: pb::SignalKind::Exited as i32,
+                text: reason.clone(),
+                reset_at: None,
+            }));
+        }
+        let evidence = verify::evidence(
+            &self.rec,
+            &self.runtime_identity(),
+            exit_code,
+            &self.tail,
+            run_acceptance,
+            self.deps.cfg.config.acceptance_timeout,
+        )
+        .await;
+        git::remove_worktree(&self.rec.checkout, &self.rec.worktree).await;
+        if !report {
+            Record::remove(self.state_dir(), self.rec.attempt_id);
+            return;
+        }
+        let fin = pb::AttemptFinished {
+            attempt_id: self.rec.attempt_id,
+            epoch: self.rec.epoch,
+            outcome: outcome as i32,
+            reason,
+            evidence: Some(evidence),
+            reset_at: None,
+        };
+        self.rec.finished = Some(fin.encode_to_vec());
+        self.rec.finished_sent_at_ms = Some(self.deps.clock.now().millis());
+        self.save();
+        self.deps.send(Up::Finished(fin));
+    }
+}
+
+/// What a restarted agent reports for a record whose runtime did not survive: its partial
+/// work, rescued and counted, as a LOST attempt.
+pub async fn lost_report(rec: &Record, host: &str) -> pb::AttemptFinished {
+    let tail = std::fs::read(&rec.output_file)
+        .map(|b| {
+            let start = b.len().saturating_sub(8 * 1024);
+            output::clean_text(&b[start..])
+        })
+        .unwrap_or_default();
+    let evidence = verify::evidence(
+        rec,
+        &format!("{}@{host}", rec.profile),
+        -1,
+        &tail,
+        false,
+        Duration::from_secs(1),
+    )
+    .await;
+    git::remove_worktree(&rec.checkout, &rec.worktree).await;
+    pb::AttemptFinished {
+        attempt_id: rec.attempt_id,
+        epoch: rec.epoch,
+        outcome: pb::AttemptOutcome::Lost as i32,
+        reason: format!(
+            "the {:?} runtime did not survive a restart of the worker agent",
+            rec.runtime
+        )
+        .to_lowercase(),
+        evidence: Some(evidence),
+        reset_at: None,
+    }
+}

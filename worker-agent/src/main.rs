@@ -1,0 +1,76 @@
+//! `mc-worker-agent`: the per-host worker service.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use mc_common::telemetry::LogFormat;
+use mc_worker_agent::{Config, WorkerAgent, config::DEFAULT_FILE};
+use serde::Serialize;
+
+/// Runs agent CLIs for the control plane on this host and verifies their work here.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML). Default: /etc/mission-control/worker-agent.toml if present.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// On SIGTERM, how long to let running attempts finish before exiting.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(clap::Args, Debug, Serialize)]
+struct Flags {
+    /// Control plane URL.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control_plane: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slots: Option<u32>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_dir: Option<PathBuf>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (file, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_FILE), false),
+    };
+    let cfg: Config = mc_common::config::load(Some(&file), required, &args.flags)?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut telemetry = mc_common::telemetry::init("mc-worker-agent", cfg.log_format, "info");
+        let agent = WorkerAgent::start(cfg, mc_common::Clock::system())
+            .await
+            .context("starting the worker agent")?;
+        wait_for_signal().await;
+        tracing::info!("draining: no new work; waiting for running attempts");
+        agent.drain(args.drain_timeout).await;
+        telemetry.shutdown();
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

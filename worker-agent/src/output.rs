@@ -1,0 +1,365 @@
+//! Reading agent output: splitting it into lines (bounded, so a hostile agent printing one
+//! endless line cannot exhaust memory), stripping terminal escapes, finding line-start
+//! signals, and reading structured events (cost, tokens, session ids, usage limits) from the
+//! profiles that emit JSON.
+
+use crate::profiles::OutputFormat;
+
+/// Longest line kept for signal detection; longer lines are cut.
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    Question,
+    Review,
+    Done,
+}
+
+/// Splits a byte stream into text lines, escapes stripped, invalid UTF-8 replaced.
+#[derive(Default)]
+pub struct Lines {
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    pub fn push(&mut self, data: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        for &b in data {
+            if b == b'\n' {
+                out.push(clean(&self.buf));
+                self.buf.clear();
+            } else if self.buf.len() < MAX_LINE {
+                self.buf.push(b);
+            } else {
+                // Cut an over-long line; the rest of it is dropped until the newline.
+                if self.buf.len() == MAX_LINE {
+                    out.push(clean(&self.buf));
+                    self.buf.push(b'\0');
+                }
+            }
+        }
+        out
+    }
+
+    /// The unterminated tail (a prompt with no newline yet).
+    pub fn pending(&self) -> String {
+        if self.buf.len() > MAX_LINE {
+            return String::new();
+        }
+        clean(&self.buf)
+    }
+}
+
+/// Strips terminal escapes and carriage returns; lossy UTF-8.
+pub fn clean(bytes: &[u8]) -> String {
+    let stripped = strip_ansi_escapes::strip(bytes);
+    let s = String::from_utf8_lossy(&stripped);
+    // A carriage return redraws the line: keep what was drawn last.
+    let last = s.rsplit('\r').find(|p| !p.trim().is_empty()).unwrap_or("");
+    last.to_string()
+}
+
+/// Cleans a whole block of output (escapes stripped, lossy UTF-8), keeping its lines.
+pub fn clean_text(bytes: &[u8]) -> String {
+    let stripped = strip_ansi_escapes::strip(bytes);
+    String::from_utf8_lossy(&stripped).replace('\r', "")
+}
+
+/// A signal at the start of a line. TUI decorations before it (bullets, box edges,
+/// prompts) are skipped; anything else before it means it is not at line start.
+pub fn signal(line: &str) -> Option<(SignalKind, String)> {
+    let t = line.trim_start_matches(|c: char| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '⏺' | '●' | '•' | '│' | '┃' | '>' | '*' | '█' | '▌' | '⎿' | '·'
+            )
+    });
+    for (prefix, kind) in [
+        ("QUESTION:", SignalKind::Question),
+        ("REVIEW:", SignalKind::Review),
+        ("DONE:", SignalKind::Done),
+    ] {
+        if let Some(rest) = t.strip_prefix(prefix) {
+            return Some((kind, rest.trim().to_string()));
+        }
+    }
+    None
+}
+
+/// What a line of structured output told us.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    /// Text the agent said (where signals are looked for).
+    pub text: Vec<String>,
+    pub session_id: Option<String>,
+    /// Cumulative cost in USD, if the tool reports it.
+    pub cost_usd: Option<f64>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    /// The run ended with a budget error.
+    pub budget_exceeded: bool,
+    /// The run hit a usage/rate limit; the text says so.
+    pub usage_limit: Option<String>,
+}
+
+/// Interprets one output line according to the profile's format.
+pub fn parse(format: OutputFormat, line: &str, usage_markers: &[String]) -> Parsed {
+    let mut p = match format {
+        OutputFormat::Text => Parsed {
+            text: vec![line.to_string()],
+            ..Parsed::default()
+        },
+        OutputFormat::ClaudeStreamJson => claude(line),
+        OutputFormat::CodexJson => codex(line),
+    };
+    if p.usage_limit.is_none() {
+        let lower = line.to_lowercase();
+        if let Some(m) = usage_markers
+            .iter()
+            .find(|m| lower.contains(&m.to_lowercase()))
+        {
+            p.usage_limit = Some(format!("output mentions {m:?}"));
+        }
+    }
+    p
+}
+
+fn json(line: &str) -> Option<serde_json::Value> {
+    let t = line.trim();
+    if !t.starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(t).ok()
+}
+
+fn text_lines(s: &str) -> Vec<String> {
+    s.lines().map(str::to_string).collect()
+}
+
+fn claude(line: &str) -> Parsed {
+    let Some(v) = json(line) else {
+        return Parsed {
+            text: vec![line.to_string()],
+            ..Parsed::default()
+        };
+    };
+    let mut p = Parsed::default();
+    if let Some(s) = v.get("session_id").and_then(|s| s.as_str()) {
+        p.session_id = Some(s.to_string());
+    }
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("assistant") => {
+            if let Some(blocks) = v.pointer("/message/content").and_then(|c| c.as_array()) {
+                for b in blocks {
+                    if b.get("type").and_then(|t| t.as_str()) == Some("text")
+                        && let Some(t) = b.get("text").and_then(|t| t.as_str())
+                    {
+                        p.text.extend(text_lines(t));
+                    }
+                }
+            }
+            if v.pointer("/error")
+                .is_some_and(|e| e.as_str() == Some("rate_limit"))
+            {
+                p.usage_limit = Some("rate limit".into());
+            }
+        }
+        Some("result") => {
+            p.cost_usd = v.get("total_cost_usd").and_then(|c| c.as_f64());
+            let u = v.get("usage");
+            let sum = |keys: &[&str]| -> Option<i64> {
+                let u = u?;
+                Some(
+                    keys.iter()
+                        .filter_map(|k| u.get(*k).and_then(|x| x.as_i64()))
+                        .sum(),
+                )
+            };
+            p.tokens_in = sum(&[
+                "input_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+            ]);
+            p.tokens_out = sum(&["output_tokens"]);
+            let subtype = v.get("subtype").and_then(|s| s.as_str()).unwrap_or("");
+            p.budget_exceeded = subtype == "error_max_budget_usd";
+            if let Some(r) = v.get("result").and_then(|r| r.as_str()) {
+                let lower = r.to_lowercase();
+                if v.get("is_error").and_then(|e| e.as_bool()) == Some(true)
+                    && (lower.contains("usage limit")
+                        || lower.contains("rate limit")
+                        || lower.contains("limit reached"))
+                {
+                    p.usage_limit = Some(r.to_string());
+                }
+            }
+        }
+        _ => {}
+    }
+    p
+}
+
+fn codex(line: &str) -> Parsed {
+    let Some(v) = json(line) else {
+        return Parsed {
+            text: vec![line.to_string()],
+            ..Parsed::default()
+        };
+    };
+    let mut p = Parsed::default();
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("thread.started") => {
+            p.session_id = v
+                .get("thread_id")
+                .and_then(|s| s.as_str())
+                .map(str::to_string);
+        }
+        Some("item.completed") => {
+            if v.pointer("/item/type").and_then(|t| t.as_str()) == Some("agent_message")
+                && let Some(t) = v.pointer("/item/text").and_then(|t| t.as_str())
+            {
+                p.text.extend(text_lines(t));
+            }
+        }
+        Some("turn.completed") => {
+            p.tokens_in = v.pointer("/usage/input_tokens").and_then(|x| x.as_i64());
+            p.tokens_out = v.pointer("/usage/output_tokens").and_then(|x| x.as_i64());
+        }
+        Some("turn.failed") | Some("error") => {
+            let msg = v
+                .pointer("/error/message")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str())
+                .unwrap_or("");
+            let lower = msg.to_lowercase();
+            if lower.contains("usage limit")
+                || lower.contains("rate limit")
+                || lower.contains("429")
+            {
+                p.usage_limit = Some(msg.to_string());
+            }
+        }
+        _ => {}
+    }
+    p
+}
+
+/// FNV-1a of the text: a cheap fingerprint to notice an agent repeating itself.
+pub fn fingerprint(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_cleaned_and_bounded() {
+        let mut l = Lines::default();
+        assert!(l.push(b"par").is_empty());
+        assert_eq!(l.pending(), "par");
+        assert_eq!(
+            l.push(b"tial\n\x1b[1;32mDONE:\x1b[0m ok\r\nx"),
+            ["partial", "DONE: ok"]
+        );
+        // Invalid UTF-8 and NULs do not panic.
+        assert_eq!(l.push(b"\xff\xfe\0QUESTION: y\n").len(), 1);
+        // A line of 10 MiB is cut at MAX_LINE and the rest dropped.
+        let mut big = vec![b'a'; 10 * 1024 * 1024];
+        big.push(b'\n');
+        big.extend_from_slice(b"DONE: after\n");
+        let got = l.push(&big);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].len(), MAX_LINE);
+        assert_eq!(got[2], "DONE: after");
+    }
+
+    #[test]
+    fn signals_only_at_line_start() {
+        assert_eq!(
+            signal("DONE: shipped it"),
+            Some((SignalKind::Done, "shipped it".into()))
+        );
+        assert_eq!(
+            signal("  ⏺ QUESTION: which db?"),
+            Some((SignalKind::Question, "which db?".into()))
+        );
+        assert_eq!(signal("REVIEW:"), Some((SignalKind::Review, String::new())));
+        assert_eq!(
+            signal("- print a line starting with `DONE:` when done"),
+            None
+        );
+        assert_eq!(signal("I am DONE: really"), None);
+        assert_eq!(signal("done: lowercase"), None);
+    }
+
+    #[test]
+    fn claude_stream_json_events() {
+        let f = OutputFormat::ClaudeStreamJson;
+        let init = parse(
+            f,
+            r#"{"type":"system","subtype":"init","session_id":"abc"}"#,
+            &[],
+        );
+        assert_eq!(init.session_id.as_deref(), Some("abc"));
+        assert!(init.text.is_empty());
+        let a = parse(
+            f,
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Working.\nDONE: fixed login"}]},"session_id":"abc"}"#,
+            &[],
+        );
+        assert_eq!(a.text, ["Working.", "DONE: fixed login"]);
+        let r = parse(
+            f,
+            r#"{"type":"result","subtype":"success","total_cost_usd":0.0425,"usage":{"input_tokens":100,"cache_read_input_tokens":20,"output_tokens":50},"session_id":"abc"}"#,
+            &[],
+        );
+        assert_eq!(
+            (r.cost_usd, r.tokens_in, r.tokens_out),
+            (Some(0.0425), Some(120), Some(50))
+        );
+        let b = parse(
+            f,
+            r#"{"type":"result","subtype":"error_max_budget_usd","total_cost_usd":1.0}"#,
+            &[],
+        );
+        assert!(b.budget_exceeded);
+        assert_eq!(parse(f, "not json at all", &[]).text, ["not json at all"]);
+        assert_eq!(parse(f, "{broken json", &[]).text, ["{broken json"]);
+    }
+
+    #[test]
+    fn codex_json_events_and_markers() {
+        let f = OutputFormat::CodexJson;
+        assert_eq!(
+            parse(f, r#"{"type":"thread.started","thread_id":"t-1"}"#, &[])
+                .session_id
+                .as_deref(),
+            Some("t-1")
+        );
+        let m = parse(
+            f,
+            r#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"QUESTION: which db?"}}"#,
+            &[],
+        );
+        assert_eq!(m.text, ["QUESTION: which db?"]);
+        let t = parse(
+            f,
+            r#"{"type":"turn.completed","usage":{"input_tokens":10,"cached_input_tokens":0,"output_tokens":5}}"#,
+            &[],
+        );
+        assert_eq!((t.tokens_in, t.tokens_out), (Some(10), Some(5)));
+        let u = parse(
+            OutputFormat::Text,
+            "Error: Usage limit reached, try again at 5pm",
+            &["usage limit".into()],
+        );
+        assert!(u.usage_limit.is_some());
+    }
+}

@@ -1,0 +1,317 @@
+//! Runtime profiles: how to run one kind of agent CLI. A profile is configuration: a
+//! command template, interactive (a TUI in tmux) or headless, environment, timeouts, budget
+//! flags, how to read cost and usage limits from its output, and how it bills. Built-in
+//! profiles cover Claude Code, Codex, Gemini CLI, Aider and a generic command; the config
+//! file can override them or add more.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Tmux,
+    Pty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Billing {
+    /// A subscription seat (an interactive TUI).
+    Subscription,
+    /// Billed per token to an API account (headless runs).
+    Api,
+    None,
+}
+
+/// How to read the agent's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// Plain text: signals at line start.
+    Text,
+    /// Claude Code `--output-format stream-json`: text blocks, usage, cost, session id.
+    ClaudeStreamJson,
+    /// Codex `exec --json`: JSONL events, usage, thread id.
+    CodexJson,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// argv template. Placeholders: {prompt} (the brief), {prompt_file}, {budget_usd},
+    /// {worktree}, {ticket}, {attempt}.
+    pub command: Vec<String>,
+    /// argv template to continue a headless session with an answer: {answer},
+    /// {session_id} as well. Empty: answers are typed into the running runtime.
+    #[serde(default)]
+    pub resume: Vec<String>,
+    #[serde(default = "default_runtime")]
+    pub runtime: RuntimeKind,
+    /// A TUI: the brief is typed in once the screen shows `ready_marker`, signals are read
+    /// from the screen, and `exit_keys` end the session after DONE.
+    #[serde(default)]
+    pub interactive: bool,
+    pub billing: Billing,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_soft", with = "humantime_serde")]
+    pub soft_timeout: Duration,
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub grace: Duration,
+    /// No output for this long: the runtime is stopped (the control plane's heartbeat
+    /// monitor usually acts earlier).
+    #[serde(default = "default_silence", with = "humantime_serde")]
+    pub silence_timeout: Duration,
+    #[serde(default = "default_output")]
+    pub output: OutputFormat,
+    /// Output (or screen) text that means the agent hit a usage limit.
+    #[serde(default)]
+    pub usage_limit_markers: Vec<String>,
+    /// Interactive: text on the screen that means the TUI is ready for the brief.
+    #[serde(default)]
+    pub ready_marker: String,
+    /// Interactive: keys that end the session cleanly (tmux key names; text is typed).
+    #[serde(default)]
+    pub exit_keys: Vec<String>,
+}
+
+fn default_runtime() -> RuntimeKind {
+    RuntimeKind::Pty
+}
+fn default_soft() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_silence() -> Duration {
+    Duration::from_secs(20 * 60)
+}
+fn default_output() -> OutputFormat {
+    OutputFormat::Text
+}
+
+fn argv(s: &[&str]) -> Vec<String> {
+    s.iter().map(|a| a.to_string()).collect()
+}
+
+impl Profile {
+    fn base(command: Vec<String>, billing: Billing) -> Profile {
+        Profile {
+            command,
+            resume: Vec::new(),
+            runtime: RuntimeKind::Pty,
+            interactive: false,
+            billing,
+            env: BTreeMap::new(),
+            soft_timeout: default_soft(),
+            grace: default_grace(),
+            silence_timeout: default_silence(),
+            output: OutputFormat::Text,
+            usage_limit_markers: Vec::new(),
+            ready_marker: String::new(),
+            exit_keys: Vec::new(),
+        }
+    }
+
+    /// The program the profile runs (argv[0]).
+    pub fn program(&self) -> &str {
+        self.command.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Env shared by the Claude Code profiles: no telemetry, no update checks.
+fn claude_env() -> BTreeMap<String, String> {
+    [
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+        ("DISABLE_TELEMETRY", "1"),
+        ("DISABLE_AUTOUPDATER", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+const CLAUDE_TOOLS: &str = "Bash Edit Write Read Glob Grep MultiEdit";
+
+/// The built-in profiles.
+pub fn builtin() -> BTreeMap<String, Profile> {
+    let mut m = BTreeMap::new();
+
+    let mut p = Profile::base(
+        argv(&[
+            "claude",
+            "-p",
+            "{prompt}",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--max-budget-usd",
+            "{budget_usd}",
+            "--allowedTools",
+            CLAUDE_TOOLS,
+        ]),
+        Billing::Api,
+    );
+    p.resume = argv(&[
+        "claude",
+        "-p",
+        "{answer}",
+        "--resume",
+        "{session_id}",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--max-budget-usd",
+        "{budget_usd}",
+        "--allowedTools",
+        CLAUDE_TOOLS,
+    ]);
+    p.output = OutputFormat::ClaudeStreamJson;
+    p.env = claude_env();
+    p.usage_limit_markers = vec!["usage limit".into(), "rate_limit_error".into()];
+    m.insert("claude-headless".to_string(), p);
+
+    let mut p = Profile::base(
+        argv(&["claude", "--allowedTools", CLAUDE_TOOLS]),
+        Billing::Subscription,
+    );
+    p.runtime = RuntimeKind::Tmux;
+    p.interactive = true;
+    p.env = claude_env();
+    p.ready_marker = "? for shortcuts".into();
+    p.exit_keys = vec!["/exit".into(), "Enter".into()];
+    p.usage_limit_markers = vec!["usage limit reached".into(), "limit reached".into()];
+    m.insert("claude-interactive".to_string(), p);
+
+    let mut p = Profile::base(
+        argv(&[
+            "codex",
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "{prompt}",
+        ]),
+        Billing::Api,
+    );
+    p.resume = argv(&[
+        "codex",
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "resume",
+        "{session_id}",
+        "{answer}",
+    ]);
+    p.output = OutputFormat::CodexJson;
+    p.usage_limit_markers = vec!["usage limit".into(), "rate limit".into()];
+    m.insert("codex-headless".to_string(), p);
+
+    let mut p = Profile::base(argv(&["codex"]), Billing::Subscription);
+    p.runtime = RuntimeKind::Tmux;
+    p.interactive = true;
+    p.ready_marker = "context left".into();
+    p.exit_keys = vec!["/quit".into(), "Enter".into()];
+    p.usage_limit_markers = vec!["usage limit".into()];
+    m.insert("codex-interactive".to_string(), p);
+
+    let mut p = Profile::base(argv(&["gemini", "--yolo", "-p", "{prompt}"]), Billing::Api);
+    p.usage_limit_markers = vec!["quota".into(), "RESOURCE_EXHAUSTED".into()];
+    m.insert("gemini".to_string(), p);
+
+    let mut p = Profile::base(
+        argv(&[
+            "aider",
+            "--yes-always",
+            "--no-check-update",
+            "--no-stream",
+            "--message-file",
+            "{prompt_file}",
+        ]),
+        Billing::Api,
+    );
+    p.usage_limit_markers = vec!["RateLimitError".into()];
+    m.insert("aider".to_string(), p);
+
+    // Any command: the project's (or the profile's) MC_AGENT_COMMAND, with the brief in
+    // $MC_PROMPT_FILE. Answers are typed into its terminal.
+    m.insert(
+        "command".to_string(),
+        Profile::base(argv(&["sh", "-c", "exec $MC_AGENT_COMMAND"]), Billing::None),
+    );
+    m
+}
+
+/// Fills `{name}` placeholders in an argv template.
+pub fn render(template: &[String], vars: &[(&str, &str)]) -> Vec<String> {
+    template
+        .iter()
+        .map(|arg| {
+            let mut out = arg.clone();
+            for (k, v) in vars {
+                out = out.replace(&format!("{{{k}}}"), v);
+            }
+            out
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_cover_the_agents_and_billing_is_explicit() {
+        let b = builtin();
+        for name in [
+            "claude-headless",
+            "claude-interactive",
+            "codex-headless",
+            "codex-interactive",
+            "gemini",
+            "aider",
+            "command",
+        ] {
+            assert!(b.contains_key(name), "{name}");
+        }
+        assert_eq!(b["claude-headless"].billing, Billing::Api);
+        assert_eq!(b["claude-interactive"].billing, Billing::Subscription);
+        assert!(
+            b["claude-interactive"].interactive
+                && b["claude-interactive"].runtime == RuntimeKind::Tmux
+        );
+        assert!(
+            b["claude-headless"]
+                .command
+                .contains(&"--max-budget-usd".to_string())
+        );
+    }
+
+    #[test]
+    fn render_fills_placeholders_without_shell_interpretation() {
+        let t = argv(&[
+            "claude",
+            "-p",
+            "{prompt}",
+            "--max-budget-usd",
+            "{budget_usd}",
+        ]);
+        let r = render(
+            &t,
+            &[("prompt", "fix $(rm -rf /) `x`"), ("budget_usd", "4.50")],
+        );
+        assert_eq!(
+            r,
+            [
+                "claude",
+                "-p",
+                "fix $(rm -rf /) `x`",
+                "--max-budget-usd",
+                "4.50"
+            ]
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! Attempt records on disk (`<state_dir>/attempts/<id>/record.json`): what a restarted
+//! worker agent needs to re-attach a tmux runtime, report a lost pty runtime with its
+//! partial work, or re-send a finish report that may not have landed. Written atomically.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::profiles::RuntimeKind;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub attempt_id: i64,
+    pub epoch: i64,
+    pub ticket_id: i64,
+    pub project: String,
+    pub profile: String,
+    pub runtime: RuntimeKind,
+    pub runtime_id: String,
+    /// tmux session name (tmux runtimes).
+    pub session: String,
+    pub pid: i32,
+    pub checkout: PathBuf,
+    pub worktree: PathBuf,
+    pub branch: String,
+    pub base_ref: String,
+    pub start_sha: String,
+    pub prompt_file: PathBuf,
+    pub output_file: PathBuf,
+    pub acceptance: Vec<String>,
+    pub requires_commits: bool,
+    pub budget_usd: f64,
+    pub env: Vec<(String, String)>,
+    pub started_at_ms: i64,
+    pub confirmed: bool,
+    pub session_id: Option<String>,
+    pub questions: Vec<String>,
+    pub pending_question: bool,
+    pub done_summary: Option<String>,
+    pub cost_usd: f64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// How many times the session was resumed (headless answers).
+    pub resumes: u32,
+    /// The finish report (prost-encoded `AttemptFinished`), once the attempt has ended.
+    pub finished: Option<Vec<u8>>,
+    pub finished_sent_at_ms: Option<i64>,
+}
+
+impl Record {
+    pub fn dir(state_dir: &Path, attempt_id: i64) -> PathBuf {
+        state_dir.join("attempts").join(attempt_id.to_string())
+    }
+
+    fn path(state_dir: &Path, attempt_id: i64) -> PathBuf {
+        Self::dir(state_dir, attempt_id).join("record.json")
+    }
+
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let path = Self::path(state_dir, self.attempt_id);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Every readable record; unreadable ones are reported and skipped.
+    pub fn load_all(state_dir: &Path) -> Vec<Record> {
+        let dir = state_dir.join("attempts");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let p = e.path().join("record.json");
+            match std::fs::read(&p).map(|b| serde_json::from_slice::<Record>(&b)) {
+                Ok(Ok(r)) => out.push(r),
+                Ok(Err(err)) => {
+                    tracing::warn!(path = %p.display(), error = %err, "unreadable attempt record skipped")
+                }
+                Err(_) => {}
+            }
+        }
+        out.sort_by_key(|r| r.attempt_id);
+        out
+    }
+
+    pub fn remove(state_dir: &Path, attempt_id: i64) {
+        let _ = std::fs::remove_dir_all(Self::dir(state_dir, attempt_id));
+    }
+
+    /// Appends `seq end_offset` to the chunk index (output re-sent after a restart starts
+    /// where the control plane's copy ends).
+    pub fn index_chunk(state_dir: &Path, attempt_id: i64, seq: i64, end_offset: u64) {
+        let p = Self::dir(state_dir, attempt_id).join("chunks.idx");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            let _ = writeln!(f, "{seq} {end_offset}");
+        }
+    }
+
+    /// The file offset at which chunk `seq` ended (0 for seq 0).
+    pub fn offset_after(state_dir: &Path, attempt_id: i64, seq: i64) -> Option<u64> {
+        if seq == 0 {
+            return Some(0);
+        }
+        let p = Self::dir(state_dir, attempt_id).join("chunks.idx");
+        let text = std::fs::read_to_string(p).ok()?;
+        text.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            match (
+                it.next()?.parse::<i64>().ok()?,
+                it.next()?.parse::<u64>().ok()?,
+            ) {
+                (s, off) if s == seq => Some(off),
+                _ => None,
+            }
+        })
+    }
+}

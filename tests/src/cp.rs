@@ -153,34 +153,7 @@ pub fn write_config(cfg: &Config, dir: &std::path::Path) -> (std::path::PathBuf,
 }
 
 fn toml_string(cfg: &Config) -> String {
-    // Config is serde; go through JSON to TOML to keep the harness free of a toml writer
-    // dependency quirk (durations serialize as humantime strings either way).
-    let v: serde_json::Value = serde_json::to_value(cfg).unwrap();
-    json_to_toml(&v, "")
-}
-
-fn json_to_toml(v: &serde_json::Value, prefix: &str) -> String {
-    let serde_json::Value::Object(m) = v else {
-        return String::new();
-    };
-    let mut scalars = String::new();
-    let mut tables = String::new();
-    for (k, v) in m {
-        match v {
-            serde_json::Value::Object(_) => {
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                let body = json_to_toml(v, &name);
-                tables.push_str(&format!("\n[{name}]\n{body}"));
-            }
-            serde_json::Value::Null => {}
-            other => scalars.push_str(&format!("{k} = {other}\n")),
-        }
-    }
-    scalars + &tables
+    toml::to_string(cfg).expect("config serializes to TOML")
 }
 
 impl CpProc {

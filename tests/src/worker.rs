@@ -128,3 +128,81 @@ pub fn kill_tmux(socket: &str) {
         .args(["-L", socket, "kill-server"])
         .output();
 }
+
+/// A worker agent as a real process (`mc-worker-agent`), for kill -9 and SIGSTOP tests.
+pub struct WorkerProc {
+    pub child: std::process::Child,
+    pub config_path: PathBuf,
+    pub socket: String,
+}
+
+impl WorkerProc {
+    /// Writes `cfg` next to its state dir and starts the binary.
+    pub fn spawn(cfg: &Config) -> WorkerProc {
+        let path = cfg.state_dir.with_extension("toml");
+        std::fs::create_dir_all(&cfg.state_dir).unwrap();
+        std::fs::write(
+            &path,
+            toml::to_string(cfg).expect("worker config serializes"),
+        )
+        .unwrap();
+        let mut p = WorkerProc {
+            child: spawn_worker(&path),
+            config_path: path,
+            socket: cfg.tmux_socket.clone(),
+        };
+        p.config_path = p.config_path.clone();
+        p
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(self.pid(), sig);
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again with the same config (state dir, tmux socket).
+    pub fn restart(&mut self) {
+        self.child = spawn_worker(&self.config_path);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config_path.with_extension("log")).unwrap_or_default()
+    }
+}
+
+fn spawn_worker(path: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path.with_extension("log"))
+        .unwrap();
+    Command::new(crate::bin::path("mc-worker-agent"))
+        .arg("--config")
+        .arg(path)
+        .arg("--drain-timeout")
+        .arg("5s")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn mc-worker-agent")
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_tmux(&self.socket);
+    }
+}

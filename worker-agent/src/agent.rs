@@ -70,7 +70,26 @@ impl Agent {
         let me = self.clone();
         let deps = self.deps.clone();
         tokio::spawn(async move {
-            attempt::run(deps, start, rx).await;
+            let task = tokio::spawn(attempt::run(deps.clone(), start, rx));
+            if let Err(e) = task.await {
+                // Nothing stalls silently: a fault in the attempt's task ends the attempt
+                // as lost, and the control plane requeues it.
+                tracing::error!(attempt_id, error = %e, "attempt task failed");
+                deps.live
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&attempt_id);
+                let _ = deps.out.send(pb::AttachRequest {
+                    msg: Some(pb::attach_request::Msg::Finished(pb::AttemptFinished {
+                        attempt_id,
+                        epoch,
+                        outcome: pb::AttemptOutcome::Lost as i32,
+                        reason: format!("worker agent fault in the attempt: {e}"),
+                        evidence: None,
+                        reset_at: None,
+                    })),
+                });
+            }
             me.lock().remove(&attempt_id);
         });
     }

@@ -582,7 +582,11 @@ impl Task {
             }
             self.tail.drain(..cut);
         }
-        self.fingerprint = output::fingerprint(&self.tail[self.tail.len().saturating_sub(2048)..]);
+        let mut from = self.tail.len().saturating_sub(2048);
+        while !self.tail.is_char_boundary(from) {
+            from += 1;
+        }
+        self.fingerprint = output::fingerprint(&self.tail[from..]);
         if !self.profile.interactive {
             for line in self.lines.push(&data) {
                 self.on_line(&line);

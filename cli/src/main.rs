@@ -1,6 +1,7 @@
 //! `mc`: the Mission Control operator CLI.
 
 mod client;
+mod demo;
 mod output;
 mod up;
 
@@ -61,8 +62,11 @@ struct Global {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Start everything on this machine: control plane on SQLite with dev certificates.
+    /// Start everything on this machine: control plane on SQLite, brain and a local worker,
+    /// with dev certificates.
     Up(up::UpArgs),
+    /// Watch a ticket go through dev_review_qa with scripted agents (no agent CLI needed).
+    Demo,
     /// Create a CA and issue certificates.
     #[command(subcommand)]
     Certs(CertsCmd),
@@ -331,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let as_json = cli.global.json;
     match cli.cmd {
         Cmd::Up(args) => up::run(cfg.home.clone(), args).await,
+        Cmd::Demo => demo::run(cfg.home.clone()).await,
         Cmd::Certs(c) => certs(&cfg, c),
         cmd => remote(cfg, as_json, cmd).await,
     }
@@ -965,7 +970,7 @@ async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Up(_) | Cmd::Certs(_) => unreachable!("handled locally"),
+        Cmd::Up(_) | Cmd::Demo | Cmd::Certs(_) => unreachable!("handled locally"),
     }
     Ok(())
 }

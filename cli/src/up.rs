@@ -1,13 +1,16 @@
-//! `mc up`: the one-command start. A control plane on an embedded SQLite file under
-//! `$MC_HOME` (default `~/.mc`), with a dev CA and certificates generated on first run.
+//! `mc up`: the one-command start. Control plane, brain (rules backend) and a local worker
+//! agent in one process, the board in an embedded SQLite file under `$MC_HOME` (default
+//! `~/.mc`), a dev CA and certificates generated on first run.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use mc_brain_adapter::BrainServer;
 use mc_common::certs::{CertDir, LeafOptions, Validity};
 use mc_common::identity::Role;
 use mc_control_plane::{Config, ControlPlane};
+use mc_worker_agent::WorkerAgent;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpArgs {
@@ -17,6 +20,13 @@ pub struct UpArgs {
     /// Trust domain of a new CA.
     #[arg(long, default_value = "mc.local")]
     pub trust_domain: String,
+    /// A project checked out on this machine for the local worker: SLUG=PATH (repeatable).
+    /// It is added to the board if missing.
+    #[arg(long = "project")]
+    pub projects: Vec<String>,
+    /// Do not start the local worker agent.
+    #[arg(long)]
+    pub no_worker: bool,
 }
 
 /// Creates the dev CA and the local certificates that are missing.
@@ -42,34 +52,159 @@ pub fn ensure_certs(home: &Path, trust_domain: &str, now_unix: i64) -> anyhow::R
     Ok(dir)
 }
 
-pub fn config_for(home: &Path, listen: &str) -> Config {
-    let dir = CertDir::new(home.join("certs"));
-    Config {
-        listen: listen.to_string(),
-        database: format!("sqlite:{}", home.join("board.db").display()),
-        tls: dir.files_for(Role::ControlPlane, "local"),
-        ..Config::default()
+/// Everything `mc up` runs, in one process.
+pub struct Stack {
+    pub cp: ControlPlane,
+    pub brain: BrainServer,
+    pub worker: Option<WorkerAgent>,
+}
+
+impl Stack {
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.cp.addr.port())
+    }
+
+    pub async fn stop(self) {
+        if let Some(w) = self.worker {
+            w.stop().await;
+        }
+        self.cp.shutdown().await;
+        self.brain.shutdown().await;
     }
 }
 
-pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+/// Starts brain, control plane and (with a worker config) the local worker.
+pub async fn start(
+    home: &Path,
+    trust_domain: &str,
+    listen: &str,
+    tweak_cp: impl FnOnce(&mut Config),
+    worker: Option<mc_worker_agent::Config>,
+) -> anyhow::Result<Stack> {
+    std::fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
     let clock = mc_common::Clock::system();
-    ensure_certs(&home, &args.trust_domain, clock.now().millis() / 1000)?;
-    let cfg = config_for(&home, &args.listen);
-    let cp = ControlPlane::start(cfg, clock)
+    let certs = ensure_certs(home, trust_domain, clock.now().millis() / 1000)?;
+    let brain = BrainServer::start(
+        mc_brain_adapter::Config {
+            listen: "127.0.0.1:0".into(),
+            tls: certs.files_for(Role::Brain, "local"),
+            ..Default::default()
+        },
+        clock.clone(),
+    )
+    .await
+    .context("starting the brain")?;
+    let mut cfg = Config {
+        listen: listen.to_string(),
+        database: format!("sqlite:{}", home.join("board.db").display()),
+        tls: certs.files_for(Role::ControlPlane, "local"),
+        ..Config::default()
+    };
+    cfg.brain.endpoint = format!("https://127.0.0.1:{}", brain.addr.port());
+    cfg.brain.server_name = Some("localhost".into());
+    tweak_cp(&mut cfg);
+    let cp = ControlPlane::start(cfg, clock.clone())
         .await
         .context("starting the control plane")?;
+    let worker = match worker {
+        Some(mut w) => {
+            w.control_plane = format!("https://127.0.0.1:{}", cp.addr.port());
+            w.server_name = Some("localhost".into());
+            w.tls = certs.files_for(Role::Worker, "local");
+            Some(
+                WorkerAgent::start(w, clock)
+                    .await
+                    .context("starting the local worker agent")?,
+            )
+        }
+        None => None,
+    };
+    Ok(Stack { cp, brain, worker })
+}
+
+/// The local worker's configuration: `$MC_HOME/worker.toml` if present, else defaults, plus
+/// the `--project` checkouts.
+pub fn worker_config(
+    home: &Path,
+    projects: &[(String, PathBuf)],
+) -> anyhow::Result<mc_worker_agent::Config> {
+    let file = home.join("worker.toml");
+    let mut w: mc_worker_agent::Config = if file.exists() {
+        let text = std::fs::read_to_string(&file)?;
+        toml::from_str(&text).with_context(|| format!("{}", file.display()))?
+    } else {
+        mc_worker_agent::Config::default()
+    };
+    w.state_dir = home.join("worker");
+    w.tmux_socket = "mc-up".into();
+    if w.host.is_empty() {
+        w.host = "local".into();
+    }
+    for (slug, path) in projects {
+        w.projects.insert(
+            slug.clone(),
+            mc_worker_agent::config::ProjectCheckout { path: path.clone() },
+        );
+    }
+    Ok(w)
+}
+
+pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
+    let mut projects = Vec::new();
+    for p in &args.projects {
+        let (slug, path) = p
+            .split_once('=')
+            .with_context(|| format!("--project: expected SLUG=PATH, got {p:?}"))?;
+        let path =
+            std::fs::canonicalize(path).with_context(|| format!("--project {slug}: {path}"))?;
+        projects.push((slug.to_string(), path));
+    }
+    let worker = if args.no_worker {
+        None
+    } else {
+        Some(worker_config(&home, &projects)?)
+    };
+    let stack = start(&home, &args.trust_domain, &args.listen, |_| {}, worker).await?;
+    for (slug, _) in &projects {
+        let board = &stack.cp.board;
+        if board.store().get_project(slug).await?.is_none() {
+            let p = mc_control_plane::domain::Project {
+                slug: slug.clone(),
+                name: slug.clone(),
+                default_branch: "main".into(),
+                github_repo: String::new(),
+                acceptance: Default::default(),
+                default_workflow: "solo".into(),
+                env: Default::default(),
+                budget: mc_control_plane::domain::Money::ZERO,
+                created_at: board.now(),
+            };
+            board.add_project(p).await?;
+            println!("added project {slug}");
+        }
+    }
     println!(
-        "Mission Control is up on https://{} (board: {})",
-        cp.addr,
+        "Mission Control is up on {} (board: {})",
+        stack.endpoint(),
         home.join("board.db").display()
     );
-    println!("  mc project add demo --workflow solo");
-    println!("  mc ticket create --project demo \"Fix the login page\"");
-    println!("  mc ticket list      mc watch      (Ctrl-C stops)");
+    println!(
+        "  brain (rules) on https://127.0.0.1:{}",
+        stack.brain.addr.port()
+    );
+    match &stack.worker {
+        Some(w) => println!(
+            "  local worker: profiles {:?}, projects {:?}",
+            w.agent.deps.cfg.profiles.keys().collect::<Vec<_>>(),
+            w.agent.deps.cfg.config.projects.keys().collect::<Vec<_>>()
+        ),
+        None => println!("  no local worker"),
+    }
+    println!(
+        "Try: mc ticket create --project <slug> \"Fix the login page\"; mc watch; mc inbox   (Ctrl-C stops)"
+    );
     crate::wait_for_signal().await;
     eprintln!("stopping…");
-    cp.shutdown().await;
+    stack.stop().await;
     Ok(())
 }

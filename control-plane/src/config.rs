@@ -34,6 +34,62 @@ pub struct Config {
     pub workflows: BTreeMap<String, WorkflowConfig>,
     /// Lane → profile defaults for the lane registry (`mc lanes set` overrides at run time).
     pub lanes: BTreeMap<String, LaneConfig>,
+    pub brain: BrainConfig,
+    pub monitor: MonitorConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrainConfig {
+    /// The brain adapter, `https://host:7444`. Empty: no brain; a verified DONE advances.
+    pub endpoint: String,
+    pub server_name: Option<String>,
+    /// One Decide call's deadline.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long a decision may wait for an unavailable brain before it escalates.
+    #[serde(with = "humantime_serde")]
+    pub patience: Duration,
+    /// How often an undecided ticket is retried.
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// A running agent with no output for this long is flagged.
+    #[serde(with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// Heartbeats in a row with new output that is the same as before: repeating.
+    pub repeat_beats: u32,
+    /// Heartbeats in a row reporting the runtime dead while the attempt is live.
+    pub dead_beats: u32,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for BrainConfig {
+    fn default() -> Self {
+        BrainConfig {
+            endpoint: String::new(),
+            server_name: None,
+            timeout: Duration::from_secs(60),
+            patience: Duration::from_secs(600),
+            retry: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            silent_after: Duration::from_secs(600),
+            repeat_beats: 12,
+            dead_beats: 3,
+            interval: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +148,8 @@ impl Default for Config {
             budget: BudgetConfig::default(),
             workflows: BTreeMap::new(),
             lanes: BTreeMap::new(),
+            brain: BrainConfig::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -192,6 +250,22 @@ impl Config {
                 humantime::format_duration(d.lease_ttl),
                 humantime::format_duration(d.lease_flush * 2)
             ));
+        }
+        if !self.brain.endpoint.is_empty() && !self.brain.endpoint.starts_with("https://") {
+            return Err(format!(
+                "brain.endpoint: {:?} is not an https:// URL",
+                self.brain.endpoint
+            ));
+        }
+        for (k, v) in [
+            ("brain.timeout", self.brain.timeout),
+            ("brain.retry", self.brain.retry),
+            ("monitor.silent_after", self.monitor.silent_after),
+            ("monitor.interval", self.monitor.interval),
+        ] {
+            if v.is_zero() {
+                return Err(format!("{k}: must be more than zero"));
+            }
         }
         let b = &self.budget;
         for (k, v) in [

@@ -2,10 +2,12 @@
 
 pub mod api;
 pub mod board;
+pub mod brain;
 pub mod brief;
 pub mod config;
 pub mod dispatcher;
 pub mod domain;
+pub mod monitor;
 pub mod reactor;
 pub mod reaper;
 pub mod server;

@@ -10,7 +10,7 @@ use mc_proto as pb;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::board::{Board, BoardError, Brain, Effect, Effects, join_ids};
+use crate::board::{Board, BoardError, Decider, Effect, Effects, join_ids};
 use crate::domain::{Action, EventKind, State, Trigger};
 use crate::store::TicketFilter;
 use crate::workers::Registry;
@@ -33,7 +33,7 @@ pub struct Reactor {
     pub board: Board,
     pub workers: Registry,
     pub nudge: DispatchNudge,
-    pub brain: Option<Arc<dyn Brain>>,
+    pub decider: Decider,
 }
 
 impl Reactor {
@@ -77,11 +77,10 @@ impl Reactor {
                     Ok(())
                 }
                 Action::AskDecision => {
-                    let board = self.board.clone();
-                    let brain = self.brain.clone();
+                    let decider = self.decider.clone();
                     // Deciding may wait on the brain; it must not hold up other effects.
                     tokio::spawn(async move {
-                        if let Err(e) = crate::board::decide(&board, id, brain.as_deref()).await {
+                        if let Err(e) = decider.decide(id).await {
                             tracing::warn!(ticket_id = id, error = %e, "decision failed; the scheduler retries");
                         }
                     });
@@ -210,7 +209,8 @@ fn list(states: Vec<State>) -> TicketFilter {
 }
 
 /// One reconcile pass (run by the leader).
-pub async fn reconcile(board: &Board, brain: Option<&dyn Brain>) -> Result<(), BoardError> {
+pub async fn reconcile(decider: &Decider, retry: Duration) -> Result<(), BoardError> {
+    let board = &decider.board;
     for t in board.store().due_wakeups(board.now(), 200).await? {
         let res = board
             .apply(
@@ -239,17 +239,19 @@ pub async fn reconcile(board: &Board, brain: Option<&dyn Brain>) -> Result<(), B
             tracing::debug!(ticket_id = t.id, error = %e, "unblock skipped");
         }
     }
-    // A decision lost in a crash (or a brain that never answered) is taken again.
-    let stale = Duration::from_secs(30);
+    // A decision lost in a crash (or waiting for an unavailable brain) is taken again.
     for t in board
         .store()
         .list_tickets(&list(vec![State::Deciding]))
         .await?
     {
-        if board.now().since(t.updated_at) >= stale
-            && let Err(e) = crate::board::decide(board, t.id, brain).await
-        {
-            tracing::warn!(ticket_id = t.id, error = %e, "re-deciding failed");
+        if board.now().since(t.updated_at) >= retry {
+            let decider = decider.clone();
+            tokio::spawn(async move {
+                if let Err(e) = decider.decide(t.id).await {
+                    tracing::warn!(ticket_id = t.id, error = %e, "re-deciding failed");
+                }
+            });
         }
     }
     // Queued tickets that spent their budget are not dispatched; a human must decide.

@@ -9,7 +9,6 @@
 //! expired are requeued (an unconfirmed offer lapses; a running attempt is requeued with its
 //! partial work as context), and the scheduler's reconcile pass runs.
 
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::board::{Board, BoardError};
@@ -100,6 +99,7 @@ pub async fn reap(board: &Board, workers: &Registry) -> Result<usize, BoardError
                         a.worker, a.host
                     ),
                     a.evidence.as_ref(),
+                    Some(crate::domain::DecisionPoint::WorkerLost),
                 )
                 .await
                 .map(|_| ())
@@ -122,7 +122,8 @@ pub struct Reaper {
     pub workers: Registry,
     pub cfg: DispatchConfig,
     pub replica: String,
-    pub brain: Option<Arc<dyn crate::board::Brain>>,
+    pub decider: crate::board::Decider,
+    pub retry: std::time::Duration,
 }
 
 impl Reaper {
@@ -158,7 +159,7 @@ impl Reaper {
                         if let Err(e) = reap(&self.board, &self.workers).await {
                             tracing::warn!(error = %e, "reaper pass failed");
                         }
-                        if let Err(e) = crate::reactor::reconcile(&self.board, self.brain.as_deref()).await {
+                        if let Err(e) = crate::reactor::reconcile(&self.decider, self.retry).await {
                             tracing::warn!(error = %e, "scheduler pass failed");
                         }
                     }

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::api;
-use crate::board::Board;
+use crate::board::{Board, Decider};
 use crate::config::{Config, Database};
 use crate::dispatcher::Dispatcher;
+use crate::monitor::Monitor;
 use crate::reactor::{DispatchNudge, Reactor};
 use crate::reaper::Reaper;
 use crate::session::SessionCtx;
@@ -65,7 +66,22 @@ impl ControlPlane {
         let token = CancellationToken::new();
         let nudge = DispatchNudge::default();
 
-        let brain: Option<Arc<dyn crate::board::Brain>> = None;
+        let brain: Option<Arc<dyn crate::board::Brain>> = if cfg.brain.endpoint.is_empty() {
+            None
+        } else {
+            let ch = mc_common::grpc::connect_lazy(
+                &cfg.brain.endpoint,
+                &material,
+                cfg.brain.server_name.as_deref(),
+            )
+            .map_err(|e| StartError::Config(format!("brain.endpoint: {e}")))?;
+            Some(Arc::new(crate::brain::GrpcBrain::new(
+                ch,
+                cfg.brain.timeout,
+                clock.clone(),
+            )))
+        };
+        let decider = Decider::new(board.clone(), brain, cfg.brain.patience);
         let replica = if cfg.replica.is_empty() {
             format!("{}-{}", hostname(), std::process::id())
         } else {
@@ -75,7 +91,7 @@ impl ControlPlane {
             board: board.clone(),
             workers: workers.clone(),
             nudge: nudge.clone(),
-            brain: brain.clone(),
+            decider: decider.clone(),
         };
         let dispatcher = Dispatcher {
             board: board.clone(),
@@ -88,12 +104,19 @@ impl ControlPlane {
             workers: workers.clone(),
             cfg: cfg.dispatch.clone(),
             replica,
-            brain,
+            decider: decider.clone(),
+            retry: cfg.brain.retry,
+        };
+        let monitor = Monitor {
+            decider,
+            workers: workers.clone(),
+            cfg: cfg.monitor.clone(),
         };
         let loops = vec![
             tokio::spawn(reactor.run(effects, token.clone())),
             tokio::spawn(dispatcher.run(token.clone())),
             tokio::spawn(reaper.run(token.clone())),
+            tokio::spawn(monitor.run(token.clone())),
         ];
 
         let listener = tokio::net::TcpListener::bind(&cfg.listen)

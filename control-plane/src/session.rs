@@ -285,7 +285,7 @@ impl Session {
                         .workers
                         .assign(&self.name, a.id, a.ticket_id, a.epoch);
                     if a.started_at.is_some() {
-                        self.ctx.workers.mark_started(&self.name, a.id);
+                        self.ctx.workers.mark_started(&self.name, a.id, board.now());
                     }
                     let last = board
                         .store()
@@ -319,6 +319,7 @@ impl Session {
                     &self.actor(),
                     "the worker restarted and the runtime is gone",
                     None,
+                    Some(crate::domain::DecisionPoint::ProcessGone),
                 )
                 .await;
             if let Err(e) = res {
@@ -419,7 +420,9 @@ impl Session {
                             self.ctx
                                 .workers
                                 .assign(&self.name, r.attempt_id, ticket_id, r.epoch);
-                            self.ctx.workers.mark_started(&self.name, r.attempt_id);
+                            self.ctx
+                                .workers
+                                .mark_started(&self.name, r.attempt_id, board.now());
                         } else {
                             self.revoke(
                                 r.attempt_id,
@@ -451,7 +454,9 @@ impl Session {
                     .await
                 {
                     Ok(_) => {
-                        self.ctx.workers.mark_started(&self.name, st.attempt_id);
+                        self.ctx
+                            .workers
+                            .mark_started(&self.name, st.attempt_id, board.now());
                         self.send(Down::Confirmed(pb::Confirmed {
                             attempt_id: st.attempt_id,
                             epoch: st.epoch,

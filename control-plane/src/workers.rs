@@ -25,6 +25,12 @@ pub struct Held {
     pub liveness: Option<pb::RuntimeLiveness>,
     /// When the last output was reported (for the heartbeat monitor).
     pub last_output_at: Option<Timestamp>,
+    /// Heartbeats in a row with new output identical to the last (repeating).
+    pub repeats: u32,
+    /// Heartbeats in a row reporting the runtime dead.
+    pub dead: u32,
+    /// The monitor leaves this attempt alone until then (after a decision).
+    pub snooze_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,17 +131,33 @@ impl Registry {
                     started: false,
                     liveness: None,
                     last_output_at: None,
+                    repeats: 0,
+                    dead: 0,
+                    snooze_until: None,
                 },
             );
         });
     }
 
-    pub fn mark_started(&self, name: &str, attempt_id: i64) {
+    pub fn mark_started(&self, name: &str, attempt_id: i64, now: Timestamp) {
         self.with(name, |e| {
             if let Some(h) = e.attempts.get_mut(&attempt_id) {
                 h.started = true;
+                h.last_output_at.get_or_insert(now);
             }
         });
+    }
+
+    /// The monitor acted on this attempt: leave it alone until `until`.
+    pub fn snooze(&self, attempt_id: i64, now: Timestamp, until: Timestamp) {
+        for e in self.lock().values_mut() {
+            if let Some(h) = e.attempts.get_mut(&attempt_id) {
+                h.snooze_until = Some(until);
+                h.repeats = 0;
+                h.dead = 0;
+                h.last_output_at = Some(h.last_output_at.map_or(now, |x| x.max(now)));
+            }
+        }
     }
 
     pub fn note_output(&self, name: &str, attempt_id: i64, at: Timestamp) {
@@ -187,8 +209,19 @@ impl Registry {
             for r in &hb.runtimes {
                 match e.attempts.get_mut(&r.attempt_id) {
                     Some(h) if h.epoch == r.epoch => {
+                        if let Some(prev) = &h.liveness {
+                            if r.output_seq > prev.output_seq
+                                && r.output_fingerprint == prev.output_fingerprint
+                            {
+                                h.repeats += 1;
+                            } else if r.output_fingerprint != prev.output_fingerprint {
+                                h.repeats = 0;
+                            }
+                        }
+                        h.dead = if r.alive { 0 } else { h.dead + 1 };
                         if let Some(t) = &r.last_output_at {
-                            h.last_output_at = Some(Timestamp::from_proto(t));
+                            let at = Timestamp::from_proto(t);
+                            h.last_output_at = Some(h.last_output_at.map_or(at, |x| x.max(at)));
                         }
                         h.liveness = Some(r.clone());
                     }

@@ -582,11 +582,15 @@ impl Task {
             }
             self.tail.drain(..cut);
         }
-        let mut from = self.tail.len().saturating_sub(2048);
-        while !self.tail.is_char_boundary(from) {
-            from += 1;
-        }
-        self.fingerprint = output::fingerprint(&self.tail[from..]);
+        // The last few lines: an agent printing the same thing over and over keeps it.
+        let last: Vec<&str> = self
+            .tail
+            .lines()
+            .rev()
+            .filter(|l| !l.trim().is_empty())
+            .take(3)
+            .collect();
+        self.fingerprint = output::fingerprint(&last.join("\n"));
         if !self.profile.interactive {
             for line in self.lines.push(&data) {
                 self.on_line(&line);

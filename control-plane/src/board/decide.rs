@@ -2,6 +2,8 @@
 //! judgement calls, then the decision is applied as a transition with its record, layer,
 //! reason and latency, atomically.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,9 +14,9 @@ use crate::domain::guardrails::{self, GuardInput, Verdict, is_review_lane};
 use crate::domain::workflow::Workflow;
 use crate::domain::{
     Attempt, AttemptOutcome, Decision, DecisionKind, DecisionLayer, DecisionPoint, Event,
-    EventKind, Evidence, State, Ticket, Trigger,
+    EventKind, Evidence, NewEvent, State, Ticket, Trigger,
 };
-use crate::store::{EventFilter, NewDecision};
+use crate::store::{EventFilter, Fence, NewDecision};
 
 /// What the brain is asked (DESIGN §2: ticket, evidence, history).
 #[derive(Debug, Clone)]
@@ -40,12 +42,16 @@ pub struct BrainAnswer {
     pub next_prompt: String,
     pub wait_until: Option<Timestamp>,
     pub brain: String,
+    /// For UNSTICK: a fresh runtime rather than a re-prompt.
+    pub redispatch: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrainError {
+    /// No answer (down, slow, failing): retried within the patience window.
     #[error("brain unavailable: {0}")]
     Unavailable(String),
+    /// An answer the contract forbids: never applied; escalated at once.
     #[error("brain answer refused: {0}")]
     OffContract(String),
 }
@@ -66,6 +72,7 @@ struct Chosen {
     next_prompt: String,
     wait_until: Option<Timestamp>,
     avoid_runtime: Option<String>,
+    redispatch: bool,
 }
 
 impl From<Verdict> for Chosen {
@@ -78,6 +85,7 @@ impl From<Verdict> for Chosen {
             points: v.points,
             next_prompt: String::new(),
             wait_until: None,
+            redispatch: v.redispatch,
             avoid_runtime: v.avoid_runtime,
         }
     }
@@ -99,123 +107,307 @@ fn author_runtime(attempts: &[Attempt], fix_phase: u32) -> Option<String> {
         })
 }
 
-/// Decides a ticket in `deciding`. Returns the ticket after the decision, or `None` if it
-/// was not deciding (someone else decided, or it was cancelled).
-pub async fn decide(
-    board: &Board,
-    id: i64,
-    brain: Option<&dyn Brain>,
-) -> Result<Option<Ticket>, BoardError> {
-    let started = board.now();
-    let t = board.ticket(id).await?;
-    if t.state != State::Deciding {
-        return Ok(None);
+/// Takes decisions: guardrails first, then the brain; never two at once for a ticket.
+#[derive(Clone)]
+pub struct Decider {
+    pub board: Board,
+    pub brain: Option<Arc<dyn Brain>>,
+    /// How long a decision may wait for an unavailable brain before it escalates.
+    pub patience: Duration,
+    inflight: Arc<Mutex<HashSet<i64>>>,
+}
+
+/// Marks a ticket as being decided until dropped.
+struct Inflight(Arc<Mutex<HashSet<i64>>>, i64);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
     }
-    let workflow = board
-        .workflows()
-        .get(&t.workflow)
-        .ok_or_else(|| {
-            BoardError::Internal(format!("ticket {id}: unknown workflow {}", t.workflow))
-        })?
-        .clone();
-    let phase = workflow
-        .phase(t.phase_index)
-        .ok_or_else(|| BoardError::Internal(format!("ticket {id}: no phase {}", t.phase_index)))?
-        .clone();
-    let attempts = board.store().list_attempts(id).await?;
-    let attempt = t
-        .current_attempt_id
-        .and_then(|a| attempts.iter().find(|x| x.id == a))
-        .cloned();
-    let evidence = attempt.as_ref().and_then(|a| a.evidence.clone());
-    let outcome = attempt
-        .as_ref()
-        .map(|a| a.outcome)
-        .unwrap_or(AttemptOutcome::Lost);
-    let project = board.store().get_project(&t.project).await?;
-    let commands: Vec<String> = project
-        .as_ref()
-        .and_then(|p| p.acceptance.get(&phase.lane).cloned())
-        .unwrap_or_default();
-    let fix_phase = workflow.fix_phase(t.phase_index);
-    let author = if is_review_lane(phase.lane) {
-        author_runtime(&attempts, fix_phase)
-    } else {
-        None
-    };
-    let unfinished = board.unfinished_dependencies(&t).await?;
-    let prior = board.store().decisions(id).await?;
-    let input = GuardInput {
-        ticket: &t,
-        workflow: &workflow,
-        phase: &phase,
-        outcome,
-        evidence: evidence.as_ref(),
-        acceptance_commands: &commands,
-        author_runtime: author.as_deref(),
-        unfinished_deps: &unfinished,
-        prior: &prior,
-    };
-    let chosen = match guardrails::check(&input) {
-        Some(v) => Chosen::from(v),
-        None => match brain {
-            Some(b) => {
-                let history = board
-                    .store()
-                    .events_after(
-                        0,
-                        &EventFilter {
-                            ticket_id: Some(id),
-                            project: None,
-                        },
-                        200,
+}
+
+impl Decider {
+    pub fn new(board: Board, brain: Option<Arc<dyn Brain>>, patience: Duration) -> Decider {
+        Decider {
+            board,
+            brain,
+            patience,
+            inflight: Arc::default(),
+        }
+    }
+
+    fn claim(&self, id: i64) -> Option<Inflight> {
+        let mut g = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert(id).then(|| Inflight(self.inflight.clone(), id))
+    }
+
+    /// Decides a ticket in `deciding`. Returns the ticket after the decision, or `None` if
+    /// it was not deciding, is being decided already, or waits for the brain.
+    pub async fn decide(&self, id: i64) -> Result<Option<Ticket>, BoardError> {
+        let Some(_guard) = self.claim(id) else {
+            return Ok(None);
+        };
+        let board = &self.board;
+        let started = board.now();
+        let t = board.ticket(id).await?;
+        if t.state != State::Deciding {
+            return Ok(None);
+        }
+        let ctx = Context::load(board, &t).await?;
+        let input = ctx.input(&t);
+        let chosen = match guardrails::check(&input) {
+            Some(v) => Chosen::from(v),
+            None => match &self.brain {
+                Some(b) => {
+                    let req = ctx
+                        .request(board, &t, DecisionPoint::AttemptFinished, String::new())
+                        .await?;
+                    match b.decide(&req).await {
+                        Ok(a) => from_brain(&input, a),
+                        Err(e @ BrainError::OffContract(_)) => {
+                            escalate("brain_refused", e.to_string())
+                        }
+                        Err(e) => {
+                            let waited = board.now().since(t.updated_at);
+                            if waited < self.patience {
+                                tracing::warn!(ticket_id = id, error = %e, waited = ?waited, "no decision yet; will retry");
+                                return Ok(None);
+                            }
+                            escalate(
+                                "brain_unavailable",
+                                format!(
+                                    "no decision from the brain for {}: {e}",
+                                    humantime::format_duration(waited)
+                                ),
+                            )
+                        }
+                    }
+                }
+                None => Chosen::from(fallback(&input)),
+            },
+        };
+        let latency = board.now().since(started);
+        apply_decision(
+            board,
+            &t,
+            &ctx.workflow,
+            ctx.attempt.as_ref(),
+            ctx.author,
+            chosen,
+            DecisionPoint::AttemptFinished,
+            latency,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// A runtime flag from the heartbeat monitor (silent, repeating, process gone) on the
+    /// live attempt `f` of ticket `id`. Returns the decision taken, if any.
+    pub async fn flag(
+        &self,
+        id: i64,
+        f: Fence,
+        point: DecisionPoint,
+        detail: &str,
+    ) -> Result<Option<DecisionKind>, BoardError> {
+        let Some(_guard) = self.claim(id) else {
+            return Ok(None);
+        };
+        let board = &self.board;
+        let started = board.now();
+        let t = board.ticket(id).await?;
+        if t.state != State::Running
+            || t.current_attempt_id != Some(f.attempt_id)
+            || t.epoch != f.epoch
+        {
+            return Ok(None);
+        }
+        board
+            .annotate(id, Some(f), |e| {
+                e.change.events.push(
+                    NewEvent::new(
+                        EventKind::Flagged,
+                        "control-plane/monitor",
+                        format!("{}: {detail}", point.as_str().replace('_', " ")),
                     )
-                    .await?;
-                let req = BrainRequest {
-                    ticket: t.clone(),
-                    evidence: evidence.clone(),
-                    outcome,
-                    history,
-                    prior: prior.clone(),
-                    workflow: workflow.clone(),
-                    point: DecisionPoint::AttemptFinished,
-                    round: t.round(fix_phase),
-                    round_cap: workflow
-                        .phase(fix_phase)
-                        .map(|p| p.round_cap)
-                        .unwrap_or(phase.round_cap),
-                    context: String::new(),
-                };
+                    .attempt(f.attempt_id, f.epoch),
+                );
+                Ok(())
+            })
+            .await?;
+        let ctx = Context::load(board, &t).await?;
+        let chosen = match &self.brain {
+            Some(b) => {
+                let req = ctx.request(board, &t, point, detail.to_string()).await?;
                 match b.decide(&req).await {
-                    Ok(a) => from_brain(&input, a),
-                    Err(e) => Chosen {
-                        kind: DecisionKind::Escalate,
-                        layer: DecisionLayer::Guardrail,
-                        source: "guardrail/brain_unavailable".into(),
-                        reason: format!("no decision from the brain: {e}"),
-                        points: vec![],
-                        next_prompt: String::new(),
-                        wait_until: None,
-                        avoid_runtime: None,
-                    },
+                    Ok(a) => {
+                        let input = ctx.input(&t);
+                        from_brain(&input, a)
+                    }
+                    Err(e) => {
+                        tracing::warn!(ticket_id = id, error = %e, "brain unavailable for a flag; using the built-in ladder");
+                        Chosen::from(guardrails::stall_ladder(&ctx.prior, f.attempt_id, point))
+                    }
                 }
             }
-            None => Chosen::from(fallback(&input)),
-        },
-    };
-    let latency = board.now().since(started);
-    apply_decision(
-        board,
-        &t,
-        &workflow,
-        attempt.as_ref(),
-        author,
-        chosen,
-        DecisionPoint::AttemptFinished,
-        latency,
-    )
-    .await
-    .map(Some)
+            None => Chosen::from(guardrails::stall_ladder(&ctx.prior, f.attempt_id, point)),
+        };
+        let kind = chosen.kind;
+        let latency = board.now().since(started);
+        apply_decision(
+            board,
+            &t,
+            &ctx.workflow,
+            ctx.attempt.as_ref(),
+            ctx.author,
+            chosen,
+            point,
+            latency,
+        )
+        .await?;
+        Ok(Some(kind))
+    }
+}
+
+fn escalate(name: &str, reason: String) -> Chosen {
+    Chosen {
+        kind: DecisionKind::Escalate,
+        layer: DecisionLayer::Guardrail,
+        source: format!("guardrail/{name}"),
+        reason,
+        points: vec![],
+        next_prompt: String::new(),
+        wait_until: None,
+        avoid_runtime: None,
+        redispatch: false,
+    }
+}
+
+/// What a decision about a ticket looks at.
+struct Context {
+    workflow: Workflow,
+    phase: crate::domain::workflow::Phase,
+    attempts: Vec<Attempt>,
+    attempt: Option<Attempt>,
+    evidence: Option<Evidence>,
+    outcome: AttemptOutcome,
+    commands: Vec<String>,
+    author: Option<String>,
+    unfinished: Vec<i64>,
+    prior: Vec<Decision>,
+}
+
+impl Context {
+    async fn load(board: &Board, t: &Ticket) -> Result<Context, BoardError> {
+        let id = t.id;
+        let workflow = board
+            .workflows()
+            .get(&t.workflow)
+            .ok_or_else(|| {
+                BoardError::Internal(format!("ticket {id}: unknown workflow {}", t.workflow))
+            })?
+            .clone();
+        let phase = workflow
+            .phase(t.phase_index)
+            .ok_or_else(|| {
+                BoardError::Internal(format!("ticket {id}: no phase {}", t.phase_index))
+            })?
+            .clone();
+        let attempts = board.store().list_attempts(id).await?;
+        let attempt = t
+            .current_attempt_id
+            .and_then(|a| attempts.iter().find(|x| x.id == a))
+            .cloned();
+        let evidence = attempt.as_ref().and_then(|a| a.evidence.clone());
+        let outcome = attempt
+            .as_ref()
+            .map(|a| a.outcome)
+            .unwrap_or(AttemptOutcome::Lost);
+        let project = board.store().get_project(&t.project).await?;
+        let commands = project
+            .as_ref()
+            .and_then(|p| p.acceptance.get(&phase.lane).cloned())
+            .unwrap_or_default();
+        let fix_phase = workflow.fix_phase(t.phase_index);
+        let author = if is_review_lane(phase.lane) {
+            author_runtime(&attempts, fix_phase)
+        } else {
+            None
+        };
+        let unfinished = board.unfinished_dependencies(t).await?;
+        let prior = board.store().decisions(id).await?;
+        Ok(Context {
+            workflow,
+            phase,
+            attempts,
+            attempt,
+            evidence,
+            outcome,
+            commands,
+            author,
+            unfinished,
+            prior,
+        })
+    }
+
+    fn input<'a>(&'a self, t: &'a Ticket) -> GuardInput<'a> {
+        GuardInput {
+            ticket: t,
+            workflow: &self.workflow,
+            phase: &self.phase,
+            outcome: self.outcome,
+            evidence: self.evidence.as_ref(),
+            acceptance_commands: &self.commands,
+            author_runtime: self.author.as_deref(),
+            unfinished_deps: &self.unfinished,
+            prior: &self.prior,
+        }
+    }
+
+    async fn request(
+        &self,
+        board: &Board,
+        t: &Ticket,
+        point: DecisionPoint,
+        context: String,
+    ) -> Result<BrainRequest, BoardError> {
+        let history = board
+            .store()
+            .events_after(
+                0,
+                &EventFilter {
+                    ticket_id: Some(t.id),
+                    project: None,
+                },
+                500,
+            )
+            .await?;
+        let fix_phase = self.workflow.fix_phase(t.phase_index);
+        let _ = &self.attempts;
+        Ok(BrainRequest {
+            ticket: t.clone(),
+            evidence: self.evidence.clone(),
+            outcome: if point == DecisionPoint::AttemptFinished {
+                self.outcome
+            } else {
+                AttemptOutcome::Active
+            },
+            history,
+            prior: self.prior.clone(),
+            workflow: self.workflow.clone(),
+            point,
+            round: t.round(fix_phase),
+            round_cap: self
+                .workflow
+                .phase(fix_phase)
+                .map(|p| p.round_cap)
+                .unwrap_or(self.phase.round_cap),
+            context,
+        })
+    }
 }
 
 /// Without a brain: a verified DONE advances; anything else is sent back (with the cap).
@@ -229,6 +421,7 @@ fn fallback(i: &GuardInput<'_>) -> Verdict {
             points: vec![],
             root_cause: None,
             avoid_runtime: None,
+            redispatch: false,
         };
     }
     let why = if claimed {
@@ -277,6 +470,7 @@ fn from_brain(i: &GuardInput<'_>, a: BrainAnswer) -> Chosen {
         next_prompt: a.next_prompt,
         wait_until: a.wait_until,
         avoid_runtime: None,
+        redispatch: a.redispatch,
     }
 }
 
@@ -298,7 +492,13 @@ async fn apply_decision(
         DecisionKind::ReturnForFixes => Trigger::ReturnForFixes,
         DecisionKind::Block => Trigger::Block,
         DecisionKind::Escalate => Trigger::Escalate,
-        DecisionKind::Unstick => Trigger::Unstick { redispatch: true },
+        // From `deciding` only a re-dispatch makes sense; a running attempt may be re-prompted.
+        DecisionKind::Unstick => Trigger::Unstick {
+            redispatch: c.redispatch || t.state == State::Deciding,
+        },
+        DecisionKind::Wait if t.state == State::Running => {
+            return record_only(board, t, attempt, c, point, latency).await;
+        }
         DecisionKind::Wait => Trigger::Wait,
     };
     let msg = format!(
@@ -364,9 +564,15 @@ async fn apply_decision(
                     if c.avoid_runtime.is_some() {
                         n.avoid_runtime = c.avoid_runtime.clone();
                     }
-                    if !c.next_prompt.is_empty() {
-                        n.next_brief = c.next_prompt.clone();
-                    }
+                    n.next_brief = if c.next_prompt.is_empty() {
+                        let mut s = c.reason.clone();
+                        for p in c.points.iter().filter(|p| !p.starts_with("root cause: ")) {
+                            s.push_str(&format!("\n- {p}"));
+                        }
+                        s
+                    } else {
+                        c.next_prompt.clone()
+                    };
                     n.state_reason.clear();
                 }
                 DecisionKind::Wait => {
@@ -398,11 +604,52 @@ async fn apply_decision(
         .await?;
     tracing::info!(
         ticket_id = t.id,
+        point = point.as_str(),
         decision = c.kind.as_str(),
         layer = c.layer.as_str(),
         source = %c.source,
         reason = %c.reason,
         "decided"
     );
+    Ok(committed.ticket)
+}
+
+/// A decision that changes nothing now (WAIT on a running attempt): recorded, and the
+/// monitor checks again at `wait_until`.
+async fn record_only(
+    board: &Board,
+    t: &Ticket,
+    attempt: Option<&Attempt>,
+    c: Chosen,
+    point: DecisionPoint,
+    latency: Duration,
+) -> Result<Ticket, BoardError> {
+    let fence = attempt.map(|a| Fence {
+        attempt_id: a.id,
+        epoch: a.epoch,
+    });
+    let committed = board
+        .annotate(t.id, fence, |e| {
+            e.change.events.push(NewEvent::new(
+                EventKind::Decision,
+                c.source.clone(),
+                format!("WAIT by {}: {}", c.source, preview(&c.reason, 500)),
+            ));
+            e.change.decision = Some(NewDecision {
+                attempt_id: attempt.map(|a| a.id),
+                kind: c.kind,
+                reason: c.reason.clone(),
+                points: c.points.clone(),
+                next_prompt: c.next_prompt.clone(),
+                layer: c.layer,
+                source: c.source.clone(),
+                latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
+                at: e.now,
+                wait_until: c.wait_until,
+                point,
+            });
+            Ok(())
+        })
+        .await?;
     Ok(committed.ticket)
 }

@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::store::{AttemptPatch, Change, Committed, Fence, Store, StoreError};
 
-pub use decide::{Brain, BrainError, BrainRequest, decide};
+pub use decide::{Brain, BrainAnswer, BrainError, BrainRequest, Decider};
 pub use operator::{CreateTicket, History, InboxItem, fix_brief};
 pub(crate) use operator::{join_ids, preview};
 pub use worker::{Started, interrupted_brief};

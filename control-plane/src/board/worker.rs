@@ -5,9 +5,10 @@ use mc_common::Timestamp;
 
 use super::{Board, BoardError, preview};
 use crate::domain::{
-    AttemptOutcome, EventKind, Evidence, Money, NewEvent, Signal, State, Ticket, Trigger,
+    AttemptOutcome, DecisionKind, DecisionLayer, DecisionPoint, EventKind, Evidence, Money,
+    NewEvent, Signal, State, Ticket, Trigger,
 };
-use crate::store::{AttemptPatch, Fence};
+use crate::store::{AttemptPatch, Fence, NewDecision};
 
 /// What a worker reports when it has spawned the runtime.
 #[derive(Debug, Clone, Default)]
@@ -261,8 +262,15 @@ impl Board {
                 Ok(c.ticket)
             }
             (_, AttemptOutcome::Lost) => {
-                self.requeue_interrupted(id, f, actor, &reason, evidence.as_ref())
-                    .await
+                self.requeue_interrupted(
+                    id,
+                    f,
+                    actor,
+                    &reason,
+                    evidence.as_ref(),
+                    Some(DecisionPoint::ProcessGone),
+                )
+                .await
             }
             (State::Running | State::NeedsInput | State::InReview, _) => {
                 self.agent_signal(id, f, actor, Signal::Exited, "").await?;
@@ -340,6 +348,7 @@ impl Board {
         actor: &str,
         reason: &str,
         evidence: Option<&Evidence>,
+        point: Option<DecisionPoint>,
     ) -> Result<Ticket, BoardError> {
         let before = self.ticket(id).await?;
         if before.state == State::Offered {
@@ -372,6 +381,24 @@ impl Board {
                 if let Some(p) = e.change.attempt.as_mut() {
                     p.ended = Some((AttemptOutcome::Lost, reason.to_string(), e.now));
                     p.evidence = evidence.cloned();
+                }
+                // Each way a runtime goes missing is a decision point, settled here: re-dispatch.
+                if let Some(point) = point {
+                    e.change.decision = Some(NewDecision {
+                        attempt_id: Some(f.attempt_id),
+                        kind: DecisionKind::Unstick,
+                        reason: format!(
+                            "{reason}; re-dispatching with the partial work as context"
+                        ),
+                        points: Vec::new(),
+                        next_prompt: String::new(),
+                        layer: DecisionLayer::Guardrail,
+                        source: format!("guardrail/{}", point.as_str()),
+                        latency_ms: 0,
+                        at: e.now,
+                        wait_until: None,
+                        point,
+                    });
                 }
                 Ok(())
             })

@@ -38,6 +38,8 @@ pub struct Verdict {
     pub root_cause: Option<String>,
     /// For UNSTICK re-dispatch: the runtime that must not take the next attempt.
     pub avoid_runtime: Option<String>,
+    /// For UNSTICK: a fresh runtime (true) or a re-prompt of the same one (false).
+    pub redispatch: bool,
 }
 
 fn verdict(kind: DecisionKind, name: &str, reason: impl Into<String>) -> Verdict {
@@ -48,6 +50,7 @@ fn verdict(kind: DecisionKind, name: &str, reason: impl Into<String>) -> Verdict
         points: Vec::new(),
         root_cause: None,
         avoid_runtime: None,
+        redispatch: false,
     }
 }
 
@@ -90,6 +93,54 @@ fn prior_root_cause(d: &Decision) -> Option<&str> {
     d.points.iter().find_map(|p| p.strip_prefix("root cause: "))
 }
 
+/// The built-in answer to a stalled runtime when no brain can be asked: re-prompt, then
+/// re-dispatch, then escalate.
+pub fn stall_ladder(
+    prior: &[Decision],
+    attempt_id: i64,
+    point: super::model::DecisionPoint,
+) -> Verdict {
+    let n = prior
+        .iter()
+        .filter(|d| {
+            d.kind == DecisionKind::Unstick && d.attempt_id == Some(attempt_id) && d.point == point
+        })
+        .count();
+    let what = point.as_str().replace('_', " ");
+    match n {
+        0 if !matches!(
+            point,
+            super::model::DecisionPoint::ProcessGone | super::model::DecisionPoint::WorkerLost
+        ) =>
+        {
+            let mut v = verdict(
+                DecisionKind::Unstick,
+                "stall_ladder",
+                format!("{what}: re-prompting the agent"),
+            );
+            v.points = vec![
+                "say in one line what you are doing, then continue".into(),
+                "print DONE: when the ask is met, or QUESTION: if you need a decision".into(),
+            ];
+            v
+        }
+        0 | 1 => {
+            let mut v = verdict(
+                DecisionKind::Unstick,
+                "stall_ladder",
+                format!("{what}: re-dispatching to a fresh runtime"),
+            );
+            v.redispatch = true;
+            v
+        }
+        _ => verdict(
+            DecisionKind::Escalate,
+            "stall_ladder",
+            format!("{what} again after a re-prompt and a re-dispatch"),
+        ),
+    }
+}
+
 /// Runs the guardrails in order; `None` means nothing obvious: ask the brain.
 pub fn check(i: &GuardInput<'_>) -> Option<Verdict> {
     let t = i.ticket;
@@ -126,6 +177,7 @@ pub fn check(i: &GuardInput<'_>) -> Option<Verdict> {
             ),
         );
         v.avoid_runtime = Some(author.to_string());
+        v.redispatch = true;
         return Some(v);
     }
     let (name, reason, points, cause) = fix_reason(i, ev)?;

@@ -1,0 +1,65 @@
+//! `mc-brain-adapter`: the decision service.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use mc_brain_adapter::{BrainServer, Config, config::DEFAULT_FILE};
+use mc_common::telemetry::LogFormat;
+use serde::Serialize;
+
+/// Answers Decide(ticket, evidence, history) for the control plane over mTLS gRPC.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML). Default: /etc/mission-control/brain-adapter.toml if present.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(clap::Args, Debug, Serialize)]
+struct Flags {
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    /// rules | command | openai
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (file, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_FILE), false),
+    };
+    let cfg: Config = mc_common::config::load(Some(&file), required, &args.flags)?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut telemetry = mc_common::telemetry::init("mc-brain-adapter", cfg.log_format, "info");
+        let server = BrainServer::start(cfg, mc_common::Clock::system())
+            .await
+            .context("starting the brain adapter")?;
+        println!("mc-brain-adapter listening on {}", server.addr);
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        server.shutdown().await;
+        telemetry.shutdown();
+        Ok(())
+    })
+}

@@ -76,6 +76,13 @@ impl Brain for GrpcBrain {
                 .await
             {
                 Ok(Ok(r)) => r.into_inner(),
+                // The adapter refused its backend's answer: retrying will not make it valid.
+                Ok(Err(s))
+                    if s.code() == tonic::Code::Internal
+                        && s.message().contains("off-contract") =>
+                {
+                    return Err(BrainError::OffContract(s.message().to_string()));
+                }
                 Ok(Err(s)) => {
                     return Err(BrainError::Unavailable(format!(
                         "{:?}: {}",

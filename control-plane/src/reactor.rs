@@ -255,6 +255,8 @@ pub async fn reconcile(decider: &Decider, retry: Duration) -> Result<(), BoardEr
         }
     }
     // Queued tickets that spent their budget are not dispatched; a human must decide.
+    // Queued tickets whose dependencies are unfinished (a retry, a dependency re-opened)
+    // are blocked, visibly, until they finish.
     for t in board
         .store()
         .list_tickets(&list(vec![State::Queued]))
@@ -266,6 +268,17 @@ pub async fn reconcile(decider: &Decider, retry: Duration) -> Result<(), BoardEr
                 .apply(t.id, None, Trigger::Escalate, "control-plane", &msg, |e| {
                     e.change.ticket.state_reason = msg.clone();
                     e.change.events[0].kind = EventKind::Escalated;
+                    Ok(())
+                })
+                .await;
+            continue;
+        }
+        let unfinished = board.unfinished_dependencies(&t).await?;
+        if !unfinished.is_empty() {
+            let msg = format!("waits for ticket(s) {}", join_ids(&unfinished));
+            let _ = board
+                .apply(t.id, None, Trigger::Block, "control-plane", &msg, |e| {
+                    e.change.ticket.state_reason = msg.clone();
                     Ok(())
                 })
                 .await;

@@ -13,7 +13,7 @@ use pb::attach_response::Msg as Down;
 use tonic::{Status, Streaming};
 
 use crate::api::convert;
-use crate::board::{Board, BoardError, Started};
+use crate::board::{Board, BoardError, Finished, Started};
 use crate::config::DispatchConfig;
 use crate::domain::validate;
 use crate::domain::{
@@ -256,11 +256,8 @@ impl Session {
     /// requeue attempts whose runtimes did not survive.
     async fn handshake(&mut self, hello: &pb::WorkerHello) -> Result<(), BoardError> {
         let board = self.ctx.board.clone();
-        let mut reported = std::collections::HashSet::new();
-        for lost in &hello.lost {
-            reported.insert(lost.attempt_id);
-            self.finished(lost.clone()).await;
-        }
+        let mut reported: std::collections::HashSet<i64> =
+            hello.lost.iter().map(|l| l.attempt_id).collect();
         let mut keep = Vec::new();
         let mut drop = Vec::new();
         for r in &hello.running {
@@ -302,6 +299,21 @@ impl Session {
                 _ => drop.push(r.clone()),
             }
         }
+        // The welcome goes first: the worker waits for it before anything else.
+        let kept_ids: Vec<i64> = keep.iter().map(|k| k.attempt_id).collect();
+        self.send(Down::Welcome(pb::Welcome {
+            worker: self.name.clone(),
+            heartbeat_interval: Some(pb_duration(self.ctx.cfg.heartbeat_interval)),
+            lease_ttl: Some(pb_duration(self.ctx.cfg.lease_ttl)),
+            keep,
+            drop,
+        }))
+        .await;
+        // Reports that may not have landed before (a finish while disconnected, a runtime
+        // lost in a restart); stale ones are refused as usual.
+        for lost in &hello.lost {
+            self.finished(lost.clone()).await;
+        }
         // Attempts the board thinks this worker holds but it did not report: their runtime
         // is gone (the worker restarted before spawning, or lost a pty runtime).
         for a in board.store().active_attempts_of(&self.name).await? {
@@ -326,15 +338,6 @@ impl Session {
                 tracing::debug!(attempt_id = a.id, error = %e, "requeue after restart skipped");
             }
         }
-        let kept_ids: Vec<i64> = keep.iter().map(|k| k.attempt_id).collect();
-        self.send(Down::Welcome(pb::Welcome {
-            worker: self.name.clone(),
-            heartbeat_interval: Some(pb_duration(self.ctx.cfg.heartbeat_interval)),
-            lease_ttl: Some(pb_duration(self.ctx.cfg.lease_ttl)),
-            keep,
-            drop,
-        }))
-        .await;
         for id in kept_ids {
             if let Ok(Some(a)) = board.store().get_attempt(id).await {
                 let _ = deliver_answers(&board, &self.ctx.workers, a.ticket_id).await;
@@ -650,10 +653,12 @@ impl Session {
                 ticket_id,
                 f,
                 &self.actor(),
-                outcome,
-                &fin.reason,
-                evidence,
-                reset_at,
+                Finished {
+                    outcome,
+                    reason: fin.reason.clone(),
+                    evidence,
+                    reset_at,
+                },
             )
             .await;
         self.ctx.workers.release(fin.attempt_id);

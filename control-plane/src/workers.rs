@@ -55,7 +55,7 @@ pub struct WorkerEntry {
 impl WorkerEntry {
     /// Slots this replica may still offer: its own count, capped by what the worker says.
     pub fn free_slots(&self) -> u32 {
-        (self.slots.saturating_sub(self.attempts.len() as u32)).min(self.reported_free.max(0))
+        (self.slots.saturating_sub(self.attempts.len() as u32)).min(self.reported_free)
     }
 }
 
@@ -223,9 +223,9 @@ impl Registry {
                             let at = Timestamp::from_proto(t);
                             h.last_output_at = Some(h.last_output_at.map_or(at, |x| x.max(at)));
                         }
-                        h.liveness = Some(r.clone());
+                        h.liveness = Some(*r);
                     }
-                    _ => unknown.push(r.clone()),
+                    _ => unknown.push(*r),
                 }
             }
         });

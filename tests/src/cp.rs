@@ -52,8 +52,16 @@ impl TestCp {
     }
 
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestCp {
+        Self::start_full(backend, Arc::new(Pki::new()), tweak).await
+    }
+
+    /// On a given PKI (so other services of the test share its CA).
+    pub async fn start_full(
+        backend: Backend,
+        pki: Arc<Pki>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestCp {
         crate::init_logs();
-        let pki = Arc::new(Pki::new());
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = config(&pki, backend, dir.path()).await;
         tweak(&mut config);
@@ -179,7 +187,7 @@ impl CpProc {
 
     /// Waits until the health check answers SERVING.
     pub async fn wait_ready(&mut self, m: &TlsMaterial) -> TracedChannel {
-        for _ in 0..200 {
+        for _ in 0..600 {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let log = std::fs::read_to_string(self.config_path.with_extension("log"))
                     .unwrap_or_default();

@@ -2,6 +2,7 @@
 //! process or as real processes on random loopback ports, and clients for each role.
 
 pub mod bin;
+pub mod brain;
 pub mod cp;
 pub mod history;
 pub mod pg;

@@ -791,5 +791,6 @@ async fn dependencies_block_and_wake() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(h.events.len(), 2);
+    assert_eq!(h.events.len(), 1, "born blocked: never visible as queued");
+    assert_eq!(h.events[0].to_state, pb::TicketState::Blocked as i32);
 }

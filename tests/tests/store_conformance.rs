@@ -97,6 +97,8 @@ fn new_ticket(project: &str, title: &str) -> NewTicket {
         source: Source::Cli,
         idempotency_key: None,
         branch: validate::branch_slug(title),
+        state: State::Queued,
+        state_reason: String::new(),
     }
 }
 

@@ -621,6 +621,7 @@ async fn kill9_control_plane_mid_claim_loses_nothing() {
             }
         }
         assert!(tokio::time::Instant::now() < deadline, "no offer seen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tokio::task::block_in_place(|| proc.kill9());
     let mut proc = CpProc::spawn(&path, port);

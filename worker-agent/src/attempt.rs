@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::config::Resolved;
 use crate::git;
 use crate::output::{self, Lines, SignalKind};
-use crate::profiles::{self, OutputFormat, Profile, RuntimeKind};
+use crate::profiles::{self, Profile, RuntimeKind};
 use crate::runtime::tmux::{FileTail, Tmux};
 use crate::runtime::{OutputSource, Runtime, SpawnSpec, pty};
 use crate::state::Record;
@@ -490,10 +490,10 @@ impl Task {
                         tracing::warn!(attempt_id = self.id(), error = %e, "resuming with the answer failed");
                         return Some(End::Exited(-1));
                     }
-                } else if let Some(rt) = &self.rt {
-                    if let Err(e) = rt.type_text(&text, true).await {
-                        tracing::warn!(attempt_id = self.id(), error = %e, "typing into the runtime failed");
-                    }
+                } else if let Some(rt) = &self.rt
+                    && let Err(e) = rt.type_text(&text, true).await
+                {
+                    tracing::warn!(attempt_id = self.id(), error = %e, "typing into the runtime failed");
                 }
                 self.last_output = Instant::now();
                 None
@@ -618,19 +618,12 @@ impl Task {
             self.usage_dirty = true;
         }
         if let Some(t) = p.tokens_in {
-            self.rec.tokens_in = if self.profile.output == OutputFormat::CodexJson {
-                self.rec.tokens_in + t
-            } else {
-                self.rec.tokens_in.max(t)
-            };
+            // Both CLIs report running totals for the session.
+            self.rec.tokens_in = self.rec.tokens_in.max(t);
             self.usage_dirty = true;
         }
         if let Some(t) = p.tokens_out {
-            self.rec.tokens_out = if self.profile.output == OutputFormat::CodexJson {
-                self.rec.tokens_out + t
-            } else {
-                self.rec.tokens_out.max(t)
-            };
+            self.rec.tokens_out = self.rec.tokens_out.max(t);
             self.usage_dirty = true;
         }
         if p.budget_exceeded {
@@ -744,7 +737,7 @@ impl Task {
                 "the control plane did not confirm the claim in time".into(),
             ));
         }
-        if self.profile.interactive && self.rt.is_some() && self.ticks % 2 == 0 {
+        if self.profile.interactive && self.rt.is_some() && self.ticks.is_multiple_of(2) {
             self.poll_screen().await;
         }
         if self.usage_dirty && self.usage_sent.elapsed() >= Duration::from_secs(1) {

@@ -51,6 +51,7 @@ pub async fn prepare_worktree(
     branch: &str,
     base: &str,
 ) -> Result<String, GitError> {
+    let _turn = checkout_lock(checkout).await;
     let p = path.to_string_lossy().to_string();
     let _ = git(checkout, &["worktree", "prune"]).await;
     if path.exists() {
@@ -178,6 +179,7 @@ pub async fn facts(worktree: &Path, start: &str) -> Result<Facts, GitError> {
 
 /// Removes the worktree directory; the branch (and the work on it) stays.
 pub async fn remove_worktree(checkout: &Path, path: &Path) {
+    let _turn = checkout_lock(checkout).await;
     let p = path.to_string_lossy().to_string();
     if git(checkout, &["worktree", "remove", "--force", &p])
         .await
@@ -192,4 +194,20 @@ pub fn worktree_path(state_dir: &Path, ticket: i64, attempt: i64) -> PathBuf {
     state_dir
         .join("worktrees")
         .join(format!("t{ticket}-a{attempt}"))
+}
+
+/// git's worktree bookkeeping is not safe against concurrent `worktree add/remove/prune`
+/// in one repository: attempts on the same checkout take turns.
+async fn checkout_lock(checkout: &Path) -> tokio::sync::OwnedMutexGuard<()> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex};
+    static LOCKS: LazyLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(Default::default);
+    let lock = LOCKS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(checkout.to_path_buf())
+        .or_default()
+        .clone();
+    lock.lock_owned().await
 }

@@ -200,9 +200,8 @@ pub fn builtin() -> BTreeMap<String, Profile> {
     p.resume = argv(&[
         "codex",
         "exec",
-        "--json",
-        "--skip-git-repo-check",
         "resume",
+        "--json",
         "{session_id}",
         "{answer}",
     ]);

@@ -124,13 +124,22 @@ impl Client {
             Ok(r) => r.into_inner(),
             Err(s) => return Ended::Before(format!("{:?}: {}", s.code(), s.message())),
         };
-        let welcome = match tokio::time::timeout(Duration::from_secs(20), inbound.message()).await {
-            Ok(Ok(Some(pb::AttachResponse {
-                msg: Some(Down::Welcome(w)),
-            }))) => w,
-            Ok(Ok(other)) => return Ended::Before(format!("expected welcome, got {other:?}")),
-            Ok(Err(s)) => return Ended::Before(format!("{:?}: {}", s.code(), s.message())),
-            Err(_) => return Ended::Before("no welcome within 20s".into()),
+        // The welcome comes first; anything before it (from an older control plane) is
+        // handled as usual.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let welcome = loop {
+            match tokio::time::timeout_at(deadline, inbound.message()).await {
+                Ok(Ok(Some(pb::AttachResponse {
+                    msg: Some(Down::Welcome(w)),
+                }))) => break w,
+                Ok(Ok(Some(pb::AttachResponse { msg: Some(other) }))) => {
+                    self.agent.on_message(other).await
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => return Ended::Before("the stream ended before the welcome".into()),
+                Ok(Err(s)) => return Ended::Before(format!("{:?}: {}", s.code(), s.message())),
+                Err(_) => return Ended::Before("no welcome within 20s".into()),
+            }
         };
         self.heartbeat = duration(&welcome.heartbeat_interval, Duration::from_secs(5));
         self.lease_ttl = duration(&welcome.lease_ttl, Duration::from_secs(30));

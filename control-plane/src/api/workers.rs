@@ -55,11 +55,7 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
                 if let Some(e) = self.ctx.workers.entry(&r.name) {
                     w.free_slots = i32::try_from(e.free_slots()).unwrap_or(0);
                     w.last_seen = Some(e.last_beat.to_proto());
-                    w.runtimes = e
-                        .attempts
-                        .values()
-                        .filter_map(|h| h.liveness.clone())
-                        .collect();
+                    w.runtimes = e.attempts.values().filter_map(|h| h.liveness).collect();
                 }
                 w
             })

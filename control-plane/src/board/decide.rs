@@ -225,7 +225,7 @@ impl Decider {
         {
             return Ok(None);
         }
-        board
+        let t = board
             .annotate(id, Some(f), |e| {
                 e.change.events.push(
                     NewEvent::new(
@@ -237,7 +237,8 @@ impl Decider {
                 );
                 Ok(())
             })
-            .await?;
+            .await?
+            .ticket;
         let ctx = Context::load(board, &t).await?;
         let chosen = match &self.brain {
             Some(b) => {

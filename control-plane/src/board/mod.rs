@@ -21,7 +21,7 @@ use crate::store::{AttemptPatch, Change, Committed, Fence, Store, StoreError};
 pub use decide::{Brain, BrainAnswer, BrainError, BrainRequest, Decider};
 pub use operator::{CreateTicket, History, InboxItem, fix_brief};
 pub(crate) use operator::{join_ids, preview};
-pub use worker::{Started, interrupted_brief};
+pub use worker::{Finished, Started, interrupted_brief};
 
 /// How many times a change is retried when the ticket moved underneath it.
 const CAS_RETRIES: usize = 16;

@@ -117,6 +117,24 @@ impl Board {
             None if project.budget > Money::ZERO => project.budget,
             None => policy.per_ticket_default,
         };
+        // A ticket whose dependencies are unfinished is born blocked, so no dispatcher can
+        // take it in between (the claim checks dependencies too).
+        let mut unfinished = Vec::new();
+        for d in &req.depends_on {
+            match self.store().get_ticket(*d).await? {
+                Some(dep) if dep.state == State::Done => {}
+                Some(_) => unfinished.push(*d),
+                None => return Err(BoardError::NotFound(format!("ticket {d} (in depends_on)"))),
+            }
+        }
+        let (state, reason) = if unfinished.is_empty() {
+            (State::Queued, String::new())
+        } else {
+            (
+                State::Blocked,
+                format!("waits for ticket(s) {}", join_ids(&unfinished)),
+            )
+        };
         let new = NewTicket {
             project: project.slug.clone(),
             title: req.title.clone(),
@@ -130,40 +148,27 @@ impl Board {
             source: req.source,
             idempotency_key: req.idempotency_key.clone(),
             branch: branch_slug(&req.title),
+            state,
+            state_reason: reason.clone(),
         };
         let now = self.now();
-        let created = NewEvent::new(EventKind::Created, actor, format!("created: {}", req.title))
-            .states(State::Queued, State::Queued);
-        let (ticket, fresh) = self.store().create_ticket(&new, now, created).await?;
-        if !fresh {
-            return Ok(ticket);
-        }
-        self.inner.events.send_modify(|_| {});
-        let mut ticket = ticket;
-        let unfinished = self.unfinished_dependencies(&ticket).await?;
-        if !unfinished.is_empty() {
-            let msg = format!("waits for ticket(s) {}", join_ids(&unfinished));
-            let (c, _) = self
-                .apply(
-                    ticket.id,
-                    None,
-                    Trigger::Block,
-                    "control-plane",
-                    &msg,
-                    |e| {
-                        e.change.ticket.state_reason = msg.clone();
-                        Ok(())
-                    },
-                )
-                .await?;
-            ticket = c.ticket;
+        let msg = if reason.is_empty() {
+            format!("created: {}", req.title)
         } else {
-            let _ = self.inner.effects.send(super::Effect {
-                before: ticket.clone(),
-                after: ticket.clone(),
-                trigger: Trigger::Wake,
-                actions: vec![crate::domain::Action::Dispatch],
-            });
+            format!("created: {} ({reason})", req.title)
+        };
+        let created = NewEvent::new(EventKind::Created, actor, msg).states(State::Queued, state);
+        let (ticket, fresh) = self.store().create_ticket(&new, now, created).await?;
+        if fresh {
+            self.inner.events.send_modify(|_| {});
+            if ticket.state == State::Queued {
+                let _ = self.inner.effects.send(super::Effect {
+                    before: ticket.clone(),
+                    after: ticket.clone(),
+                    trigger: Trigger::Wake,
+                    actions: vec![crate::domain::Action::Dispatch],
+                });
+            }
         }
         Ok(ticket)
     }

@@ -10,6 +10,16 @@ use crate::domain::{
 };
 use crate::store::{AttemptPatch, Fence, NewDecision};
 
+/// How an attempt ended, as the host reports it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub outcome: AttemptOutcome,
+    pub reason: String,
+    pub evidence: Option<Evidence>,
+    /// For usage limits: when the agent may run again.
+    pub reset_at: Option<Timestamp>,
+}
+
 /// What a worker reports when it has spawned the runtime.
 #[derive(Debug, Clone, Default)]
 pub struct Started {
@@ -220,11 +230,15 @@ impl Board {
         id: i64,
         f: Fence,
         actor: &str,
-        outcome: AttemptOutcome,
-        reason: &str,
-        evidence: Option<Evidence>,
-        reset_at: Option<Timestamp>,
+        fin: Finished,
     ) -> Result<Ticket, BoardError> {
+        let Finished {
+            outcome,
+            reason,
+            evidence,
+            reset_at,
+        } = fin;
+        let reason = reason.as_str();
         // Cost first, so guardrails see the final spend.
         if let Some(e) = &evidence
             && e.cost.0 > 0

@@ -230,6 +230,9 @@ pub struct NewTicket {
     pub source: Source,
     pub idempotency_key: Option<String>,
     pub branch: String,
+    /// `queued`, or `blocked` when a dependency is unfinished.
+    pub state: State,
+    pub state_reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -212,9 +212,9 @@ macro_rules! impl_store {
                     }
                 }
                 let (id,): (i64,) = sqlx::query_as(
-                    "INSERT INTO tickets (project, title, body, workflow, phase_index, lane, state, priority, \
+                    "INSERT INTO tickets (project, title, body, workflow, phase_index, lane, state, state_reason, priority, \
                      depends_on, rounds, branch, budget_micros, source, labels, created_at, updated_at, \
-                     idempotency_key) VALUES ($1,$2,$3,$4,0,$5,'queued',$6,$7,'[]','',$8,$9,$10,$11,$11,$12) \
+                     idempotency_key) VALUES ($1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]','',$8,$9,$10,$11,$11,$12) \
                      RETURNING id",
                 )
                 .bind(&t.project)
@@ -229,6 +229,8 @@ macro_rules! impl_store {
                 .bind(to_json(&t.labels))
                 .bind(at.0)
                 .bind(&t.idempotency_key)
+                .bind(t.state.as_str())
+                .bind(&t.state_reason)
                 .fetch_one(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE tickets SET branch = $2 WHERE id = $1")
@@ -443,6 +445,10 @@ macro_rules! impl_store {
                 let mut qb = QueryBuilder::<$db>::new("SELECT id FROM tickets WHERE state = 'queued' AND lane = ");
                 qb.push_bind(q.lane.as_str())
                     .push(" AND (budget_micros = 0 OR cost_micros < budget_micros)")
+                    .push(
+                        " AND NOT EXISTS (SELECT 1 FROM ticket_deps d JOIN tickets dt ON dt.id = d.depends_on \
+                         WHERE d.ticket_id = tickets.id AND dt.state <> 'done')",
+                    )
                     .push(" AND (avoid_runtime IS NULL OR avoid_runtime <> ")
                     .push_bind(identity)
                     .push(") AND project IN (");

@@ -91,6 +91,9 @@ fn profile(script: &Path) -> Profile {
         usage_limit_markers: vec![],
         ready_marker: String::new(),
         exit_keys: vec![],
+        claude_trust_workspace: false,
+        codex_trust_workspace: false,
+        cost_per_process: false,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod bin;
 pub mod brain;
 pub mod cp;
+pub mod fakes;
 pub mod history;
 pub mod pg;
 pub mod pki;

@@ -79,6 +79,9 @@ pub fn profile(argv: &[&str], runtime: RuntimeKind) -> Profile {
         usage_limit_markers: vec!["usage limit reached".into()],
         ready_marker: String::new(),
         exit_keys: Vec::new(),
+        claude_trust_workspace: false,
+        codex_trust_workspace: false,
+        cost_per_process: false,
     }
 }
 

@@ -99,6 +99,8 @@ struct Task {
     usage_sent: Instant,
     budget_hit: bool,
     usage_limit: Option<String>,
+    /// When a usage limit resets (Unix ms), if the agent said.
+    reset_at_ms: Option<i64>,
     ticks: u64,
     /// pty output is also kept on disk (tmux's is, by pipe-pane), for a restart's report.
     out_file: Option<std::fs::File>,
@@ -157,6 +159,39 @@ async fn spawn_runtime(
     argv: Vec<String>,
     session: &str,
 ) -> Result<(Arc<dyn Runtime>, OutputSource), String> {
+    if profile.claude_trust_workspace {
+        let home = rec
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| std::path::PathBuf::from(v))
+            .or_else(|| std::env::var_os("HOME").map(std::path::PathBuf::from));
+        if let Some(home) = home {
+            trust_claude_workspace(&home, &rec.worktree)
+                .map_err(|e| format!("trusting the worktree for Claude Code: {e}"))?;
+        }
+    }
+    if profile.codex_trust_workspace {
+        let env = |k: &str| {
+            rec.env
+                .iter()
+                .rev()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| std::path::PathBuf::from(v))
+        };
+        let codex_home = env("CODEX_HOME")
+            .or_else(|| std::env::var_os("CODEX_HOME").map(std::path::PathBuf::from))
+            .or_else(|| {
+                env("HOME")
+                    .or_else(|| std::env::var_os("HOME").map(std::path::PathBuf::from))
+                    .map(|h| h.join(".codex"))
+            });
+        if let Some(dir) = codex_home {
+            trust_codex_workspace(&dir, &rec.worktree)
+                .map_err(|e| format!("trusting the worktree for Codex: {e}"))?;
+        }
+    }
     let spec = SpawnSpec {
         argv,
         cwd: rec.worktree.clone(),
@@ -325,6 +360,7 @@ async fn start_fresh(
         pending_question: false,
         done_summary: None,
         cost_usd: 0.0,
+        cost_base_usd: 0.0,
         tokens_in: 0,
         tokens_out: 0,
         resumes: 0,
@@ -422,6 +458,7 @@ pub async fn run(deps: Deps, start: Start, ctl: mpsc::Receiver<Control>) {
         usage_sent: Instant::now(),
         budget_hit: false,
         usage_limit: None,
+        reset_at_ms: None,
         ticks: 0,
         out_file: None,
     };
@@ -527,6 +564,7 @@ impl Task {
             return Err("the profile cannot resume".into());
         }
         self.rec.resumes += 1;
+        self.rec.cost_base_usd = self.rec.cost_usd;
         let args = argv(
             &self.deps,
             &self.profile.resume,
@@ -613,9 +651,15 @@ impl Task {
             self.save();
         }
         if let Some(c) = p.cost_usd {
-            // The CLI reports the session's total; resumed sessions add up.
-            self.rec.cost_usd = self.rec.cost_usd.max(c);
+            self.rec.cost_usd = if self.profile.cost_per_process {
+                self.rec.cost_base_usd + c
+            } else {
+                self.rec.cost_usd.max(c)
+            };
             self.usage_dirty = true;
+        }
+        if p.reset_at_ms.is_some() {
+            self.reset_at_ms = p.reset_at_ms;
         }
         if let Some(t) = p.tokens_in {
             // Both CLIs report running totals for the session.
@@ -936,7 +980,12 @@ impl Task {
             outcome: outcome as i32,
             reason,
             evidence: Some(evidence),
-            reset_at: None,
+            reset_at: match end {
+                End::UsageLimit(_) => self
+                    .reset_at_ms
+                    .map(|ms| mc_common::Timestamp(ms).to_proto()),
+                _ => None,
+            },
         };
         self.rec.finished = Some(fin.encode_to_vec());
         self.rec.finished_sent_at_ms = Some(self.deps.clock.now().millis());
@@ -976,4 +1025,70 @@ pub async fn lost_report(rec: &Record, host: &str) -> pb::AttemptFinished {
         evidence: Some(evidence),
         reset_at: None,
     }
+}
+
+/// Marks `dir` trusted in `<home>/.claude.json` (Claude Code shows a trust dialog for every
+/// new directory otherwise). Other keys are kept; attempts take turns.
+fn trust_claude_workspace(home: &std::path::Path, dir: &std::path::Path) -> std::io::Result<()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let path = home.join(".claude.json");
+    let mut doc: serde_json::Value = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(e),
+    };
+    let Some(obj) = doc.as_object_mut() else {
+        return Err(std::io::Error::other(format!(
+            "{} is not a JSON object",
+            path.display()
+        )));
+    };
+    let projects = obj
+        .entry("projects")
+        .or_insert_with(|| serde_json::json!({}));
+    if let Some(p) = projects.as_object_mut() {
+        let entry = p
+            .entry(dir.to_string_lossy().to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(e) = entry.as_object_mut() {
+            e.insert(
+                "hasTrustDialogAccepted".into(),
+                serde_json::Value::Bool(true),
+            );
+        }
+    }
+    let tmp = path.with_extension("json.mc-tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(tmp, path)
+}
+
+/// Marks `dir` trusted for Codex by appending a `[projects."<dir>"]` table to
+/// `<codex_home>/config.toml` (each attempt's worktree is a new directory).
+fn trust_codex_workspace(
+    codex_home: &std::path::Path,
+    dir: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    std::fs::create_dir_all(codex_home)?;
+    let path = codex_home.join("config.toml");
+    let key = dir
+        .to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let header = format!("[projects.\"{key}\"]");
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.contains(&header)) {
+        return Ok(());
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    write!(f, "\n{header}\ntrust_level = \"trusted\"\n")
 }

@@ -101,6 +101,8 @@ pub struct Parsed {
     pub budget_exceeded: bool,
     /// The run hit a usage/rate limit; the text says so.
     pub usage_limit: Option<String>,
+    /// When the limit resets (Unix milliseconds), if the tool says.
+    pub reset_at_ms: Option<i64>,
 }
 
 /// Interprets one output line according to the profile's format.
@@ -165,23 +167,60 @@ fn claude(line: &str) -> Parsed {
                 p.usage_limit = Some("rate limit".into());
             }
         }
+        Some("rate_limit_event") => {
+            let info = v.get("rate_limit_info");
+            if info.and_then(|i| i.get("status")).and_then(|s| s.as_str()) == Some("rejected") {
+                p.usage_limit = Some("usage limit reached".into());
+                p.reset_at_ms = info
+                    .and_then(|i| i.get("resetsAt"))
+                    .and_then(|r| r.as_i64())
+                    .map(|s| s * 1000);
+            }
+        }
         Some("result") => {
             p.cost_usd = v.get("total_cost_usd").and_then(|c| c.as_f64());
-            let u = v.get("usage");
-            let sum = |keys: &[&str]| -> Option<i64> {
-                let u = u?;
-                Some(
-                    keys.iter()
-                        .filter_map(|k| u.get(*k).and_then(|x| x.as_i64()))
-                        .sum(),
-                )
-            };
-            p.tokens_in = sum(&[
-                "input_tokens",
-                "cache_creation_input_tokens",
-                "cache_read_input_tokens",
-            ]);
-            p.tokens_out = sum(&["output_tokens"]);
+            // modelUsage is the process's total over every model (side requests too);
+            // `usage` may hold only the last response.
+            if let Some(models) = v.get("modelUsage").and_then(|m| m.as_object()) {
+                let sum = |k: &str| {
+                    models
+                        .values()
+                        .filter_map(|m| m.get(k).and_then(|x| x.as_i64()))
+                        .sum::<i64>()
+                };
+                p.tokens_in = Some(
+                    sum("inputTokens")
+                        + sum("cacheReadInputTokens")
+                        + sum("cacheCreationInputTokens"),
+                );
+                p.tokens_out = Some(sum("outputTokens"));
+            } else {
+                let u = v.get("usage");
+                let sum = |keys: &[&str]| -> Option<i64> {
+                    let u = u?;
+                    Some(
+                        keys.iter()
+                            .filter_map(|k| u.get(*k).and_then(|x| x.as_i64()))
+                            .sum(),
+                    )
+                };
+                p.tokens_in = sum(&[
+                    "input_tokens",
+                    "cache_creation_input_tokens",
+                    "cache_read_input_tokens",
+                ]);
+                p.tokens_out = sum(&["output_tokens"]);
+            }
+            if v.get("api_error_status").and_then(|s| s.as_i64()) == Some(429)
+                && p.usage_limit.is_none()
+            {
+                p.usage_limit = Some(
+                    v.get("result")
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("rate limited (429)")
+                        .to_string(),
+                );
+            }
             let subtype = v.get("subtype").and_then(|s| s.as_str()).unwrap_or("");
             p.budget_exceeded = subtype == "error_max_budget_usd";
             if let Some(r) = v.get("result").and_then(|r| r.as_str()) {
@@ -324,6 +363,29 @@ mod tests {
             (r.cost_usd, r.tokens_in, r.tokens_out),
             (Some(0.0425), Some(120), Some(50))
         );
+        let m = parse(
+            f,
+            r#"{"type":"result","subtype":"success","total_cost_usd":0.02,"usage":{"input_tokens":1,"output_tokens":1},"modelUsage":{"a":{"inputTokens":4500,"outputTokens":70},"b":{"inputTokens":10,"outputTokens":1}}}"#,
+            &[],
+        );
+        assert_eq!(
+            (m.tokens_in, m.tokens_out),
+            (Some(4510), Some(71)),
+            "modelUsage wins"
+        );
+        let rl = parse(
+            f,
+            r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1800000000,"rateLimitType":"five_hour"}}"#,
+            &[],
+        );
+        assert_eq!(rl.reset_at_ms, Some(1_800_000_000_000));
+        assert!(rl.usage_limit.is_some());
+        let k = parse(
+            f,
+            r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"API Error: Request rejected (429) · slow down"}"#,
+            &[],
+        );
+        assert!(k.usage_limit.unwrap().contains("429"));
         let b = parse(
             f,
             r#"{"type":"result","subtype":"error_max_budget_usd","total_cost_usd":1.0}"#,

@@ -76,6 +76,17 @@ pub struct Profile {
     /// Interactive: keys that end the session cleanly (tmux key names; text is typed).
     #[serde(default)]
     pub exit_keys: Vec<String>,
+    /// Claude Code: mark the attempt's worktree trusted in `$HOME/.claude.json` before
+    /// starting, so the TUI opens at the prompt instead of the trust dialog.
+    #[serde(default)]
+    pub claude_trust_workspace: bool,
+    /// Codex: mark the worktree trusted in `$CODEX_HOME/config.toml` (default `~/.codex`).
+    #[serde(default)]
+    pub codex_trust_workspace: bool,
+    /// The CLI reports each process's own cost (Claude Code): a resumed session's cost is
+    /// added to the previous total instead of replacing it.
+    #[serde(default)]
+    pub cost_per_process: bool,
 }
 
 fn default_runtime() -> RuntimeKind {
@@ -114,6 +125,9 @@ impl Profile {
             usage_limit_markers: Vec::new(),
             ready_marker: String::new(),
             exit_keys: Vec::new(),
+            claude_trust_workspace: false,
+            codex_trust_workspace: false,
+            cost_per_process: false,
         }
     }
 
@@ -129,6 +143,8 @@ fn claude_env() -> BTreeMap<String, String> {
         ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
         ("DISABLE_TELEMETRY", "1"),
         ("DISABLE_AUTOUPDATER", "1"),
+        ("CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL", "1"),
+        ("CLAUDE_CODE_ENABLE_PROMPT_SUGGESTION", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -171,8 +187,9 @@ pub fn builtin() -> BTreeMap<String, Profile> {
         CLAUDE_TOOLS,
     ]);
     p.output = OutputFormat::ClaudeStreamJson;
+    p.cost_per_process = true;
     p.env = claude_env();
-    p.usage_limit_markers = vec!["usage limit".into(), "rate_limit_error".into()];
+    // Limits come as structured events (rate_limit_event, api_error_status 429).
     m.insert("claude-headless".to_string(), p);
 
     let mut p = Profile::base(
@@ -181,10 +198,15 @@ pub fn builtin() -> BTreeMap<String, Profile> {
     );
     p.runtime = RuntimeKind::Tmux;
     p.interactive = true;
+    p.claude_trust_workspace = true;
     p.env = claude_env();
     p.ready_marker = "? for shortcuts".into();
     p.exit_keys = vec!["/exit".into(), "Enter".into()];
-    p.usage_limit_markers = vec!["usage limit reached".into(), "limit reached".into()];
+    p.usage_limit_markers = vec![
+        "hit your session limit".into(),
+        "hit your weekly limit".into(),
+        "limit · resets".into(),
+    ];
     m.insert("claude-interactive".to_string(), p);
 
     let mut p = Profile::base(
@@ -206,15 +228,16 @@ pub fn builtin() -> BTreeMap<String, Profile> {
         "{answer}",
     ]);
     p.output = OutputFormat::CodexJson;
-    p.usage_limit_markers = vec!["usage limit".into(), "rate limit".into()];
+    // Limits come as structured `error` / `turn.failed` events.
     m.insert("codex-headless".to_string(), p);
 
-    let mut p = Profile::base(argv(&["codex"]), Billing::Subscription);
+    let mut p = Profile::base(argv(&["codex", "--no-alt-screen"]), Billing::Subscription);
     p.runtime = RuntimeKind::Tmux;
     p.interactive = true;
-    p.ready_marker = "context left".into();
+    p.ready_marker = "? for shortcuts".into();
+    p.codex_trust_workspace = true;
     p.exit_keys = vec!["/quit".into(), "Enter".into()];
-    p.usage_limit_markers = vec!["usage limit".into()];
+    p.usage_limit_markers = vec!["hit your usage limit".into()];
     m.insert("codex-interactive".to_string(), p);
 
     let mut p = Profile::base(argv(&["gemini", "--yolo", "-p", "{prompt}"]), Billing::Api);

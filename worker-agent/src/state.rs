@@ -39,6 +39,9 @@ pub struct Record {
     pub pending_question: bool,
     pub done_summary: Option<String>,
     pub cost_usd: f64,
+    /// Cost of the session's earlier processes (for CLIs that report per process).
+    #[serde(default)]
+    pub cost_base_usd: f64,
     pub tokens_in: i64,
     pub tokens_out: i64,
     /// How many times the session was resumed (headless answers).

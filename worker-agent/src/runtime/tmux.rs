@@ -173,7 +173,7 @@ impl Runtime for TmuxRuntime {
         }
         if submit {
             // TUIs treat a paste followed at once by Enter as part of the paste.
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             self.tmux
                 .run(&["send-keys", "-t", &self.name, "Enter"])
                 .await?;
@@ -190,7 +190,7 @@ impl Runtime for TmuxRuntime {
                     .run(&["send-keys", "-t", &self.name, "-l", "--", k])
                     .await?;
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Ok(())
     }

@@ -1,0 +1,407 @@
+//! The real agent CLIs, driven by real worker agents against scripted fakes of their model
+//! APIs on loopback: `claude` (npm @anthropic-ai/claude-code) headless in stream-json mode
+//! and interactive in tmux, and `codex` (npm @openai/codex) headless (`exec --json`) and
+//! interactive. Each makes a commit in its worktree that the host verifies; the interactive
+//! ones ask a question answered with `mc answer`; the brain's command backend asks `claude -p`.
+
+use std::time::Duration;
+
+use mc_common::identity::Role;
+use mc_control_plane::config::LaneConfig;
+use mc_proto as pb;
+use mc_tests::cp::{Backend, TestCp, create};
+use mc_tests::fakes::{self, FakeApi};
+use mc_tests::wait::ticket_in;
+use mc_tests::worker::{self, commits_on, repo};
+use mc_worker_agent::WorkerAgent;
+use mc_worker_agent::profiles::{Profile, builtin};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(120);
+const KEY: &str = "sk-test-fake";
+
+struct Env {
+    cp: TestCp,
+    dir: tempfile::TempDir,
+    checkout: std::path::PathBuf,
+}
+
+async fn env(profile: &str) -> Env {
+    let p = profile.to_string();
+    let cp = TestCp::start_with(Backend::Sqlite, move |c| {
+        c.lanes.insert(
+            "coder".into(),
+            LaneConfig {
+                profile: p,
+                preferred_hosts: vec![],
+            },
+        );
+        c.dispatch.lease_ttl = Duration::from_secs(20);
+        c.dispatch.worker_ttl = Duration::from_secs(15);
+    })
+    .await;
+    cp.add_project("web", "solo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = repo(&dir.path().join("web"));
+    Env { cp, dir, checkout }
+}
+
+impl Env {
+    async fn worker(&self, name: &str, p: Profile) -> (WorkerAgent, String) {
+        let cfg = worker::config(
+            &self.cp,
+            "host-a",
+            &self.dir.path().join("state"),
+            &[("web", &self.checkout)],
+            &[(name, p)],
+        );
+        let socket = cfg.tmux_socket.clone();
+        (
+            WorkerAgent::start(cfg, mc_common::Clock::system())
+                .await
+                .unwrap(),
+            socket,
+        )
+    }
+
+    /// `mc answer` with the operator certificate.
+    fn mc_answer(&self, ticket: i64, text: &str) {
+        let f = self.cp.pki.files(Role::Operator, "alice");
+        let out = std::process::Command::new(mc_tests::bin::path("mc"))
+            .args(["--endpoint", &self.cp.url()])
+            .arg("--ca")
+            .arg(&f.ca)
+            .arg("--cert")
+            .arg(&f.cert)
+            .arg("--key")
+            .arg(&f.key)
+            .args(["answer", &ticket.to_string(), text])
+            .env("MC_HOME", self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mc answer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("answer queued for attempt"));
+    }
+}
+
+fn bash(cmd: &str) -> serde_json::Value {
+    json!({"type": "tool_use", "name": "Bash", "input": {"command": cmd}})
+}
+
+fn text(t: &str) -> serde_json::Value {
+    json!({"type": "text", "text": t})
+}
+
+fn claude_profile(name: &str, fake: &FakeApi, home: &std::path::Path) -> Profile {
+    let mut p = builtin()[name].clone();
+    let bin = fakes::claude().to_string_lossy().to_string();
+    p.command[0] = bin.clone();
+    if !p.resume.is_empty() {
+        p.resume[0] = bin;
+    }
+    p.env.insert("ANTHROPIC_BASE_URL".into(), fake.url());
+    p.env.insert("ANTHROPIC_API_KEY".into(), KEY.into());
+    p.env
+        .insert("HOME".into(), home.to_string_lossy().to_string());
+    p.grace = Duration::from_secs(5);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claude_headless_commits_is_verified_and_its_cost_lands_on_the_ticket() {
+    let e = env("claude-headless").await;
+    let fake = FakeApi::anthropic(json!({"turns": [
+        {"content": [text("Adding the file."), bash("echo hello > hello.txt && git add hello.txt && git commit -q -m 'add hello.txt'")],
+         "usage": {"input_tokens": 3000, "output_tokens": 120}},
+        {"content": [text("DONE: added hello.txt")], "usage": {"input_tokens": 3500, "output_tokens": 40}}
+    ]}));
+    let home = fakes::claude_home(e.dir.path(), KEY);
+    let (w, _s) = e
+        .worker(
+            "claude-headless",
+            claude_profile("claude-headless", &fake, &home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Add hello.txt"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    assert_eq!(commits_on(&e.checkout, &done.branch), ["add hello.txt"]);
+    assert!(
+        done.cost_usd > 0.0,
+        "the CLI's reported cost lands on the ticket: {}",
+        done.cost_usd
+    );
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let a = &h.attempts[0];
+    assert!((a.cost_usd - done.cost_usd).abs() < 1e-9);
+    assert!(
+        a.tokens_in >= 6500 && a.tokens_out >= 160,
+        "tokens {} / {}",
+        a.tokens_in,
+        a.tokens_out
+    );
+    let ev = a.evidence.as_ref().unwrap();
+    assert_eq!(
+        (ev.commits, ev.done_summary.as_str()),
+        (1, "added hello.txt")
+    );
+    let main: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r["main"] == json!(true))
+        .collect();
+    assert_eq!(main.len(), 2, "exactly the scripted turns");
+    assert!(
+        main[0]["user_text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Ticket"),
+        "the brief reached the model"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claude_interactive_in_tmux_asks_and_is_answered_with_mc_answer() {
+    let e = env("claude-interactive").await;
+    let fake = FakeApi::anthropic(json!({"turns": [
+        {"content": [text("QUESTION: which database should I use?")]},
+        {"content": [bash("echo sqlite > db.txt && git add db.txt && git commit -q -m 'use sqlite'")]},
+        {"content": [text("DONE: chose sqlite")]}
+    ]}));
+    let home = fakes::claude_home(e.dir.path(), KEY);
+    let (w, socket) = e
+        .worker(
+            "claude-interactive",
+            claude_profile("claude-interactive", &fake, &home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Pick a database"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let asked = ticket_in(&mut c, t.id, pb::TicketState::NeedsInput, T).await;
+    assert_eq!(asked.state_reason, "which database should I use?");
+    e.mc_answer(t.id, "use sqlite");
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    assert_eq!(commits_on(&e.checkout, &done.branch), ["use sqlite"]);
+    let answered = fake.requests().into_iter().any(|r| {
+        r["main"] == json!(true) && r["user_text"].as_str().unwrap_or("").contains("use sqlite")
+    });
+    assert!(answered, "the answer was typed into the TUI that asked");
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.attempts.len(), 1);
+    assert_eq!(
+        h.attempts[0].evidence.as_ref().unwrap().done_summary,
+        "chose sqlite"
+    );
+    w.stop().await;
+    worker::kill_tmux(&socket);
+}
+
+fn codex_profile(
+    name: &str,
+    fake: &FakeApi,
+    home: &std::path::Path,
+    codex_home: &std::path::Path,
+) -> Profile {
+    let mut p = builtin()[name].clone();
+    let bin = fakes::codex().to_string_lossy().to_string();
+    p.command[0] = bin.clone();
+    if !p.resume.is_empty() {
+        p.resume[0] = bin;
+    }
+    for (k, v) in [
+        ("HOME", home.to_string_lossy().to_string()),
+        ("CODEX_HOME", codex_home.to_string_lossy().to_string()),
+        ("FAKE_OPENAI_KEY", "sk-fake".to_string()),
+        ("HTTPS_PROXY", fake.url()),
+        ("HTTP_PROXY", fake.url()),
+        ("NO_PROXY", "127.0.0.1,localhost".to_string()),
+    ] {
+        p.env.insert(k.into(), v);
+    }
+    p.grace = Duration::from_secs(5);
+    p
+}
+
+fn shell(cmd: &str) -> serde_json::Value {
+    json!({"type": "shell", "command": ["bash", "-lc", cmd]})
+}
+
+fn message(t: &str) -> serde_json::Value {
+    json!({"type": "message", "text": t})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn codex_exec_json_commits_and_is_verified() {
+    let e = env("codex-headless").await;
+    let fake = FakeApi::openai(json!({"turns": [
+        {"output": [shell("echo hi > hi.txt && git add hi.txt && git commit -q -m 'add hi.txt'")], "usage": {"input_tokens": 900, "output_tokens": 60}},
+        {"output": [message("DONE: added hi.txt")], "usage": {"input_tokens": 1200, "output_tokens": 30}}
+    ]}));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let (w, _s) = e
+        .worker(
+            "codex-headless",
+            codex_profile("codex-headless", &fake, &home, &codex_home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Add hi.txt"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    assert_eq!(commits_on(&e.checkout, &done.branch), ["add hi.txt"]);
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let a = &h.attempts[0];
+    assert!(
+        a.tokens_in >= 900 && a.tokens_out >= 30,
+        "codex's token counts were read: {} / {}",
+        a.tokens_in,
+        a.tokens_out
+    );
+    assert_eq!(a.evidence.as_ref().unwrap().done_summary, "added hi.txt");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn codex_interactive_in_tmux_asks_and_is_answered_with_mc_answer() {
+    let e = env("codex-interactive").await;
+    let fake = FakeApi::openai(json!({"turns": [
+        {"output": [message("QUESTION: which database should I use?")]},
+        {"output": [shell("echo sqlite > db.txt && git add db.txt && git commit -q -m 'use sqlite'")]},
+        {"output": [message("DONE: chose sqlite")]}
+    ]}));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let (w, socket) = e
+        .worker(
+            "codex-interactive",
+            codex_profile("codex-interactive", &fake, &home, &codex_home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Pick a database"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    ticket_in(&mut c, t.id, pb::TicketState::NeedsInput, T).await;
+    e.mc_answer(t.id, "use sqlite");
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    assert_eq!(commits_on(&e.checkout, &done.branch), ["use sqlite"]);
+    w.stop().await;
+    worker::kill_tmux(&socket);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_command_brain_backend_asks_claude_and_returns_a_valid_decision() {
+    let answer = json!({"decision": "RETURN_FOR_FIXES", "reason": "the tests pass but the mobile layout was skipped",
+        "points": ["add the mobile breakpoint", "cover it with a test"], "next_prompt": "", "redispatch": false, "wait_until": ""});
+    let fake = FakeApi::anthropic(json!({"turns": [{"content": [text(&answer.to_string())]}]}));
+    let pki = mc_tests::pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let home = fakes::claude_home(dir.path(), KEY);
+    let mut cfg = mc_tests::brain::config(&pki);
+    cfg.backend = mc_brain_adapter::BackendKind::Command;
+    cfg.command.argv = vec![
+        fakes::claude().to_string_lossy().to_string(),
+        "-p".into(),
+        "--output-format".into(),
+        "json".into(),
+        "--max-budget-usd".into(),
+        "1".into(),
+    ];
+    cfg.command.env = [
+        ("ANTHROPIC_BASE_URL".to_string(), fake.url()),
+        ("ANTHROPIC_API_KEY".to_string(), KEY.to_string()),
+        ("HOME".to_string(), home.to_string_lossy().to_string()),
+        (
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_string(),
+            "1".to_string(),
+        ),
+        ("DISABLE_TELEMETRY".to_string(), "1".to_string()),
+        ("DISABLE_AUTOUPDATER".to_string(), "1".to_string()),
+    ]
+    .into();
+    let b = mc_tests::brain::start(cfg).await;
+    let ch = mc_common::grpc::connect(
+        &format!("https://127.0.0.1:{}", b.addr.port()),
+        &pki.material(Role::ControlPlane, "cp"),
+        Some("localhost"),
+    )
+    .await
+    .unwrap();
+    let mut client = pb::brain_service_client::BrainServiceClient::new(ch);
+    let r = client
+        .decide(pb::DecideRequest {
+            ticket: Some(pb::Ticket {
+                id: 7,
+                title: "Redesign the dashboard header".into(),
+                ..Default::default()
+            }),
+            evidence: Some(pb::Evidence {
+                commits: 3,
+                done_claimed: true,
+                done_summary: "header redone".into(),
+                ..Default::default()
+            }),
+            point: pb::DecisionPoint::AttemptFinished as i32,
+            outcome: pb::AttemptOutcome::Exited as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("a valid decision")
+        .into_inner();
+    assert_eq!(r.decision, pb::DecisionKind::ReturnForFixes as i32);
+    assert_eq!(
+        r.points,
+        ["add the mobile breakpoint", "cover it with a test"]
+    );
+    assert_eq!(r.brain, "command");
+    let prompt = fake
+        .requests()
+        .into_iter()
+        .find(|r| r["main"] == json!(true))
+        .expect("claude asked the model");
+    assert!(
+        prompt["user_text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Redesign the dashboard header"),
+        "the ticket reached the model"
+    );
+    b.shutdown().await;
+}

@@ -20,7 +20,7 @@ impl FakeApi {
         std::fs::write(&script_path, serde_json::to_vec_pretty(&script).unwrap()).unwrap();
         let port_file = dir.path().join("port");
         let log = dir.path().join("requests.jsonl");
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .arg(crate::bin::repo_root().join("tests/fixtures").join(fixture))
             .arg("--script")
             .arg(&script_path)
@@ -45,6 +45,8 @@ impl FakeApi {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "{fixture} did not start: {}",
             std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default()

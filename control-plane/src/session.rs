@@ -411,6 +411,13 @@ impl Session {
             }
             Up::Heartbeat(hb) => {
                 let unknown = self.ctx.workers.heartbeat(&self.name, &hb, board.now());
+                // Leases are flushed every lease_flush; one flush from now they run for lease_ttl.
+                let valid = board.now().saturating_add(self.ctx.cfg.lease_ttl);
+                self.send(Down::HeartbeatAck(pb::HeartbeatAck {
+                    seq: hb.seq,
+                    leases_valid_until: Some(valid.to_proto()),
+                }))
+                .await;
                 for r in unknown {
                     // A runtime the worker runs that this replica does not know it holds:
                     // keep it only if the board says it is still this worker's.

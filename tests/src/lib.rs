@@ -8,6 +8,7 @@ pub mod fakes;
 pub mod history;
 pub mod pg;
 pub mod pki;
+pub mod sim;
 pub mod wait;
 pub mod worker;
 

@@ -220,6 +220,7 @@ impl Agent {
             free_slots: i32::try_from(self.free_slots()).unwrap_or(0),
             runtimes,
             draining: self.is_draining(),
+            seq: 0,
         }
     }
 
@@ -297,6 +298,7 @@ impl Agent {
                 }
             }
             Down::Confirmed(c) => self.route(c.attempt_id, c.epoch, Control::Confirmed),
+            Down::HeartbeatAck(_) => {}
             Down::Input(i) => self.route(i.attempt_id, i.epoch, Control::Input(i.text)),
             Down::Unstick(u) => self.route(u.attempt_id, u.epoch, Control::Unstick(u.prompt)),
             Down::Cancel(c) => self.route(c.attempt_id, c.epoch, Control::Cancel(c.reason)),

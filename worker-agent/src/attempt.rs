@@ -89,7 +89,9 @@ struct Task {
     last_output: Instant,
     last_output_at: Timestamp,
     fingerprint: u64,
-    tail: String,
+    tail: output::Tail,
+    /// The fingerprint needs recomputing (done on the tick, not per chunk).
+    tail_dirty: bool,
     waiting_input: bool,
     brief_typed: bool,
     spawned_at: Instant,
@@ -448,7 +450,8 @@ pub async fn run(deps: Deps, start: Start, ctl: mpsc::Receiver<Control>) {
         last_output: Instant::now(),
         last_output_at: now_wall,
         fingerprint: 0,
-        tail: String::new(),
+        tail: output::Tail::default(),
+        tail_dirty: false,
         waiting_input: false,
         brief_typed: false,
         spawned_at: Instant::now(),
@@ -611,27 +614,11 @@ impl Task {
         }
         self.last_output = Instant::now();
         self.last_output_at = self.deps.clock.now();
-        let text = output::clean_text(&data);
-        self.tail.push_str(&text);
-        if self.tail.len() > 32 * 1024 {
-            let mut cut = self.tail.len() - 16 * 1024;
-            while !self.tail.is_char_boundary(cut) {
-                cut += 1;
-            }
-            self.tail.drain(..cut);
-        }
-        // The last few lines: an agent printing the same thing over and over keeps it.
-        let last: Vec<&str> = self
-            .tail
-            .lines()
-            .rev()
-            .filter(|l| !l.trim().is_empty())
-            .take(3)
-            .collect();
-        self.fingerprint = output::fingerprint(&last.join("\n"));
+        self.tail.push(&data);
+        self.tail_dirty = true;
         if !self.profile.interactive {
             for line in self.lines.push(&data) {
-                self.on_line(&line);
+                self.on_line(line);
             }
         }
         self.deps.send(Up::Output(pb::OutputChunk {
@@ -642,7 +629,7 @@ impl Task {
         }));
     }
 
-    fn on_line(&mut self, line: &str) {
+    fn on_line(&mut self, line: String) {
         let p = output::parse(self.profile.output, line, &self.profile.usage_limit_markers);
         if let Some(s) = p.session_id
             && self.rec.session_id.as_deref() != Some(s.as_str())
@@ -888,14 +875,18 @@ impl Task {
         let rest = self.lines.pending();
         if !rest.is_empty() && !self.profile.interactive {
             self.lines = Lines::default();
-            self.on_line(&rest);
+            self.on_line(rest);
         }
         if self.profile.interactive {
             self.poll_screen().await;
         }
     }
 
-    fn update_live(&self) {
+    fn update_live(&mut self) {
+        if self.tail_dirty && !self.profile.interactive {
+            self.fingerprint = self.tail.fingerprint();
+            self.tail_dirty = false;
+        }
         let alive = self.rt.is_some() || self.waiting_input;
         let l = pb::RuntimeLiveness {
             attempt_id: self.rec.attempt_id,
@@ -964,7 +955,7 @@ impl Task {
             &self.rec,
             &self.runtime_identity(),
             exit_code,
-            &self.tail,
+            &self.tail.text(),
             run_acceptance,
             self.deps.cfg.config.acceptance_timeout,
         )

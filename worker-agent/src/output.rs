@@ -22,21 +22,33 @@ pub struct Lines {
 }
 
 impl Lines {
-    pub fn push(&mut self, data: &[u8]) -> Vec<String> {
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
-        for &b in data {
-            if b == b'\n' {
-                out.push(clean(&self.buf));
-                self.buf.clear();
-            } else if self.buf.len() < MAX_LINE {
-                self.buf.push(b);
-            } else {
-                // Cut an over-long line; the rest of it is dropped until the newline.
-                if self.buf.len() == MAX_LINE {
+        while !data.is_empty() {
+            let nl = data.iter().position(|b| *b == b'\n');
+            let (part, rest) = match nl {
+                Some(i) => (&data[..i], &data[i + 1..]),
+                None => (data, &data[data.len()..]),
+            };
+            if self.buf.len() < MAX_LINE {
+                let room = MAX_LINE - self.buf.len();
+                self.buf.extend_from_slice(&part[..part.len().min(room)]);
+                if part.len() >= room && nl.is_none() && self.buf.len() == MAX_LINE {
+                    // Cut an over-long line; the rest of it is dropped until the newline.
+                    out.push(clean(&self.buf));
+                    self.buf.push(b'\0');
+                } else if part.len() > room {
                     out.push(clean(&self.buf));
                     self.buf.push(b'\0');
                 }
             }
+            if nl.is_some() {
+                if self.buf.len() <= MAX_LINE {
+                    out.push(clean(&self.buf));
+                }
+                self.buf.clear();
+            }
+            data = rest;
         }
         out
     }
@@ -52,11 +64,55 @@ impl Lines {
 
 /// Strips terminal escapes and carriage returns; lossy UTF-8.
 pub fn clean(bytes: &[u8]) -> String {
+    // Most lines are plain text: skip the escape parser for them.
+    if !bytes.iter().any(|b| *b == 0x1b || *b == b'\r')
+        && let Ok(s) = std::str::from_utf8(bytes)
+    {
+        return s.to_string();
+    }
     let stripped = strip_ansi_escapes::strip(bytes);
     let s = String::from_utf8_lossy(&stripped);
     // A carriage return redraws the line: keep what was drawn last.
     let last = s.rsplit('\r').find(|p| !p.trim().is_empty()).unwrap_or("");
     last.to_string()
+}
+
+/// The last bytes of output, kept raw and cleaned only when read (evidence, fingerprint).
+#[derive(Default)]
+pub struct Tail {
+    buf: std::collections::VecDeque<u8>,
+}
+
+impl Tail {
+    const KEEP: usize = 16 * 1024;
+
+    pub fn push(&mut self, data: &[u8]) {
+        let data = &data[data.len().saturating_sub(Self::KEEP)..];
+        let over = (self.buf.len() + data.len()).saturating_sub(Self::KEEP);
+        self.buf.drain(..over.min(self.buf.len()));
+        self.buf.extend(data);
+    }
+
+    pub fn text(&self) -> String {
+        let (a, b) = self.buf.as_slices();
+        let mut v = Vec::with_capacity(a.len() + b.len());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b);
+        clean_text(&v)
+    }
+
+    /// A fingerprint of the last few lines: an agent printing the same thing over and over
+    /// keeps it.
+    pub fn fingerprint(&self) -> u64 {
+        let t = self.text();
+        let last: Vec<&str> = t
+            .lines()
+            .rev()
+            .filter(|l| !l.trim().is_empty())
+            .take(3)
+            .collect();
+        fingerprint(&last.join("\n"))
+    }
 }
 
 /// Cleans a whole block of output (escapes stripped, lossy UTF-8), keeping its lines.
@@ -106,23 +162,26 @@ pub struct Parsed {
 }
 
 /// Interprets one output line according to the profile's format.
-pub fn parse(format: OutputFormat, line: &str, usage_markers: &[String]) -> Parsed {
-    let mut p = match format {
-        OutputFormat::Text => Parsed {
-            text: vec![line.to_string()],
-            ..Parsed::default()
-        },
-        OutputFormat::ClaudeStreamJson => claude(line),
-        OutputFormat::CodexJson => codex(line),
-    };
-    if p.usage_limit.is_none() {
+pub fn parse(format: OutputFormat, line: String, usage_markers: &[String]) -> Parsed {
+    let marker = if usage_markers.is_empty() {
+        None
+    } else {
         let lower = line.to_lowercase();
-        if let Some(m) = usage_markers
+        usage_markers
             .iter()
             .find(|m| lower.contains(&m.to_lowercase()))
-        {
-            p.usage_limit = Some(format!("output mentions {m:?}"));
-        }
+            .map(|m| format!("output mentions {m:?}"))
+    };
+    let mut p = match format {
+        OutputFormat::Text => Parsed {
+            text: vec![line],
+            ..Parsed::default()
+        },
+        OutputFormat::ClaudeStreamJson => claude(&line),
+        OutputFormat::CodexJson => codex(&line),
+    };
+    if p.usage_limit.is_none() {
+        p.usage_limit = marker;
     }
     p
 }
@@ -314,9 +373,37 @@ mod tests {
         big.push(b'\n');
         big.extend_from_slice(b"DONE: after\n");
         let got = l.push(&big);
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[1].len(), MAX_LINE);
-        assert_eq!(got[2], "DONE: after");
+        assert_eq!(got.len(), 2, "the cut line once, then the next line");
+        assert_eq!(got[0].len(), MAX_LINE);
+        assert_eq!(got[1], "DONE: after");
+        // The same, fed a byte at a time.
+        let mut l = Lines::default();
+        let got: Vec<String> = big
+            .iter()
+            .flat_map(|b| l.push(std::slice::from_ref(b)))
+            .collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].len(), MAX_LINE);
+        assert_eq!(got[1], "DONE: after");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_bytes_and_fingerprints_lines() {
+        let mut t = Tail::default();
+        for _ in 0..1000 {
+            t.push(b"Retrying the request...\n");
+        }
+        let f1 = t.fingerprint();
+        t.push(b"Retrying the request...\n");
+        assert_eq!(
+            t.fingerprint(),
+            f1,
+            "repeating output keeps its fingerprint"
+        );
+        t.push(b"\x1b[32mnew\x1b[0m line\n");
+        assert_ne!(t.fingerprint(), f1);
+        assert!(t.text().ends_with("new line\n"));
+        assert!(t.text().len() <= 16 * 1024);
     }
 
     #[test]
@@ -343,29 +430,23 @@ mod tests {
         let f = OutputFormat::ClaudeStreamJson;
         let init = parse(
             f,
-            r#"{"type":"system","subtype":"init","session_id":"abc"}"#,
+            r#"{"type":"system","subtype":"init","session_id":"abc"}"#.into(),
             &[],
         );
         assert_eq!(init.session_id.as_deref(), Some("abc"));
         assert!(init.text.is_empty());
-        let a = parse(
-            f,
-            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Working.\nDONE: fixed login"}]},"session_id":"abc"}"#,
+        let a = parse(f, r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Working.\nDONE: fixed login"}]},"session_id":"abc"}"#.into(),
             &[],
         );
         assert_eq!(a.text, ["Working.", "DONE: fixed login"]);
-        let r = parse(
-            f,
-            r#"{"type":"result","subtype":"success","total_cost_usd":0.0425,"usage":{"input_tokens":100,"cache_read_input_tokens":20,"output_tokens":50},"session_id":"abc"}"#,
+        let r = parse(f, r#"{"type":"result","subtype":"success","total_cost_usd":0.0425,"usage":{"input_tokens":100,"cache_read_input_tokens":20,"output_tokens":50},"session_id":"abc"}"#.into(),
             &[],
         );
         assert_eq!(
             (r.cost_usd, r.tokens_in, r.tokens_out),
             (Some(0.0425), Some(120), Some(50))
         );
-        let m = parse(
-            f,
-            r#"{"type":"result","subtype":"success","total_cost_usd":0.02,"usage":{"input_tokens":1,"output_tokens":1},"modelUsage":{"a":{"inputTokens":4500,"outputTokens":70},"b":{"inputTokens":10,"outputTokens":1}}}"#,
+        let m = parse(f, r#"{"type":"result","subtype":"success","total_cost_usd":0.02,"usage":{"input_tokens":1,"output_tokens":1},"modelUsage":{"a":{"inputTokens":4500,"outputTokens":70},"b":{"inputTokens":10,"outputTokens":1}}}"#.into(),
             &[],
         );
         assert_eq!(
@@ -373,53 +454,52 @@ mod tests {
             (Some(4510), Some(71)),
             "modelUsage wins"
         );
-        let rl = parse(
-            f,
-            r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1800000000,"rateLimitType":"five_hour"}}"#,
+        let rl = parse(f, r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1800000000,"rateLimitType":"five_hour"}}"#.into(),
             &[],
         );
         assert_eq!(rl.reset_at_ms, Some(1_800_000_000_000));
         assert!(rl.usage_limit.is_some());
-        let k = parse(
-            f,
-            r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"API Error: Request rejected (429) · slow down"}"#,
+        let k = parse(f, r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"result":"API Error: Request rejected (429) · slow down"}"#.into(),
             &[],
         );
         assert!(k.usage_limit.unwrap().contains("429"));
         let b = parse(
             f,
-            r#"{"type":"result","subtype":"error_max_budget_usd","total_cost_usd":1.0}"#,
+            r#"{"type":"result","subtype":"error_max_budget_usd","total_cost_usd":1.0}"#.into(),
             &[],
         );
         assert!(b.budget_exceeded);
-        assert_eq!(parse(f, "not json at all", &[]).text, ["not json at all"]);
-        assert_eq!(parse(f, "{broken json", &[]).text, ["{broken json"]);
+        assert_eq!(
+            parse(f, "not json at all".into(), &[]).text,
+            ["not json at all"]
+        );
+        assert_eq!(parse(f, "{broken json".into(), &[]).text, ["{broken json"]);
     }
 
     #[test]
     fn codex_json_events_and_markers() {
         let f = OutputFormat::CodexJson;
         assert_eq!(
-            parse(f, r#"{"type":"thread.started","thread_id":"t-1"}"#, &[])
-                .session_id
-                .as_deref(),
+            parse(
+                f,
+                r#"{"type":"thread.started","thread_id":"t-1"}"#.into(),
+                &[]
+            )
+            .session_id
+            .as_deref(),
             Some("t-1")
         );
-        let m = parse(
-            f,
-            r#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"QUESTION: which db?"}}"#,
+        let m = parse(f, r#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"QUESTION: which db?"}}"#.into(),
             &[],
         );
         assert_eq!(m.text, ["QUESTION: which db?"]);
-        let t = parse(
-            f,
-            r#"{"type":"turn.completed","usage":{"input_tokens":10,"cached_input_tokens":0,"output_tokens":5}}"#,
+        let t = parse(f, r#"{"type":"turn.completed","usage":{"input_tokens":10,"cached_input_tokens":0,"output_tokens":5}}"#.into(),
             &[],
         );
         assert_eq!((t.tokens_in, t.tokens_out), (Some(10), Some(5)));
         let u = parse(
             OutputFormat::Text,
-            "Error: Usage limit reached, try again at 5pm",
+            "Error: Usage limit reached, try again at 5pm".into(),
             &["usage limit".into()],
         );
         assert!(u.usage_limit.is_some());

@@ -156,6 +156,8 @@ impl Client {
         let mut beat = tokio::time::interval(self.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purged = false;
+        let mut seq: i64 = 0;
+        let mut last_ack = Instant::now();
         loop {
             if let Some(p) = self.pending.take()
                 && tx.send(p.clone()).await.is_err()
@@ -165,6 +167,7 @@ impl Client {
             }
             tokio::select! {
                 m = inbound.message() => match m {
+                    Ok(Some(pb::AttachResponse { msg: Some(Down::HeartbeatAck(_)) })) => last_ack = Instant::now(),
                     Ok(Some(pb::AttachResponse { msg: Some(msg) })) => self.agent.on_message(msg).await,
                     Ok(Some(_)) => {}
                     Ok(None) => return Ended::AfterWelcome,
@@ -183,7 +186,14 @@ impl Client {
                     None => return Ended::AfterWelcome,
                 },
                 _ = beat.tick() => {
-                    let hb = self.agent.heartbeat();
+                    // A connection that stopped answering (half-open) is dropped and redialled.
+                    if last_ack.elapsed() > self.lease_ttl {
+                        tracing::warn!("no heartbeat ack for longer than the lease; reconnecting");
+                        return Ended::AfterWelcome;
+                    }
+                    let mut hb = self.agent.heartbeat();
+                    seq += 1;
+                    hb.seq = seq;
                     if tx.send(pb::AttachRequest { msg: Some(Up::Heartbeat(hb)) }).await.is_err() {
                         return Ended::AfterWelcome;
                     }

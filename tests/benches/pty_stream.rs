@@ -28,7 +28,7 @@ fn input(dir: &std::path::Path, mib: usize) -> std::path::PathBuf {
     let p = dir.join("input.txt");
     let line = format!(
         "{}\n",
-        "0123456789abcdefghijklmnopqrstuvwxyz".repeat(3)[..99].to_string()
+        &"0123456789abcdefghijklmnopqrstuvwxyz".repeat(3)[..99]
     );
     let mut s = String::with_capacity(mib << 20);
     while s.len() < mib << 20 {

@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             .await
             .context("starting the brain adapter")?;
         println!("mc-brain-adapter listening on {}", server.addr);
+        mc_common::telemetry::notify_ready();
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -58,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        mc_common::telemetry::notify_stopping();
         server.shutdown().await;
         telemetry.shutdown();
         Ok(())

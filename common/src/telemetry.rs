@@ -66,6 +66,8 @@ pub fn init(service: &str, format: LogFormat, default_filter: &str) -> Telemetry
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            // Colour only for a terminal: journald and log files get plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .with_filter(filter())
             .boxed(),
@@ -140,4 +142,36 @@ pub fn current_traceparent() -> Option<String> {
             sc.trace_flags().to_u8()
         )
     })
+}
+
+/// The OpenTelemetry context a W3C `traceparent` names (empty: none).
+pub fn context_from(traceparent: &str) -> Option<opentelemetry::Context> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    if traceparent.is_empty() {
+        return None;
+    }
+    let mut carrier = std::collections::HashMap::new();
+    carrier.insert("traceparent".to_string(), traceparent.to_string());
+    let ctx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    ctx.span().span_context().is_valid().then_some(ctx)
+}
+
+/// Makes `span` a child of the trace `traceparent` names, so work done for one ticket at
+/// different times and in different services forms one trace.
+pub fn join_trace(span: &tracing::Span, traceparent: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if let Some(ctx) = context_from(traceparent) {
+        let _ = span.set_parent(ctx);
+    }
+}
+
+/// Tells systemd (`Type=notify`) the service is ready; a no-op elsewhere.
+pub fn notify_ready() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+}
+
+/// Tells systemd the service is stopping.
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
 }

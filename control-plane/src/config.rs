@@ -22,6 +22,8 @@ pub const DEFAULT_FILE: &str = "/etc/mission-control/control-plane.toml";
 pub struct Config {
     /// Address to serve gRPC on (`host:port`; port 0 picks a free one).
     pub listen: String,
+    /// Address to serve Prometheus `/metrics` on (plain HTTP). Empty: off.
+    pub metrics_listen: String,
     /// `sqlite:<path>` (the embedded default) or `postgres://user@host/db`.
     pub database: String,
     pub tls: TlsFiles,
@@ -136,6 +138,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:7443".into(),
+            metrics_listen: String::new(),
             database: "sqlite:/var/lib/mission-control/board.db".into(),
             tls: TlsFiles {
                 ca: "/etc/mission-control/certs/ca.pem".into(),
@@ -223,6 +226,14 @@ impl Config {
     /// Rejects contradictions with a message naming the key.
     pub fn validate(&self) -> Result<BoardConfig, String> {
         self.listen_addr()?;
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen.parse::<SocketAddr>().map_err(|e| {
+                format!(
+                    "metrics_listen: {:?} is not an address ({e})",
+                    self.metrics_listen
+                )
+            })?;
+        }
         self.database()?;
         let d = &self.dispatch;
         for (k, v) in [

@@ -8,6 +8,7 @@ use std::time::Duration;
 use mc_common::Timestamp;
 use mc_proto as pb;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::api::convert;
 use crate::board::{Board, BoardError};
@@ -102,6 +103,10 @@ impl Dispatcher {
                 actor: "control-plane/dispatcher".into(),
             };
             if let Some(c) = self.board.store().claim(&q).await? {
+                self.board
+                    .metrics()
+                    .dispatch_latency
+                    .observe(now.since(c.queued_since).as_secs_f64());
                 self.board.published(&crate::store::Committed {
                     ticket: c.ticket.clone(),
                     events: vec![c.event.clone()],
@@ -121,6 +126,19 @@ impl Dispatcher {
         c: Claimed,
         now: Timestamp,
     ) -> Result<(), BoardError> {
+        // The offer joins the ticket's trace; the worker's spans (and the agent's, through
+        // TRACEPARENT) become its children.
+        let span = tracing::info_span!("mc.dispatch", ticket_id = c.ticket.id, attempt_id = c.attempt.id, worker = %w.name);
+        mc_common::telemetry::join_trace(&span, &c.ticket.trace_context);
+        self.send_offer_in_span(w, c, now).instrument(span).await
+    }
+
+    async fn send_offer_in_span(
+        &self,
+        w: &WorkerView,
+        c: Claimed,
+        now: Timestamp,
+    ) -> Result<(), BoardError> {
         let t = &c.ticket;
         let workflow = self
             .board
@@ -135,8 +153,13 @@ impl Dispatcher {
         let phase = workflow.phase(t.phase_index).cloned();
         let prompt = crate::brief::build(t, &workflow, &project.default_branch, &acceptance);
         let remaining = Money((t.budget.0 - t.cost.0).max(0));
-        self.workers
-            .assign(&w.name, c.attempt.id, t.id, c.attempt.epoch);
+        self.workers.assign(
+            &w.name,
+            c.attempt.id,
+            t.id,
+            c.attempt.epoch,
+            &t.trace_context,
+        );
         let offer = pb::Offer {
             attempt_id: c.attempt.id,
             epoch: c.attempt.epoch,

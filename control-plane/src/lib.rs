@@ -7,6 +7,7 @@ pub mod brief;
 pub mod config;
 pub mod dispatcher;
 pub mod domain;
+pub mod metrics;
 pub mod monitor;
 pub mod reactor;
 pub mod reaper;

@@ -54,7 +54,9 @@ fn main() -> anyhow::Result<()> {
             .await
             .context("starting the control plane")?;
         println!("mc-control-plane listening on {}", cp.addr);
+        mc_common::telemetry::notify_ready();
         wait_for_signal().await;
+        mc_common::telemetry::notify_stopping();
         tracing::info!("shutting down: finishing in-flight requests");
         cp.shutdown().await;
         telemetry.shutdown();

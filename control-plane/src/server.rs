@@ -41,6 +41,8 @@ pub enum StartError {
 /// A running control plane.
 pub struct ControlPlane {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub board: Board,
     pub workers: Registry,
     token: CancellationToken,
@@ -194,9 +196,28 @@ impl ControlPlane {
                 .add_service(worker_svc)
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
         );
-        tracing::info!(%addr, identity = %me, backend = board.store().backend(), "control plane serving");
+        let mut loops = loops;
+        let metrics_addr = if cfg.metrics_listen.is_empty() {
+            None
+        } else {
+            let l = tokio::net::TcpListener::bind(&cfg.metrics_listen)
+                .await
+                .map_err(|e| StartError::Listen(cfg.metrics_listen.clone(), e))?;
+            let a = l
+                .local_addr()
+                .map_err(|e| StartError::Listen(cfg.metrics_listen.clone(), e))?;
+            loops.push(tokio::spawn(crate::metrics::serve(
+                l,
+                board.clone(),
+                workers.clone(),
+                token.clone(),
+            )));
+            Some(a)
+        };
+        tracing::info!(%addr, ?metrics_addr, identity = %me, backend = board.store().backend(), "control plane serving");
         Ok(ControlPlane {
             addr,
+            metrics_addr,
             board,
             workers,
             token,

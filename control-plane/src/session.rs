@@ -11,6 +11,7 @@ use mc_proto as pb;
 use pb::attach_request::Msg as Up;
 use pb::attach_response::Msg as Down;
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 use crate::api::convert;
 use crate::board::{Board, BoardError, Finished, Started};
@@ -278,9 +279,17 @@ impl Session {
             };
             match (valid, a) {
                 (true, Some(a)) => {
-                    self.ctx
-                        .workers
-                        .assign(&self.name, a.id, a.ticket_id, a.epoch);
+                    self.ctx.workers.assign(
+                        &self.name,
+                        a.id,
+                        a.ticket_id,
+                        a.epoch,
+                        &board
+                            .ticket(a.ticket_id)
+                            .await
+                            .map(|t| t.trace_context)
+                            .unwrap_or_default(),
+                    );
                     if a.started_at.is_some() {
                         self.ctx.workers.mark_started(&self.name, a.id, board.now());
                     }
@@ -403,7 +412,31 @@ impl Session {
         }
     }
 
+    /// Reports about an attempt are handled in a span of the ticket's trace.
     async fn handle(&mut self, msg: Up) -> Result<(), BoardError> {
+        let about = match &msg {
+            Up::Started(m) => Some(("started", m.attempt_id)),
+            Up::Refused(m) => Some(("refused", m.attempt_id)),
+            Up::Signal(m) => Some(("signal", m.attempt_id)),
+            Up::Finished(m) => Some(("finished", m.attempt_id)),
+            Up::Usage(m) => Some(("usage", m.attempt_id)),
+            Up::Hello(_) | Up::Heartbeat(_) | Up::Output(_) => None,
+        };
+        let Some((kind, attempt_id)) = about else {
+            return self.handle_inner(msg).await;
+        };
+        let trace = self
+            .ctx
+            .workers
+            .entry(&self.name)
+            .and_then(|e| e.attempts.get(&attempt_id).map(|h| h.trace.clone()))
+            .unwrap_or_default();
+        let span = tracing::info_span!("mc.report", kind, attempt_id, worker = %self.name);
+        mc_common::telemetry::join_trace(&span, &trace);
+        self.handle_inner(msg).instrument(span).await
+    }
+
+    async fn handle_inner(&mut self, msg: Up) -> Result<(), BoardError> {
         let board = self.ctx.board.clone();
         match msg {
             Up::Hello(_) => {
@@ -427,9 +460,13 @@ impl Session {
                             && t.epoch == r.epoch
                             && t.state.has_live_attempt()
                         {
-                            self.ctx
-                                .workers
-                                .assign(&self.name, r.attempt_id, ticket_id, r.epoch);
+                            self.ctx.workers.assign(
+                                &self.name,
+                                r.attempt_id,
+                                ticket_id,
+                                r.epoch,
+                                &t.trace_context,
+                            );
                             self.ctx
                                 .workers
                                 .mark_started(&self.name, r.attempt_id, board.now());

@@ -31,6 +31,8 @@ pub struct Held {
     pub dead: u32,
     /// The monitor leaves this attempt alone until then (after a decision).
     pub snooze_until: Option<Timestamp>,
+    /// The ticket's trace (W3C traceparent), for spans about this attempt.
+    pub trace: String,
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +123,7 @@ impl Registry {
         }
     }
 
-    pub fn assign(&self, name: &str, attempt_id: i64, ticket_id: i64, epoch: i64) {
+    pub fn assign(&self, name: &str, attempt_id: i64, ticket_id: i64, epoch: i64, trace: &str) {
         self.with(name, |e| {
             e.attempts.insert(
                 attempt_id,
@@ -134,6 +136,7 @@ impl Registry {
                     repeats: 0,
                     dead: 0,
                     snooze_until: None,
+                    trace: trace.to_string(),
                 },
             );
         });

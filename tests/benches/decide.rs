@@ -54,6 +54,7 @@ fn ticket() -> Ticket {
         avoid_runtime: None,
         next_brief: String::new(),
         idempotency_key: None,
+        trace_context: String::new(),
     }
 }
 

@@ -144,6 +144,8 @@ pub struct CpProc {
     pub child: std::process::Child,
     pub port: u16,
     pub config_path: std::path::PathBuf,
+    /// The address clients use (127.0.0.1, or its namespace's address).
+    pub host: String,
 }
 
 /// Writes `cfg` as TOML (with a fixed free port) for the binary to read.
@@ -160,14 +162,62 @@ pub fn write_config(cfg: &Config, dir: &std::path::Path) -> (std::path::PathBuf,
     (path, port)
 }
 
+/// A config file for a control plane in a network namespace: it listens on every address
+/// of the namespace on `port`; the file is named after `name`.
+pub fn write_config_as(
+    cfg: &Config,
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+) -> std::path::PathBuf {
+    let mut cfg = cfg.clone();
+    cfg.listen = format!("0.0.0.0:{port}");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml_string(&cfg)).unwrap();
+    path
+}
+
 fn toml_string(cfg: &Config) -> String {
     toml::to_string(cfg).expect("config serializes to TOML")
 }
 
 impl CpProc {
     pub fn spawn(config_path: &std::path::Path, port: u16) -> CpProc {
-        let log = std::fs::File::create(config_path.with_extension("log")).unwrap();
-        let child = std::process::Command::new(crate::bin::path("mc-control-plane"))
+        Self::spawn_with(
+            std::process::Command::new(crate::bin::path("mc-control-plane")),
+            "127.0.0.1",
+            config_path,
+            port,
+        )
+    }
+
+    /// Inside `host`'s network namespace.
+    pub fn spawn_in(
+        net: &crate::netns::Net,
+        host: &str,
+        config_path: &std::path::Path,
+        port: u16,
+    ) -> CpProc {
+        Self::spawn_with(
+            net.command(host, crate::bin::path("mc-control-plane")),
+            &net.ip(host),
+            config_path,
+            port,
+        )
+    }
+
+    fn spawn_with(
+        mut cmd: std::process::Command,
+        host: &str,
+        config_path: &std::path::Path,
+        port: u16,
+    ) -> CpProc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config_path.with_extension("log"))
+            .unwrap();
+        let child = cmd
             .arg("--config")
             .arg(config_path)
             .stdout(log.try_clone().unwrap())
@@ -178,11 +228,16 @@ impl CpProc {
             child,
             port,
             config_path: config_path.to_path_buf(),
+            host: host.to_string(),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        format!("https://{}:{}", self.host, self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config_path.with_extension("log")).unwrap_or_default()
     }
 
     /// Waits until the health check answers SERVING.

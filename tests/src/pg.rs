@@ -35,7 +35,28 @@ fn is_root() -> bool {
 
 /// Runs a Postgres tool, as the `postgres` user when we are root.
 fn pg_cmd(tool: &str) -> Command {
+    pg_cmd_in(None, tool)
+}
+
+/// The same inside a network namespace.
+fn pg_cmd_in(netns: Option<&str>, tool: &str) -> Command {
     let path = bin_dir().join(tool);
+    let mut c = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            c
+        }
+        None => return plain(path),
+    };
+    if is_root() {
+        c.args(["runuser", "-u", "postgres", "--"]);
+    }
+    c.arg(path);
+    c
+}
+
+fn plain(path: PathBuf) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(path);
@@ -65,6 +86,16 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Creates and starts a cluster under `dir`; returns its base URL (no database).
 pub fn start_cluster(dir: &Path) -> anyhow::Result<String> {
+    start_cluster_in(dir, None, "127.0.0.1").map(|(url, _)| url)
+}
+
+/// As `start_cluster`, inside network namespace `netns` (if any), listening on `listen`
+/// (comma-separated addresses). Returns the URL on the first address, and the port.
+pub fn start_cluster_in(
+    dir: &Path,
+    netns: Option<&str>,
+    listen: &str,
+) -> anyhow::Result<(String, u16)> {
     let initdb = bin_dir().join("initdb");
     if !initdb.exists() {
         bail!(
@@ -104,8 +135,19 @@ pub fn start_cluster(dir: &Path) -> anyhow::Result<String> {
         .arg(&data)
         .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
     run(init, "initdb")?;
+    if listen
+        .split(',')
+        .any(|a| a.trim() != "127.0.0.1" && a.trim() != "localhost")
+    {
+        // Test networks only (private 10/8 addresses in namespaces this test made).
+        use std::io::Write;
+        let mut hba = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("pg_hba.conf"))?;
+        writeln!(hba, "host all all 10.0.0.0/8 trust")?;
+    }
     let port = free_port()?;
-    let mut start = pg_cmd("pg_ctl");
+    let mut start = pg_cmd_in(netns, "pg_ctl");
     start
         .arg("-D")
         .arg(&data)
@@ -113,16 +155,21 @@ pub fn start_cluster(dir: &Path) -> anyhow::Result<String> {
         .arg(dir.join("log"))
         .arg("-o")
         .arg(format!(
-            "-p {port} -k {} -h 127.0.0.1 -c fsync=off -c synchronous_commit=on -c full_page_writes=off -c max_connections=400",
+            "-p {port} -k {} -h {listen} -c fsync=off -c synchronous_commit=on -c full_page_writes=off -c max_connections=400",
             sock.display()
         ))
         .args(["-w", "-t", "60", "start"]);
     run(start, "pg_ctl start")?;
-    Ok(format!("postgres://postgres@127.0.0.1:{port}"))
+    let first = listen.split(',').next().unwrap_or("127.0.0.1");
+    Ok((format!("postgres://postgres@{first}:{port}"), port))
 }
 
 pub fn stop_cluster(dir: &Path) -> anyhow::Result<()> {
-    let mut stop = pg_cmd("pg_ctl");
+    stop_cluster_in(dir, None)
+}
+
+pub fn stop_cluster_in(dir: &Path, netns: Option<&str>) -> anyhow::Result<()> {
+    let mut stop = pg_cmd_in(netns, "pg_ctl");
     stop.arg("-D")
         .arg(dir.join("data"))
         .args(["-m", "immediate", "stop"]);
@@ -172,8 +219,13 @@ pub fn server_url() -> &'static str {
 
 /// A new, empty database on the test cluster; returns its URL.
 pub async fn fresh_db() -> String {
+    fresh_db_on(server_url()).await
+}
+
+/// A new, empty database on the cluster at `base`.
+pub async fn fresh_db_on(base: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let base = server_url().to_string();
+    let base = base.to_string();
     let name = format!(
         "t_{}_{}_{}",
         std::process::id(),

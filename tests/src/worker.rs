@@ -137,11 +137,21 @@ pub struct WorkerProc {
     pub child: std::process::Child,
     pub config_path: PathBuf,
     pub socket: String,
+    netns: Option<String>,
 }
 
 impl WorkerProc {
     /// Writes `cfg` next to its state dir and starts the binary.
     pub fn spawn(cfg: &Config) -> WorkerProc {
+        Self::spawn_wrapped(cfg, None)
+    }
+
+    /// Inside `host`'s network namespace.
+    pub fn spawn_in(net: &crate::netns::Net, host: &str, cfg: &Config) -> WorkerProc {
+        Self::spawn_wrapped(cfg, Some(net.ns(host)))
+    }
+
+    fn spawn_wrapped(cfg: &Config, netns: Option<String>) -> WorkerProc {
         let path = cfg.state_dir.with_extension("toml");
         std::fs::create_dir_all(&cfg.state_dir).unwrap();
         std::fs::write(
@@ -149,13 +159,12 @@ impl WorkerProc {
             toml::to_string(cfg).expect("worker config serializes"),
         )
         .unwrap();
-        let mut p = WorkerProc {
-            child: spawn_worker(&path),
+        WorkerProc {
+            child: spawn_worker(&path, netns.as_deref()),
             config_path: path,
             socket: cfg.tmux_socket.clone(),
-        };
-        p.config_path = p.config_path.clone();
-        p
+            netns,
+        }
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
@@ -173,7 +182,7 @@ impl WorkerProc {
 
     /// Starts the binary again with the same config (state dir, tmux socket).
     pub fn restart(&mut self) {
-        self.child = spawn_worker(&self.config_path);
+        self.child = spawn_worker(&self.config_path, self.netns.as_deref());
     }
 
     pub fn log(&self) -> String {
@@ -181,14 +190,22 @@ impl WorkerProc {
     }
 }
 
-fn spawn_worker(path: &Path) -> std::process::Child {
+fn spawn_worker(path: &Path, netns: Option<&str>) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path.with_extension("log"))
         .unwrap();
-    Command::new(crate::bin::path("mc-worker-agent"))
-        .arg("--config")
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns])
+                .arg(crate::bin::path("mc-worker-agent"));
+            c
+        }
+        None => Command::new(crate::bin::path("mc-worker-agent")),
+    };
+    cmd.arg("--config")
         .arg(path)
         .arg("--drain-timeout")
         .arg("5s")
@@ -206,6 +223,21 @@ impl Drop for WorkerProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        kill_tmux(&self.socket);
+        match &self.netns {
+            Some(ns) => {
+                let _ = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        ns,
+                        "tmux",
+                        "-L",
+                        &self.socket,
+                        "kill-server",
+                    ])
+                    .output();
+            }
+            None => kill_tmux(&self.socket),
+        }
     }
 }

@@ -99,6 +99,7 @@ fn new_ticket(project: &str, title: &str) -> NewTicket {
         branch: validate::branch_slug(title),
         state: State::Queued,
         state_reason: String::new(),
+        trace_context: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     }
 }
 
@@ -195,6 +196,10 @@ async fn create_get_and_idempotency(s: Arc<dyn Store>) {
     assert_eq!(t.labels, ["ui", "urgent"]);
     assert_eq!(t.budget, Money::from_usd(5.0));
     assert_eq!(t.created_at, T0);
+    assert_eq!(
+        t.trace_context, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "the ticket keeps its trace"
+    );
     assert_eq!(s.get_ticket(t.id).await.unwrap(), Some(t.clone()));
     assert_eq!(s.get_ticket(t.id + 1000).await.unwrap(), None);
 

@@ -9,6 +9,7 @@ use mc_proto as pb;
 use pb::attach_response::Msg as Down;
 use prost::Message as _;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::attempt::{self, Control, Deps, Start};
 use crate::profiles::RuntimeKind;
@@ -69,8 +70,18 @@ impl Agent {
         self.lock().insert(attempt_id, Handle { epoch, ctl: tx });
         let me = self.clone();
         let deps = self.deps.clone();
+        // The attempt's spans join the ticket's trace (from the offer, or the record).
+        let (ticket_id, traceparent) = match &start {
+            Start::Fresh(o) => (
+                o.ticket.as_ref().map(|t| t.id).unwrap_or(0),
+                o.traceparent.clone(),
+            ),
+            Start::Reattach(r) => (r.ticket_id, r.traceparent.clone()),
+        };
+        let span = tracing::info_span!("mc.attempt", attempt_id, ticket_id);
+        mc_common::telemetry::join_trace(&span, &traceparent);
         tokio::spawn(async move {
-            let task = tokio::spawn(attempt::run(deps.clone(), start, rx));
+            let task = tokio::spawn(attempt::run(deps.clone(), start, rx).instrument(span));
             if let Err(e) = task.await {
                 // Nothing stalls silently: a fault in the attempt's task ends the attempt
                 // as lost, and the control plane requeues it.

@@ -15,6 +15,7 @@ use pb::attach_request::Msg as Up;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::Resolved;
 use crate::git;
@@ -322,8 +323,11 @@ async fn start_fresh(
                 .unwrap_or_default(),
         ),
     ]);
-    if !offer.traceparent.is_empty() {
-        env.push(("TRACEPARENT".to_string(), offer.traceparent.clone()));
+    // The agent's own telemetry joins this attempt's trace.
+    let traceparent =
+        mc_common::telemetry::current_traceparent().unwrap_or_else(|| offer.traceparent.clone());
+    if !traceparent.is_empty() {
+        env.push(("TRACEPARENT".to_string(), traceparent));
     }
     let mut project_env: Vec<(String, String)> = offer
         .env
@@ -368,10 +372,16 @@ async fn start_fresh(
         resumes: 0,
         finished: None,
         finished_sent_at_ms: None,
+        traceparent: offer.traceparent.clone(),
     };
     let args = argv(deps, &profile.command, &rec, &[]);
     let session = rec.session.clone();
-    match spawn_runtime(deps, &rec, &profile, args, &session).await {
+    let spawn =
+        tracing::info_span!("mc.spawn", attempt_id = rec.attempt_id, profile = %rec.profile);
+    match spawn_runtime(deps, &rec, &profile, args, &session)
+        .instrument(spawn)
+        .await
+    {
         Ok((rt, src)) => {
             let mut rec = rec;
             rec.runtime_id = rt.id().to_string();

@@ -17,7 +17,8 @@ pub const DEFAULT_FILE: &str = "/etc/mission-control/worker-agent.toml";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The control plane, `https://host:7443`.
+    /// The control plane, `https://host:7443`; several replicas separated by commas (the
+    /// worker fails over between them).
     pub control_plane: String,
     /// TLS name of the control plane if it differs from the URL's host.
     pub server_name: Option<String>,
@@ -101,14 +102,24 @@ pub struct Resolved {
 }
 
 impl Config {
+    /// The control-plane replicas to try, in order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.control_plane
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<Resolved, String> {
-        if !(self.control_plane.starts_with("https://")
-            || self.control_plane.starts_with("http://"))
-        {
-            return Err(format!(
-                "control_plane: {:?} is not an https:// URL",
-                self.control_plane
-            ));
+        let endpoints = self.endpoints();
+        if endpoints.is_empty() {
+            return Err("control_plane: must name at least one https:// URL".into());
+        }
+        for e in &endpoints {
+            if !e.starts_with("https://") {
+                return Err(format!("control_plane: {e:?} is not an https:// URL"));
+            }
         }
         if !(1..=256).contains(&self.slots) {
             return Err(format!(

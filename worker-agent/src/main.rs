@@ -57,7 +57,9 @@ fn main() -> anyhow::Result<()> {
         let agent = WorkerAgent::start(cfg, mc_common::Clock::system())
             .await
             .context("starting the worker agent")?;
+        mc_common::telemetry::notify_ready();
         wait_for_signal().await;
+        mc_common::telemetry::notify_stopping();
         tracing::info!("draining: no new work; waiting for running attempts");
         agent.drain(args.drain_timeout).await;
         telemetry.shutdown();

@@ -26,6 +26,7 @@ pub struct Client {
     pending: Option<pb::AttachRequest>,
     heartbeat: Duration,
     lease_ttl: Duration,
+    next_endpoint: usize,
 }
 
 enum Ended {
@@ -58,6 +59,7 @@ impl Client {
             pending: None,
             heartbeat: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(30),
+            next_endpoint: 0,
         }
     }
 
@@ -71,6 +73,8 @@ impl Client {
             }
             match self.connect_once(&token).await {
                 Ended::AfterWelcome => {
+                    // The replica we were on went away: try the next one first.
+                    self.next_endpoint += 1;
                     backoff = Duration::from_millis(200);
                     disconnected_at = Instant::now();
                     revoked = false;
@@ -96,16 +100,19 @@ impl Client {
 
     async fn connect_once(&mut self, token: &CancellationToken) -> Ended {
         let cfg = self.agent.deps.cfg.clone();
-        let ch = match mc_common::grpc::connect(
-            &cfg.config.control_plane,
-            &self.tls,
-            cfg.config.server_name.as_deref(),
-        )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => return Ended::Before(e.to_string()),
-        };
+        // Replicas are tried in turn: a failed one moves the next attempt to the next.
+        let endpoints = cfg.config.endpoints();
+        let endpoint = endpoints[self.next_endpoint % endpoints.len()].clone();
+        let ch =
+            match mc_common::grpc::connect(&endpoint, &self.tls, cfg.config.server_name.as_deref())
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    self.next_endpoint += 1;
+                    return Ended::Before(e.to_string());
+                }
+            };
         let mut client = pb::worker_service_client::WorkerServiceClient::new(ch);
         let (tx, rx) = mpsc::channel::<pb::AttachRequest>(1024);
         let hello = self.agent.hello();

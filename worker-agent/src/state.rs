@@ -49,6 +49,9 @@ pub struct Record {
     /// The finish report (prost-encoded `AttemptFinished`), once the attempt has ended.
     pub finished: Option<Vec<u8>>,
     pub finished_sent_at_ms: Option<i64>,
+    /// The trace this attempt belongs to (W3C traceparent from the offer).
+    #[serde(default)]
+    pub traceparent: String,
 }
 
 impl Record {

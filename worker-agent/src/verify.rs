@@ -99,6 +99,7 @@ pub async fn run_command(
 }
 
 /// What the host found. `run_acceptance` is false for cancelled or revoked attempts.
+#[tracing::instrument(name = "mc.verify", skip_all, fields(attempt_id = rec.attempt_id, acceptance = rec.acceptance.len()))]
 pub async fn evidence(
     rec: &Record,
     runtime_identity: &str,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mc_common::Timestamp;
+use tracing::Instrument;
 
 use super::{Board, BoardError, fix_brief, preview};
 use crate::domain::guardrails::{self, GuardInput, Verdict, is_review_lane};
@@ -150,12 +151,20 @@ impl Decider {
         let Some(_guard) = self.claim(id) else {
             return Ok(None);
         };
-        let board = &self.board;
-        let started = board.now();
-        let t = board.ticket(id).await?;
+        let t = self.board.ticket(id).await?;
         if t.state != State::Deciding {
             return Ok(None);
         }
+        // The decision (and the brain's spans) join the ticket's trace.
+        let span = tracing::info_span!("mc.decide", ticket_id = id, point = "attempt_finished");
+        mc_common::telemetry::join_trace(&span, &t.trace_context);
+        self.decide_in_span(t).instrument(span).await
+    }
+
+    async fn decide_in_span(&self, t: Ticket) -> Result<Option<Ticket>, BoardError> {
+        let id = t.id;
+        let board = &self.board;
+        let started = board.now();
         let ctx = Context::load(board, &t).await?;
         let input = ctx.input(&t);
         let chosen = match guardrails::check(&input) {
@@ -216,6 +225,21 @@ impl Decider {
         let Some(_guard) = self.claim(id) else {
             return Ok(None);
         };
+        let trace = self.board.ticket(id).await?.trace_context;
+        let span = tracing::info_span!("mc.decide", ticket_id = id, point = point.as_str());
+        mc_common::telemetry::join_trace(&span, &trace);
+        self.flag_in_span(id, f, point, detail)
+            .instrument(span)
+            .await
+    }
+
+    async fn flag_in_span(
+        &self,
+        id: i64,
+        f: Fence,
+        point: DecisionPoint,
+        detail: &str,
+    ) -> Result<Option<DecisionKind>, BoardError> {
         let board = &self.board;
         let started = board.now();
         let t = board.ticket(id).await?;
@@ -333,7 +357,9 @@ impl Context {
             .and_then(|p| p.acceptance.get(&phase.lane).cloned())
             .unwrap_or_default();
         let fix_phase = workflow.fix_phase(t.phase_index);
-        let author = if is_review_lane(phase.lane) {
+        // A review phase with no earlier phase that commits (a review-only workflow) has no
+        // author to keep apart from.
+        let author = if is_review_lane(phase.lane) && fix_phase != t.phase_index {
             author_runtime(&attempts, fix_phase)
         } else {
             None

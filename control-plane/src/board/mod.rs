@@ -126,6 +126,7 @@ struct Inner {
     events: watch::Sender<i64>,
     logs: watch::Sender<u64>,
     effects: mpsc::UnboundedSender<Effect>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The parts of a transition besides the state change itself.
@@ -148,6 +149,7 @@ impl Board {
                     workflows: config.workflows,
                     budget: config.budget,
                     lane_defaults: config.lane_defaults,
+                    metrics: crate::metrics::Metrics::new(),
                     events,
                     logs,
                     effects,
@@ -175,6 +177,33 @@ impl Board {
 
     pub fn budget(&self) -> BudgetPolicy {
         self.inner.budget
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Counts what a committed change did (attempts ended, decisions, cost).
+    fn count(&self, c: &Change) {
+        let m = &self.inner.metrics;
+        if let Some((outcome, _, _)) = c.attempt.as_ref().and_then(|p| p.ended.as_ref()) {
+            m.attempts
+                .get_or_create(&crate::metrics::OutcomeLabel {
+                    outcome: outcome.as_str().into(),
+                })
+                .inc();
+        }
+        if let Some(d) = &c.decision {
+            m.decisions
+                .get_or_create(&crate::metrics::DecisionLabel {
+                    kind: d.kind.as_str().into(),
+                    layer: d.layer.as_str().into(),
+                })
+                .inc();
+        }
+        if let Some((_, spend)) = &c.spend {
+            m.cost_usd.inc_by(spend.usd());
+        }
     }
 
     /// The lane registry: stored assignments over the configured defaults.
@@ -323,6 +352,7 @@ impl Board {
             match self.inner.store.commit(&change).await {
                 Ok(committed) => {
                     self.published(&committed);
+                    self.count(&change);
                     if let Some(trigger) = trigger {
                         let _ = self.inner.effects.send(Effect {
                             before,

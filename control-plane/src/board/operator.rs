@@ -150,6 +150,7 @@ impl Board {
             branch: branch_slug(&req.title),
             state,
             state_reason: reason.clone(),
+            trace_context: mc_common::telemetry::current_traceparent().unwrap_or_default(),
         };
         let now = self.now();
         let msg = if reason.is_empty() {

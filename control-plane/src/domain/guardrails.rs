@@ -371,6 +371,7 @@ mod tests {
             avoid_runtime: None,
             next_brief: String::new(),
             idempotency_key: None,
+            trace_context: String::new(),
         }
     }
 

@@ -199,6 +199,8 @@ pub struct Ticket {
     /// Extra brief for the next attempt: fix points, or what an interrupted attempt left.
     pub next_brief: String,
     pub idempotency_key: Option<String>,
+    /// W3C traceparent of the ticket's creation; later work joins this trace.
+    pub trace_context: String,
 }
 
 impl Ticket {
@@ -233,6 +235,7 @@ pub struct NewTicket {
     /// `queued`, or `blocked` when a dependency is unfinished.
     pub state: State,
     pub state_reason: String,
+    pub trace_context: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -182,6 +182,8 @@ pub struct Claimed {
     pub ticket: Ticket,
     pub attempt: Attempt,
     pub event: Event,
+    /// When the ticket last became queued (for dispatch latency).
+    pub queued_since: Timestamp,
 }
 
 /// The board's persistence. Every method is atomic.

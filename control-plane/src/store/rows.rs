@@ -80,7 +80,7 @@ pub(super) fn acceptance_json(p: &Project) -> String {
 pub(super) const TICKET_COLS: &str = "id, project, title, body, workflow, phase_index, lane, state, \
     state_reason, priority, depends_on, rounds, branch, pr_url, cost_micros, budget_micros, source, \
     labels, created_at, updated_at, wake_at, epoch, current_attempt_id, version, avoid_runtime, \
-    next_brief, idempotency_key";
+    next_brief, idempotency_key, trace_context";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct TicketRow {
@@ -111,6 +111,7 @@ pub(super) struct TicketRow {
     pub avoid_runtime: Option<String>,
     pub next_brief: String,
     pub idempotency_key: Option<String>,
+    pub trace_context: String,
 }
 
 impl TryFrom<TicketRow> for Ticket {
@@ -145,6 +146,7 @@ impl TryFrom<TicketRow> for Ticket {
             avoid_runtime: r.avoid_runtime,
             next_brief: r.next_brief,
             idempotency_key: r.idempotency_key,
+            trace_context: r.trace_context,
         })
     }
 }

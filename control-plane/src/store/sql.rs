@@ -214,7 +214,7 @@ macro_rules! impl_store {
                 let (id,): (i64,) = sqlx::query_as(
                     "INSERT INTO tickets (project, title, body, workflow, phase_index, lane, state, state_reason, priority, \
                      depends_on, rounds, branch, budget_micros, source, labels, created_at, updated_at, \
-                     idempotency_key) VALUES ($1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]','',$8,$9,$10,$11,$11,$12) \
+                     idempotency_key, trace_context) VALUES ($1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]','',$8,$9,$10,$11,$11,$12,$15) \
                      RETURNING id",
                 )
                 .bind(&t.project)
@@ -231,6 +231,7 @@ macro_rules! impl_store {
                 .bind(&t.idempotency_key)
                 .bind(t.state.as_str())
                 .bind(&t.state_reason)
+                .bind(&t.trace_context)
                 .fetch_one(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE tickets SET branch = $2 WHERE id = $1")
@@ -442,7 +443,7 @@ macro_rules! impl_store {
                     }
                 }
                 let identity = format!("{}@{}", q.profile, q.host);
-                let mut qb = QueryBuilder::<$db>::new("SELECT id FROM tickets WHERE state = 'queued' AND lane = ");
+                let mut qb = QueryBuilder::<$db>::new("SELECT id, updated_at FROM tickets WHERE state = 'queued' AND lane = ");
                 qb.push_bind(q.lane.as_str())
                     .push(" AND (budget_micros = 0 OR cost_micros < budget_micros)")
                     .push(
@@ -457,8 +458,8 @@ macro_rules! impl_store {
                     sep.push_bind(p.clone());
                 }
                 qb.push(") ORDER BY priority, id LIMIT 1").push(Self::CLAIM_LOCK);
-                let picked: Option<(i64,)> = qb.build_query_as().fetch_optional(&mut *tx).await?;
-                let Some((ticket_id,)) = picked else {
+                let picked: Option<(i64, i64)> = qb.build_query_as().fetch_optional(&mut *tx).await?;
+                let Some((ticket_id, queued_since)) = picked else {
                     return Ok(None);
                 };
                 let (epoch,): (i64,) = sqlx::query_as(
@@ -505,7 +506,7 @@ macro_rules! impl_store {
                 let mut events = Self::insert_events(&mut tx, ticket_id, &ticket.project, q.now, &[ev]).await?;
                 tx.commit().await?;
                 let event = events.pop().ok_or_else(|| StoreError::Corrupt("offer event missing".into()))?;
-                Ok(Some(Claimed { ticket, attempt, event }))
+                Ok(Some(Claimed { ticket, attempt, event, queued_since: Timestamp(queued_since) }))
             }
 
             async fn dependents(&self, ticket_id: i64, state: State) -> Result<Vec<Ticket>, StoreError> {

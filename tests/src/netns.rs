@@ -1,0 +1,212 @@
+//! Several hosts on one machine: network namespaces joined by veth pairs to a bridge in the
+//! root namespace (which the test itself lives in). Partitions take a host's link down;
+//! packet loss is real (nftables random drop inside the host's namespace). Needs root and
+//! iproute2 + nftables (scripts/test installs them).
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) {
+    run(args).unwrap_or_else(|e| {
+        panic!("network setup failed: {e} (the multi-host tests need root, iproute2 and nftables)")
+    });
+}
+
+pub struct Net {
+    tag: String,
+    bridge: String,
+    subnet: String,
+    hosts: Vec<String>,
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+impl Net {
+    /// A bridge `10.<a>.<b>.254/24` in the root namespace and one namespace per host,
+    /// host i at `10.<a>.<b>.<i+1>`.
+    pub fn new(hosts: &[&str]) -> Net {
+        let n = std::process::id() % 100_000 * 10 + N.fetch_add(1, Ordering::Relaxed) % 10;
+        let tag = format!("{:x}", n);
+        let (a, b) = (100 + (n / 250) % 150, n % 250);
+        let net = Net {
+            bridge: format!("mcb{tag}"),
+            subnet: format!("10.{a}.{b}"),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            tag,
+        };
+        must(&["ip", "link", "add", &net.bridge, "type", "bridge"]);
+        must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}.254/24", net.subnet),
+            "dev",
+            &net.bridge,
+        ]);
+        must(&["ip", "link", "set", &net.bridge, "up"]);
+        for (i, h) in hosts.iter().enumerate() {
+            let ns = net.ns(h);
+            let (outer, inner) = net.veth(i);
+            must(&["ip", "netns", "add", &ns]);
+            must(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+            must(&[
+                "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
+            must(&["ip", "link", "set", &inner, "netns", &ns]);
+            must(&["ip", "link", "set", &outer, "master", &net.bridge]);
+            must(&["ip", "link", "set", &outer, "up"]);
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "addr",
+                "add",
+                &format!("{}.{}/24", net.subnet, i + 1),
+                "dev",
+                &inner,
+            ]);
+            must(&[
+                "ip", "netns", "exec", &ns, "ip", "link", "set", &inner, "up",
+            ]);
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{}.254", net.subnet),
+            ]);
+        }
+        net
+    }
+
+    fn index(&self, host: &str) -> usize {
+        self.hosts
+            .iter()
+            .position(|h| h == host)
+            .unwrap_or_else(|| panic!("no host {host}"))
+    }
+
+    fn veth(&self, i: usize) -> (String, String) {
+        (format!("mco{}{i}", self.tag), format!("mci{}{i}", self.tag))
+    }
+
+    pub fn ns(&self, host: &str) -> String {
+        format!("mc{}-{host}", self.tag)
+    }
+
+    pub fn ip(&self, host: &str) -> String {
+        format!("{}.{}", self.subnet, self.index(host) + 1)
+    }
+
+    /// The root namespace's address on the bridge (where the test and its relays live).
+    pub fn gateway(&self) -> String {
+        format!("{}.254", self.subnet)
+    }
+
+    /// A command run inside `host`'s namespace.
+    pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(host)]).arg(program);
+        c
+    }
+
+    /// Cuts `host` off the network (its link goes down: packets vanish, no resets).
+    pub fn partition(&self, host: &str) {
+        must(&["ip", "link", "set", &self.veth(self.index(host)).0, "down"]);
+    }
+
+    pub fn heal(&self, host: &str) {
+        must(&["ip", "link", "set", &self.veth(self.index(host)).0, "up"]);
+    }
+
+    /// Drops `percent`% of TCP packets in and out of `host`, at random.
+    pub fn loss(&self, host: &str, percent: u32) {
+        let ns = self.ns(host);
+        must(&[
+            "ip", "netns", "exec", &ns, "nft", "add", "table", "inet", "mcloss",
+        ]);
+        for hook in ["input", "output"] {
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "mcloss",
+                hook,
+                &format!("{{ type filter hook {hook} priority 0; }}"),
+            ]);
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "nft",
+                "add",
+                "rule",
+                "inet",
+                "mcloss",
+                hook,
+                "meta",
+                "l4proto",
+                "tcp",
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                &percent.to_string(),
+                "drop",
+            ]);
+        }
+    }
+
+    pub fn clear_loss(&self, host: &str) {
+        let _ = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(host),
+            "nft",
+            "delete",
+            "table",
+            "inet",
+            "mcloss",
+        ]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            // Processes left in a namespace would keep it; the tests kill theirs first.
+            let _ = run(&["ip", "netns", "delete", &self.ns(h)]);
+        }
+        let _ = run(&["ip", "link", "delete", &self.bridge]);
+    }
+}

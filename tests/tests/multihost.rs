@@ -1,0 +1,577 @@
+//! Several hosts for real, on one machine: network namespaces joined by veth pairs — the
+//! control plane (and its Postgres) in one, worker agents in others — and the faults between
+//! them: a partition past the lease, delay and packet loss below it, and kill -9 of the
+//! active control-plane replica. Every test ends with the history check. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mc_common::identity::Role;
+use mc_control_plane::config::LaneConfig;
+use mc_control_plane::domain::workflow::{PhaseConfig, WorkflowConfig};
+use mc_proto as pb;
+use mc_tests::cp::{Backend, CpProc, create, write_config_as};
+use mc_tests::netns::Net;
+use mc_tests::pki::Pki;
+use mc_tests::wait::{Tickets, ticket_in, ticket_until};
+use mc_tests::worker::{WorkerProc, commits_on, profile, repo, script};
+use mc_worker_agent::profiles::RuntimeKind;
+
+const T: Duration = Duration::from_secs(90);
+const PORT: u16 = 7443;
+
+struct Cluster {
+    net: Net,
+    dir: tempfile::TempDir,
+    pki: Arc<Pki>,
+    pg_dir: PathBuf,
+    pg_ns: String,
+    /// The board's database, as seen from the root namespace (for the history check).
+    db_from_root: String,
+    cps: Vec<CpProc>,
+}
+
+impl Cluster {
+    /// Hosts `cp` (control plane and Postgres), the given extra control-plane hosts, and the
+    /// worker hosts; one replica per control-plane host.
+    async fn start(
+        replicas: &[&str],
+        workers: &[&str],
+        tweak: impl Fn(&mut mc_control_plane::Config),
+    ) -> Cluster {
+        mc_tests::init_logs();
+        let mut hosts: Vec<&str> = replicas.to_vec();
+        hosts.extend_from_slice(workers);
+        let net = Net::new(&hosts);
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Arc::new(Pki::new());
+        let pg_dir = dir.path().join("pg");
+        let cp_ip = net.ip(replicas[0]);
+        let (_, pg_port) = mc_tests::pg::start_cluster_in(
+            &pg_dir,
+            Some(&net.ns(replicas[0])),
+            &format!("127.0.0.1,{cp_ip}"),
+        )
+        .expect("Postgres in the control plane's namespace");
+        let db_from_root =
+            mc_tests::pg::fresh_db_on(&format!("postgres://postgres@{cp_ip}:{pg_port}")).await;
+        let db_name = db_from_root.rsplit('/').next().unwrap().to_string();
+        let mut base = mc_tests::cp::config(&pki, Backend::Sqlite, dir.path()).await;
+        base.lanes.insert(
+            "coder".into(),
+            LaneConfig {
+                profile: "coder-p".into(),
+                preferred_hosts: vec![],
+            },
+        );
+        base.lanes.insert(
+            "qa".into(),
+            LaneConfig {
+                profile: "qa-p".into(),
+                preferred_hosts: vec![],
+            },
+        );
+        base.workflows.insert(
+            "qaonly".into(),
+            WorkflowConfig {
+                phases: vec![PhaseConfig {
+                    lane: "qa".into(),
+                    round_cap: None,
+                    acceptance_required: None,
+                    requires_commits: Some(false),
+                }],
+            },
+        );
+        tweak(&mut base);
+        let mut cps = Vec::new();
+        let op = pki.material(Role::Operator, "alice");
+        for (i, host) in replicas.iter().enumerate() {
+            let mut cfg = base.clone();
+            cfg.replica = host.to_string();
+            cfg.database = if i == 0 {
+                format!("postgres://postgres@127.0.0.1:{pg_port}/{db_name}")
+            } else {
+                format!("postgres://postgres@{cp_ip}:{pg_port}/{db_name}")
+            };
+            let path = write_config_as(&cfg, dir.path(), host, PORT);
+            let mut p = CpProc::spawn_in(&net, host, &path, PORT);
+            p.wait_ready(&op).await;
+            cps.push(p);
+        }
+        Cluster {
+            pg_ns: net.ns(replicas[0]),
+            net,
+            dir,
+            pki,
+            pg_dir,
+            db_from_root,
+            cps,
+        }
+    }
+
+    fn endpoint(&self, i: usize) -> String {
+        self.cps[i].url()
+    }
+
+    async fn tickets(&self, i: usize) -> Tickets {
+        let ch = mc_common::grpc::connect(
+            &self.endpoint(i),
+            &self.pki.material(Role::Operator, "alice"),
+            Some("localhost"),
+        )
+        .await
+        .unwrap();
+        pb::ticket_service_client::TicketServiceClient::new(ch)
+    }
+
+    async fn add_project(&self, slug: &str) {
+        let ch = mc_common::grpc::connect(
+            &self.endpoint(0),
+            &self.pki.material(Role::Operator, "alice"),
+            Some("localhost"),
+        )
+        .await
+        .unwrap();
+        pb::project_service_client::ProjectServiceClient::new(ch)
+            .add_project(pb::AddProjectRequest {
+                project: Some(pb::Project {
+                    slug: slug.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A worker host's config: its own checkouts and state, the given profiles.
+    fn worker_config(
+        &self,
+        host: &str,
+        endpoints: &str,
+        projects: &[(&str, &Path)],
+        profiles: &[(&str, &str)],
+    ) -> mc_worker_agent::Config {
+        let profiles: Vec<(String, mc_worker_agent::profiles::Profile)> = profiles
+            .iter()
+            .map(|(name, body)| {
+                let s = script(self.dir.path(), &format!("{name}-{host}.sh"), body);
+                (
+                    name.to_string(),
+                    profile(&["sh", s.to_str().unwrap()], RuntimeKind::Pty),
+                )
+            })
+            .collect();
+        let p: Vec<(&str, mc_worker_agent::profiles::Profile)> = profiles
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.clone()))
+            .collect();
+        // worker::config wants a TestCp for its URL and PKI; build the same by hand here.
+        mc_worker_agent::Config {
+            control_plane: endpoints.to_string(),
+            server_name: Some("localhost".into()),
+            tls: self.pki.files(Role::Worker, host),
+            host: host.to_string(),
+            slots: 2,
+            state_dir: self.dir.path().join(format!("state-{host}")),
+            tmux_socket: format!("mcn-{host}-{}", std::process::id()),
+            projects: projects
+                .iter()
+                .map(|(s, path)| {
+                    (
+                        s.to_string(),
+                        mc_worker_agent::config::ProjectCheckout {
+                            path: path.to_path_buf(),
+                        },
+                    )
+                })
+                .collect(),
+            profiles: p.iter().map(|(n, p)| (n.to_string(), p.clone())).collect(),
+            offer: p.iter().map(|(n, _)| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    async fn check(&self, ids: &[i64]) {
+        let store = mc_control_plane::store::PgStore::connect(&self.db_from_root, 2)
+            .await
+            .unwrap();
+        mc_tests::history::check(&store, ids).await;
+        store.close().await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.cps {
+            c.kill9();
+        }
+        let _ = mc_tests::pg::stop_cluster_in(&self.pg_dir, Some(&self.pg_ns));
+    }
+}
+
+async fn history(c: &mut Tickets, id: i64) -> pb::GetTicketHistoryResponse {
+    c.get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: id })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+const QUICK: &str = "echo \"$MC_LANE on $MC_WORKTREE\"; echo x > f.txt; git add -A; git commit -q -m \"work by $MC_LANE\"; echo 'DONE: ok'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tickets_go_to_the_host_with_their_project_and_profile() {
+    let c = Cluster::start(&["cp"], &["host-a", "host-b"], |_| {}).await;
+    c.add_project("web").await;
+    c.add_project("api").await;
+    let a_web = repo(&c.dir.path().join("a/web"));
+    let a_api = repo(&c.dir.path().join("a/api"));
+    let b_web = repo(&c.dir.path().join("b/web"));
+    let ep = c.endpoint(0);
+    // host-a: web and api, the coder profile. host-b: web only, the qa profile only.
+    let _a = WorkerProc::spawn_in(
+        &c.net,
+        "host-a",
+        &c.worker_config(
+            "host-a",
+            &ep,
+            &[("web", &a_web), ("api", &a_api)],
+            &[("coder-p", QUICK)],
+        ),
+    );
+    let _b = WorkerProc::spawn_in(
+        &c.net,
+        "host-b",
+        &c.worker_config("host-b", &ep, &[("web", &b_web)], &[("qa-p", QUICK)]),
+    );
+    let mut t = c.tickets(0).await;
+    let api = t
+        .create_ticket(pb::CreateTicketRequest {
+            workflow: "solo".into(),
+            ..create("api", "api work")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let review = t
+        .create_ticket(pb::CreateTicketRequest {
+            workflow: "qaonly".into(),
+            ..create("web", "review only")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let web = t
+        .create_ticket(pb::CreateTicketRequest {
+            workflow: "solo".into(),
+            ..create("web", "web work")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    for id in [api.id, review.id, web.id] {
+        if tokio::time::timeout(
+            Duration::from_secs(40),
+            ticket_in(&mut t, id, pb::TicketState::Done, T),
+        )
+        .await
+        .is_err()
+        {
+            panic!(
+                "ticket {id} not done\nhost-a:\n{}\nhost-b:\n{}\ncp:\n{}",
+                _a.log(),
+                _b.log(),
+                c.cps[0].log()
+            );
+        }
+    }
+    assert_eq!(
+        history(&mut t, api.id).await.attempts[0].host,
+        "host-a",
+        "only host-a has api"
+    );
+    assert_eq!(
+        history(&mut t, review.id).await.attempts[0].host,
+        "host-b",
+        "only host-b offers the qa profile"
+    );
+    assert_eq!(
+        history(&mut t, web.id).await.attempts[0].host,
+        "host-a",
+        "only host-a offers the coder profile"
+    );
+    assert_eq!(commits_on(&a_api, &api.branch), ["work by coder"]);
+    assert_eq!(commits_on(&b_web, &review.branch), ["work by qa"]);
+    c.check(&[api.id, review.id, web.id]).await;
+}
+
+const SLOW: &str = r#"
+echo "pid $$"
+echo "part 1 by $(basename $(dirname $MC_WORKTREE))" > part1.txt && git add -A && git commit -q -m "part 1"
+if grep -q "You were interrupted" "$MC_PROMPT_FILE"; then
+  echo "part 2" > part2.txt && git add -A && git commit -q -m "part 2 after the interruption"
+  echo "DONE: finished elsewhere"; exit 0
+fi
+sleep 60
+echo "DONE: finished"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_worker_loses_its_ticket_to_the_other_host_and_keeps_its_work() {
+    let c = Cluster::start(&["cp"], &["host-a", "host-b"], |_| {}).await;
+    c.add_project("web").await;
+    let a_web = repo(&c.dir.path().join("a/web"));
+    let b_web = repo(&c.dir.path().join("b/web"));
+    let ep = c.endpoint(0);
+    let a = WorkerProc::spawn_in(
+        &c.net,
+        "host-a",
+        &c.worker_config("host-a", &ep, &[("web", &a_web)], &[("coder-p", SLOW)]),
+    );
+    let mut t = c.tickets(0).await;
+    let tk = t
+        .create_ticket(pb::CreateTicketRequest {
+            workflow: "solo".into(),
+            ..create("web", "long work")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let running = ticket_in(&mut t, tk.id, pb::TicketState::Running, T).await;
+    // Let part 1 be committed and reported.
+    let deadline = tokio::time::Instant::now() + T;
+    let pid: i32 = loop {
+        let out = mc_tests::wait::logs(&mut t, tk.id, 0).await;
+        if let Some(p) = out
+            .split("pid ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no output from host-a"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _b = WorkerProc::spawn_in(
+        &c.net,
+        "host-b",
+        &c.worker_config("host-b", &ep, &[("web", &b_web)], &[("coder-p", SLOW)]),
+    );
+    c.net.partition("host-a");
+    let moved = ticket_until(&mut t, tk.id, T, "re-dispatched to host-b", |x| {
+        x.epoch > running.epoch
+    })
+    .await;
+    let done = ticket_in(&mut t, tk.id, pb::TicketState::Done, T).await;
+    assert_eq!(done.epoch, moved.epoch);
+    let h = history(&mut t, tk.id).await;
+    assert_eq!(h.attempts.first().unwrap().host, "host-a");
+    assert_eq!(
+        h.attempts.first().unwrap().outcome,
+        pb::AttemptOutcome::Lost as i32
+    );
+    assert_eq!(h.attempts.last().unwrap().host, "host-b");
+    assert!(
+        commits_on(&b_web, &done.branch).contains(&"part 2 after the interruption".to_string())
+    );
+    // host-a, cut off past its lease, stops its runtime; healed, it is told what it holds is gone.
+    c.net.heal("host-a");
+    let deadline = tokio::time::Instant::now() + T;
+    while !(a.log().contains("lease lost") || a.log().contains("lease revoked")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "host-a never stopped its runtime:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "host-a's agent (pid {pid}) still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its work stays on its branch in host-a's checkout.
+    let kept = commits_on(&a_web, &done.branch);
+    assert!(
+        kept.contains(&"part 1".to_string()),
+        "host-a kept its work: {kept:?}"
+    );
+    let deadline = tokio::time::Instant::now() + T;
+    while !a.log().contains("attached to the control plane")
+        || a.log().matches("attached to the control plane").count() < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "host-a did not reconnect after healing:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.check(&[tk.id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delay_and_packet_loss_below_the_lease_keep_everything_running() {
+    let c = Cluster::start(&["cp"], &["host-a"], |_| {}).await;
+    c.add_project("web").await;
+    let a_web = repo(&c.dir.path().join("a/web"));
+    // host-a reaches the control plane through a relay adding 100-200 ms each way, and
+    // loses 10% of its TCP packets.
+    let relay = mc_tests::relay::Relay::start(
+        &format!("{}:0", c.net.gateway()),
+        format!("{}:{PORT}", c.net.ip("cp")),
+        Duration::from_millis(100),
+        Duration::from_millis(100),
+    )
+    .await;
+    c.net.loss("host-a", 10);
+    let agent = "sleep 2; echo x > f$MC_TICKET_ID; git add -A; git commit -q -m \"work $MC_TICKET_ID\"; echo 'DONE: ok'";
+    let _a = WorkerProc::spawn_in(
+        &c.net,
+        "host-a",
+        &c.worker_config(
+            "host-a",
+            &format!("https://{}", relay.addr),
+            &[("web", &a_web)],
+            &[("coder-p", agent)],
+        ),
+    );
+    let mut t = c.tickets(0).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            t.create_ticket(pb::CreateTicketRequest {
+                workflow: "solo".into(),
+                ..create("web", &format!("slow link {i}"))
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap()
+            .id,
+        );
+    }
+    for id in &ids {
+        ticket_in(&mut t, *id, pb::TicketState::Done, T).await;
+        let h = history(&mut t, *id).await;
+        assert_eq!(
+            h.attempts.len(),
+            1,
+            "no requeue over a slow, lossy link: {:?}",
+            h.attempts
+        );
+        assert!(
+            h.events
+                .iter()
+                .all(|e| e.kind != pb::EventKind::Requeued as i32)
+        );
+    }
+    assert!(
+        !c.cps[0].log().contains("worker lost"),
+        "no false worker lost:\n{}",
+        c.cps[0].log()
+    );
+    c.net.clear_loss("host-a");
+    c.check(&ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_active_replica_hands_over_and_loses_nothing() {
+    let c = Cluster::start(&["cp", "cp2"], &["host-a"], |_| {}).await;
+    let mut c = c;
+    c.add_project("web").await;
+    let a_web = repo(&c.dir.path().join("a/web"));
+    let endpoints = format!("{},{}", c.endpoint(0), c.endpoint(1));
+    let agent = "sleep 3; echo x > f$MC_TICKET_ID; git add -A; git commit -q -m \"work $MC_TICKET_ID\"; echo 'DONE: ok'";
+    let _a = WorkerProc::spawn_in(
+        &c.net,
+        "host-a",
+        &c.worker_config(
+            "host-a",
+            &endpoints,
+            &[("web", &a_web)],
+            &[("coder-p", agent)],
+        ),
+    );
+    // Which replica runs the scheduler?
+    let deadline = tokio::time::Instant::now() + T;
+    let leader = loop {
+        if let Some(i) = (0..2).find(|i| c.cps[*i].log().contains("leading=true")) {
+            break i;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no replica took the scheduler lease:\n{}\n{}",
+            c.cps[0].log(),
+            c.cps[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let survivor = 1 - leader;
+    let mut t = c.tickets(survivor).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            t.create_ticket(pb::CreateTicketRequest {
+                workflow: "solo".into(),
+                ..create("web", &format!("before {i}"))
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap()
+            .id,
+        );
+    }
+    ticket_until(&mut t, ids[0], T, "running", |x| {
+        x.state == pb::TicketState::Running as i32 || x.state == pb::TicketState::Done as i32
+    })
+    .await;
+    let killed_at = tokio::time::Instant::now();
+    c.cps[leader].kill9();
+    // The survivor takes the scheduler lease within a bounded time (its lease is 5 reaper passes).
+    while !c.cps[survivor].log().contains("leading=true") {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "no hand-over:\n{}",
+            c.cps[survivor].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let handover = killed_at.elapsed();
+    ids.push(
+        t.create_ticket(pb::CreateTicketRequest {
+            workflow: "solo".into(),
+            ..create("web", "after")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap()
+        .id,
+    );
+    for id in &ids {
+        ticket_in(&mut t, *id, pb::TicketState::Done, T).await;
+    }
+    assert!(handover < Duration::from_secs(20));
+    c.check(&ids).await;
+}

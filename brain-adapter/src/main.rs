@@ -15,6 +15,9 @@ struct Args {
     /// Configuration file (TOML). Default: /etc/mission-control/brain-adapter.toml if present.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Check the configuration (file, environment, flags) and exit: 0 if it is valid.
+    #[arg(long)]
+    check: bool,
     #[command(flatten)]
     flags: Flags,
 }
@@ -42,23 +45,21 @@ fn main() -> anyhow::Result<()> {
     let cfg: Config = mc_common::config::load(Some(&file), required, &args.flags)?;
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if args.check {
+        println!("{}: the configuration is valid", file.display());
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let stop = mc_common::service::Shutdown::install()?;
         let mut telemetry = mc_common::telemetry::init("mc-brain-adapter", cfg.log_format, "info");
         let server = BrainServer::start(cfg, mc_common::Clock::system())
             .await
             .context("starting the brain adapter")?;
-        println!("mc-brain-adapter listening on {}", server.addr);
         mc_common::telemetry::notify_ready();
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        stop.wait().await;
         mc_common::telemetry::notify_stopping();
         server.shutdown().await;
         telemetry.shutdown();

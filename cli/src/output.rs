@@ -157,6 +157,9 @@ pub fn ticket_detail(x: &pb::Ticket, a: Option<&pb::Attempt>) -> String {
         time(&x.created_at),
         time(&x.updated_at),
     );
+    if !x.trace_id.is_empty() {
+        s.push_str(&format!("  trace     {}\n", x.trace_id));
+    }
     if let Some(a) = a {
         s.push_str(&format!(
             "  attempt   #{} epoch {} on {} ({} @ {}) — {}\n",

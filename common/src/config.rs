@@ -16,9 +16,41 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-impl From<figment::Error> for ConfigError {
-    fn from(e: figment::Error) -> Self {
-        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+impl ConfigError {
+    /// Each error as `<where>: <key>: <what>`, where is the file (or variable) it came from.
+    fn from_figment(e: figment::Error, file: Option<&Path>) -> ConfigError {
+        let msgs: Vec<String> = e
+            .into_iter()
+            .map(|e| {
+                let origin = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+                    Some(figment::Source::File(p)) => Some(p.display().to_string()),
+                    Some(other) => Some(other.to_string()),
+                    None => e
+                        .metadata
+                        .as_ref()
+                        .map(|m| m.name.to_string())
+                        .or_else(|| file.map(|f| f.display().to_string())),
+                };
+                // Figment files keys under its profile ("default"); users never write it.
+                let key: Vec<&str> = e
+                    .path
+                    .iter()
+                    .map(String::as_str)
+                    .skip_while(|k| *k == "default")
+                    .collect();
+                let mut m = String::new();
+                if let Some(o) = origin {
+                    m.push_str(&o);
+                    m.push_str(": ");
+                }
+                if !key.is_empty() {
+                    m.push_str(&key.join("."));
+                    m.push_str(": ");
+                }
+                m.push_str(&e.kind.to_string());
+                m
+            })
+            .collect();
         ConfigError::Invalid(msgs.join("; "))
     }
 }
@@ -64,7 +96,8 @@ where
         }
     }
     fig = fig.merge(env).merge(Serialized::defaults(flags));
-    Ok(fig.extract()?)
+    fig.extract()
+        .map_err(|e| ConfigError::from_figment(e, file))
 }
 
 #[cfg(test)]

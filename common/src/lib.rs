@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod identity;
+pub mod service;
 pub mod telemetry;
 pub mod tls;
 

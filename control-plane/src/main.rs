@@ -15,6 +15,9 @@ struct Args {
     /// Configuration file (TOML). Default: /etc/mission-control/control-plane.toml if present.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Check the configuration (file, environment, flags) and exit: 0 if it is valid.
+    #[arg(long)]
+    check: bool,
     #[command(flatten)]
     flags: Flags,
 }
@@ -45,31 +48,25 @@ fn main() -> anyhow::Result<()> {
     let cfg: Config = mc_common::config::load(Some(&file), required, &args.flags)?;
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    if args.check {
+        println!("{}: the configuration is valid", file.display());
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let stop = mc_common::service::Shutdown::install()?;
         let mut telemetry = mc_common::telemetry::init("mc-control-plane", cfg.log_format, "info");
         let cp = ControlPlane::start(cfg, mc_common::Clock::system())
             .await
             .context("starting the control plane")?;
-        println!("mc-control-plane listening on {}", cp.addr);
         mc_common::telemetry::notify_ready();
-        wait_for_signal().await;
+        stop.wait().await;
         mc_common::telemetry::notify_stopping();
         tracing::info!("shutting down: finishing in-flight requests");
         cp.shutdown().await;
         telemetry.shutdown();
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

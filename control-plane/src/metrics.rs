@@ -192,7 +192,7 @@ pub async fn serve(
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let metrics = metrics.clone();
                     async move {
-                        let resp = if req.uri().path() == "/metrics" {
+                        if req.uri().path() == "/metrics" {
                             hyper::Response::builder()
                                 .header(
                                     "content-type",
@@ -203,8 +203,7 @@ pub async fn serve(
                             hyper::Response::builder()
                                 .status(404)
                                 .body(Full::new(Bytes::from_static(b"see /metrics\n")))
-                        };
-                        resp
+                        }
                     }
                 });
             let io = hyper_util::rt::TokioIo::new(stream);

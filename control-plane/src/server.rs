@@ -46,6 +46,7 @@ pub struct ControlPlane {
     pub board: Board,
     pub workers: Registry,
     token: CancellationToken,
+    health: tonic_health::server::HealthReporter,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     loops: Vec<JoinHandle<()>>,
 }
@@ -151,6 +152,7 @@ impl ControlPlane {
             pb::ticket_service_server::TicketServiceServer::new(api::tickets::TicketApi {
                 board: board.clone(),
                 workers: workers.clone(),
+                shutdown: token.clone(),
             });
         let projects =
             pb::project_service_server::ProjectServiceServer::new(api::projects::ProjectApi {
@@ -171,6 +173,7 @@ impl ControlPlane {
                     workers: workers.clone(),
                     cfg: cfg.dispatch.clone(),
                     nudge: nudge.clone(),
+                    shutdown: token.clone(),
                 },
             });
         health
@@ -221,6 +224,7 @@ impl ControlPlane {
             board,
             workers,
             token,
+            health,
             server,
             loops,
         })
@@ -228,6 +232,10 @@ impl ControlPlane {
 
     /// Stops taking requests, lets in-flight ones finish, stops the loops.
     pub async fn shutdown(self) {
+        // Load balancers and health checks stop sending work here first.
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         self.token.cancel();
         match self.server.await {
             Ok(Ok(())) => {}

@@ -33,6 +33,8 @@ pub struct SessionCtx {
     pub workers: Registry,
     pub cfg: DispatchConfig,
     pub nudge: DispatchNudge,
+    /// Cancelled when this replica shuts down: streams end so the server can stop.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 struct Session {
@@ -207,6 +209,17 @@ pub async fn run(
                 }
             }
             _ = reconcile.tick() => s.reconcile().await,
+            _ = s.ctx.shutdown.cancelled() => {
+                // The worker reconnects (to another replica if it lists several); what it
+                // holds stays leased meanwhile.
+                let _ = s
+                    .tx
+                    .send(Err(Status::unavailable(
+                        "the control plane is shutting down; reconnect",
+                    )))
+                    .await;
+                break;
+            }
         }
     }
     s.close().await;
@@ -443,7 +456,21 @@ impl Session {
                 tracing::warn!(worker = %self.name, "a second hello on one stream is ignored");
             }
             Up::Heartbeat(hb) => {
+                let was_draining = self.ctx.workers.is_draining(&self.name);
                 let unknown = self.ctx.workers.heartbeat(&self.name, &hb, board.now());
+                if was_draining.is_some_and(|d| d != hb.draining) {
+                    // Operators (mc workers, the dashboard) see a draining host as such.
+                    let state = if hb.draining {
+                        tracing::info!(worker = %self.name, "worker draining: no new work");
+                        WorkerState::Draining
+                    } else {
+                        WorkerState::Connected
+                    };
+                    board
+                        .store()
+                        .set_worker_state(&self.name, state, board.now())
+                        .await?;
+                }
                 // Leases are flushed every lease_flush; one flush from now they run for lease_ttl.
                 let valid = board.now().saturating_add(self.ctx.cfg.lease_ttl);
                 self.send(Down::HeartbeatAck(pb::HeartbeatAck {

@@ -304,6 +304,11 @@ impl Registry {
             .collect()
     }
 
+    /// Whether `name` said it is draining (None: not attached here).
+    pub fn is_draining(&self, name: &str) -> Option<bool> {
+        self.lock().get(name).map(|e| e.draining)
+    }
+
     pub fn entry(&self, name: &str) -> Option<WorkerEntry> {
         self.lock().get(name).cloned()
     }

@@ -26,10 +26,16 @@ pub struct BrainProc {
     pub child: std::process::Child,
     pub port: u16,
     pub path: std::path::PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl BrainProc {
     pub fn spawn(cfg: &Config, dir: &Path) -> BrainProc {
+        Self::spawn_env(cfg, dir, &[])
+    }
+
+    /// With extra environment variables.
+    pub fn spawn_env(cfg: &Config, dir: &Path, env: &[(&str, &str)]) -> BrainProc {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -39,10 +45,15 @@ impl BrainProc {
         cfg.listen = format!("127.0.0.1:{port}");
         let path = dir.join("brain.toml");
         std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut p = BrainProc {
-            child: spawn(&path),
+            child: spawn(&path, &env),
             port,
             path,
+            env,
         };
         p.wait_port();
         p
@@ -73,13 +84,18 @@ impl BrainProc {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits for the exit (panics after `within`).
+    pub fn terminate(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        crate::terminate(&mut self.child, within, &self.path.with_extension("log"))
+    }
+
     pub fn restart(&mut self) {
-        self.child = spawn(&self.path);
+        self.child = spawn(&self.path, &self.env);
         self.wait_port();
     }
 }
 
-fn spawn(path: &Path) -> std::process::Child {
+fn spawn(path: &Path, env: &[(String, String)]) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -88,6 +104,7 @@ fn spawn(path: &Path) -> std::process::Child {
     std::process::Command::new(crate::bin::path("mc-brain-adapter"))
         .arg("--config")
         .arg(path)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()

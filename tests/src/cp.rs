@@ -106,17 +106,7 @@ impl TestCp {
 
     /// Adds a project with the given workflow and no acceptance commands.
     pub async fn add_project(&self, slug: &str, workflow: &str) {
-        self.projects()
-            .await
-            .add_project(pb::AddProjectRequest {
-                project: Some(pb::Project {
-                    slug: slug.into(),
-                    default_workflow: workflow.into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .expect("add project");
+        add_project_on(self.channel(Role::Operator, "alice").await, slug, workflow).await;
     }
 
     /// How many events the board holds (to prove a refused request wrote nothing).
@@ -146,6 +136,20 @@ pub struct CpProc {
     pub config_path: std::path::PathBuf,
     /// The address clients use (127.0.0.1, or its namespace's address).
     pub host: String,
+}
+
+/// Adds project `slug` (default workflow `workflow`, no acceptance commands).
+pub async fn add_project_on(ch: TracedChannel, slug: &str, workflow: &str) {
+    pb::project_service_client::ProjectServiceClient::new(ch)
+        .add_project(pb::AddProjectRequest {
+            project: Some(pb::Project {
+                slug: slug.into(),
+                default_workflow: workflow.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("add project");
 }
 
 /// Writes `cfg` as TOML (with a fixed free port) for the binary to read.
@@ -189,6 +193,13 @@ impl CpProc {
             config_path,
             port,
         )
+    }
+
+    /// With extra environment variables (OTLP endpoint, log format, NOTIFY_SOCKET, …).
+    pub fn spawn_env(config_path: &std::path::Path, port: u16, env: &[(&str, &str)]) -> CpProc {
+        let mut c = std::process::Command::new(crate::bin::path("mc-control-plane"));
+        c.envs(env.iter().copied());
+        Self::spawn_with(c, "127.0.0.1", config_path, port)
     }
 
     /// Inside `host`'s network namespace.
@@ -240,6 +251,26 @@ impl CpProc {
         std::fs::read_to_string(self.config_path.with_extension("log")).unwrap_or_default()
     }
 
+    /// A channel as operator `alice` of `pki`.
+    pub async fn operator(&self, pki: &Pki) -> TracedChannel {
+        mc_common::grpc::connect(
+            &self.url(),
+            &pki.material(Role::Operator, "alice"),
+            Some("localhost"),
+        )
+        .await
+        .expect("connect to the control plane")
+    }
+
+    pub async fn tickets(&self, pki: &Pki) -> crate::wait::Tickets {
+        pb::ticket_service_client::TicketServiceClient::new(self.operator(pki).await)
+    }
+
+    /// Adds project `slug` (default workflow `workflow`).
+    pub async fn add_project(&self, pki: &Pki, slug: &str, workflow: &str) {
+        add_project_on(self.operator(pki).await, slug, workflow).await;
+    }
+
     /// Waits until the health check answers SERVING.
     pub async fn wait_ready(&mut self, m: &TlsMaterial) -> TracedChannel {
         for _ in 0..600 {
@@ -270,6 +301,15 @@ impl CpProc {
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit (panics after `within`).
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        crate::terminate(
+            &mut self.child,
+            within,
+            &self.config_path.with_extension("log"),
+        )
     }
 }
 

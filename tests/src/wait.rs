@@ -109,3 +109,27 @@ pub async fn logs(c: &mut Tickets, id: i64, attempt_id: i64) -> String {
     let bytes: Vec<u8> = r.chunks.iter().flat_map(|c| c.data.clone()).collect();
     String::from_utf8_lossy(&bytes).to_string()
 }
+
+/// Waits until `cond` holds, checking every 100 ms; after `timeout` panics with `what()`
+/// (evaluated then, so it can show the latest logs).
+pub async fn until(timeout: Duration, mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {}",
+            what()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a ticket; panics on an error.
+pub async fn created(c: &mut Tickets, req: pb::CreateTicketRequest) -> pb::Ticket {
+    c.create_ticket(req)
+        .await
+        .expect("create ticket")
+        .into_inner()
+        .ticket
+        .expect("the created ticket")
+}

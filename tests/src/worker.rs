@@ -64,6 +64,11 @@ pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// A profile running `argv` (a scripted agent), billed to nobody.
+/// A pty profile running the shell script at `path`.
+pub fn sh(path: &Path) -> Profile {
+    profile(&["sh", &path.to_string_lossy()], RuntimeKind::Pty)
+}
+
 pub fn profile(argv: &[&str], runtime: RuntimeKind) -> Profile {
     Profile {
         command: argv.iter().map(|s| s.to_string()).collect(),
@@ -96,11 +101,23 @@ pub fn config(
     projects: &[(&str, &Path)],
     profiles: &[(&str, Profile)],
 ) -> Config {
+    config_at(&cp.url(), &cp.pki, name, state, projects, profiles)
+}
+
+/// The same for the control plane at `url` whose clients trust `pki`.
+pub fn config_at(
+    url: &str,
+    pki: &crate::pki::Pki,
+    name: &str,
+    state: &Path,
+    projects: &[(&str, &Path)],
+    profiles: &[(&str, Profile)],
+) -> Config {
     let n = TMUX_N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Config {
-        control_plane: cp.url(),
+        control_plane: url.to_string(),
         server_name: Some("localhost".into()),
-        tls: cp.pki.files(Role::Worker, name),
+        tls: pki.files(Role::Worker, name),
         host: name.to_string(),
         slots: 2,
         state_dir: state.to_path_buf(),
@@ -138,20 +155,34 @@ pub struct WorkerProc {
     pub config_path: PathBuf,
     pub socket: String,
     netns: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl WorkerProc {
     /// Writes `cfg` next to its state dir and starts the binary.
     pub fn spawn(cfg: &Config) -> WorkerProc {
-        Self::spawn_wrapped(cfg, None)
+        Self::spawn_wrapped(cfg, None, Vec::new())
+    }
+
+    /// With extra environment variables.
+    pub fn spawn_env(cfg: &Config, env: &[(&str, &str)]) -> WorkerProc {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn_wrapped(cfg, None, env)
     }
 
     /// Inside `host`'s network namespace.
     pub fn spawn_in(net: &crate::netns::Net, host: &str, cfg: &Config) -> WorkerProc {
-        Self::spawn_wrapped(cfg, Some(net.ns(host)))
+        Self::spawn_wrapped(cfg, Some(net.ns(host)), Vec::new())
     }
 
-    fn spawn_wrapped(cfg: &Config, netns: Option<String>) -> WorkerProc {
+    fn spawn_wrapped(
+        cfg: &Config,
+        netns: Option<String>,
+        env: Vec<(String, String)>,
+    ) -> WorkerProc {
         let path = cfg.state_dir.with_extension("toml");
         std::fs::create_dir_all(&cfg.state_dir).unwrap();
         std::fs::write(
@@ -160,10 +191,11 @@ impl WorkerProc {
         )
         .unwrap();
         WorkerProc {
-            child: spawn_worker(&path, netns.as_deref()),
+            child: spawn_worker(&path, netns.as_deref(), &env),
             config_path: path,
             socket: cfg.tmux_socket.clone(),
             netns,
+            env,
         }
     }
 
@@ -182,7 +214,16 @@ impl WorkerProc {
 
     /// Starts the binary again with the same config (state dir, tmux socket).
     pub fn restart(&mut self) {
-        self.child = spawn_worker(&self.config_path, self.netns.as_deref());
+        self.child = spawn_worker(&self.config_path, self.netns.as_deref(), &self.env);
+    }
+
+    /// SIGTERM, then waits for the exit (panics after `within`).
+    pub fn terminate(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
+        crate::terminate(
+            &mut self.child,
+            within,
+            &self.config_path.with_extension("log"),
+        )
     }
 
     pub fn log(&self) -> String {
@@ -190,7 +231,7 @@ impl WorkerProc {
     }
 }
 
-fn spawn_worker(path: &Path, netns: Option<&str>) -> std::process::Child {
+fn spawn_worker(path: &Path, netns: Option<&str>, env: &[(String, String)]) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -208,11 +249,12 @@ fn spawn_worker(path: &Path, netns: Option<&str>) -> std::process::Child {
     cmd.arg("--config")
         .arg(path)
         .arg("--drain-timeout")
-        .arg("5s")
+        .arg("15s")
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()

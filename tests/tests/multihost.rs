@@ -14,9 +14,8 @@ use mc_proto as pb;
 use mc_tests::cp::{Backend, CpProc, create, write_config_as};
 use mc_tests::netns::Net;
 use mc_tests::pki::Pki;
-use mc_tests::wait::{Tickets, ticket_in, ticket_until};
-use mc_tests::worker::{WorkerProc, commits_on, profile, repo, script};
-use mc_worker_agent::profiles::RuntimeKind;
+use mc_tests::wait::{Tickets, created, ticket_in, ticket_until, until};
+use mc_tests::worker::{WorkerProc, commits_on, repo, script, sh};
 
 const T: Duration = Duration::from_secs(90);
 const PORT: u16 = 7443;
@@ -115,33 +114,11 @@ impl Cluster {
     }
 
     async fn tickets(&self, i: usize) -> Tickets {
-        let ch = mc_common::grpc::connect(
-            &self.endpoint(i),
-            &self.pki.material(Role::Operator, "alice"),
-            Some("localhost"),
-        )
-        .await
-        .unwrap();
-        pb::ticket_service_client::TicketServiceClient::new(ch)
+        self.cps[i].tickets(&self.pki).await
     }
 
     async fn add_project(&self, slug: &str) {
-        let ch = mc_common::grpc::connect(
-            &self.endpoint(0),
-            &self.pki.material(Role::Operator, "alice"),
-            Some("localhost"),
-        )
-        .await
-        .unwrap();
-        pb::project_service_client::ProjectServiceClient::new(ch)
-            .add_project(pb::AddProjectRequest {
-                project: Some(pb::Project {
-                    slug: slug.into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap();
+        self.cps[0].add_project(&self.pki, slug, "solo").await;
     }
 
     /// A worker host's config: its own checkouts and state, the given profiles.
@@ -156,10 +133,7 @@ impl Cluster {
             .iter()
             .map(|(name, body)| {
                 let s = script(self.dir.path(), &format!("{name}-{host}.sh"), body);
-                (
-                    name.to_string(),
-                    profile(&["sh", s.to_str().unwrap()], RuntimeKind::Pty),
-                )
+                (name.to_string(), sh(&s))
             })
             .collect();
         let p: Vec<(&str, mc_worker_agent::profiles::Profile)> = profiles
@@ -245,36 +219,30 @@ async fn tickets_go_to_the_host_with_their_project_and_profile() {
         &c.worker_config("host-b", &ep, &[("web", &b_web)], &[("qa-p", QUICK)]),
     );
     let mut t = c.tickets(0).await;
-    let api = t
-        .create_ticket(pb::CreateTicketRequest {
+    let api = created(
+        &mut t,
+        pb::CreateTicketRequest {
             workflow: "solo".into(),
             ..create("api", "api work")
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
-    let review = t
-        .create_ticket(pb::CreateTicketRequest {
+        },
+    )
+    .await;
+    let review = created(
+        &mut t,
+        pb::CreateTicketRequest {
             workflow: "qaonly".into(),
             ..create("web", "review only")
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
-    let web = t
-        .create_ticket(pb::CreateTicketRequest {
+        },
+    )
+    .await;
+    let web = created(
+        &mut t,
+        pb::CreateTicketRequest {
             workflow: "solo".into(),
             ..create("web", "web work")
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+        },
+    )
+    .await;
     for id in [api.id, review.id, web.id] {
         if tokio::time::timeout(
             Duration::from_secs(40),
@@ -335,16 +303,14 @@ async fn a_partitioned_worker_loses_its_ticket_to_the_other_host_and_keeps_its_w
         &c.worker_config("host-a", &ep, &[("web", &a_web)], &[("coder-p", SLOW)]),
     );
     let mut t = c.tickets(0).await;
-    let tk = t
-        .create_ticket(pb::CreateTicketRequest {
+    let tk = created(
+        &mut t,
+        pb::CreateTicketRequest {
             workflow: "solo".into(),
             ..create("web", "long work")
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+        },
+    )
+    .await;
     let running = ticket_in(&mut t, tk.id, pb::TicketState::Running, T).await;
     // Let part 1 be committed and reported.
     let deadline = tokio::time::Instant::now() + T;
@@ -389,40 +355,30 @@ async fn a_partitioned_worker_loses_its_ticket_to_the_other_host_and_keeps_its_w
     );
     // host-a, cut off past its lease, stops its runtime; healed, it is told what it holds is gone.
     c.net.heal("host-a");
-    let deadline = tokio::time::Instant::now() + T;
-    while !(a.log().contains("lease lost") || a.log().contains("lease revoked")) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "host-a never stopped its runtime:\n{}",
-            a.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let deadline = tokio::time::Instant::now() + T;
-    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "host-a's agent (pid {pid}) still runs"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        T,
+        || a.log().contains("lease lost") || a.log().contains("lease revoked"),
+        || format!("host-a never stopped its runtime:\n{}", a.log()),
+    )
+    .await;
+    until(
+        T,
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+        || format!("host-a's agent (pid {pid}) still runs"),
+    )
+    .await;
     // Its work stays on its branch in host-a's checkout.
     let kept = commits_on(&a_web, &done.branch);
     assert!(
         kept.contains(&"part 1".to_string()),
         "host-a kept its work: {kept:?}"
     );
-    let deadline = tokio::time::Instant::now() + T;
-    while !a.log().contains("attached to the control plane")
-        || a.log().matches("attached to the control plane").count() < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "host-a did not reconnect after healing:\n{}",
-            a.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        T,
+        || a.log().matches("attached to the control plane").count() >= 2,
+        || format!("host-a did not reconnect after healing:\n{}", a.log()),
+    )
+    .await;
     c.check(&[tk.id]).await;
 }
 
@@ -456,15 +412,14 @@ async fn delay_and_packet_loss_below_the_lease_keep_everything_running() {
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
-            t.create_ticket(pb::CreateTicketRequest {
-                workflow: "solo".into(),
-                ..create("web", &format!("slow link {i}"))
-            })
+            created(
+                &mut t,
+                pb::CreateTicketRequest {
+                    workflow: "solo".into(),
+                    ..create("web", &format!("slow link {i}"))
+                },
+            )
             .await
-            .unwrap()
-            .into_inner()
-            .ticket
-            .unwrap()
             .id,
         );
     }
@@ -529,15 +484,14 @@ async fn killing_the_active_replica_hands_over_and_loses_nothing() {
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
-            t.create_ticket(pb::CreateTicketRequest {
-                workflow: "solo".into(),
-                ..create("web", &format!("before {i}"))
-            })
+            created(
+                &mut t,
+                pb::CreateTicketRequest {
+                    workflow: "solo".into(),
+                    ..create("web", &format!("before {i}"))
+                },
+            )
             .await
-            .unwrap()
-            .into_inner()
-            .ticket
-            .unwrap()
             .id,
         );
     }
@@ -558,15 +512,14 @@ async fn killing_the_active_replica_hands_over_and_loses_nothing() {
     }
     let handover = killed_at.elapsed();
     ids.push(
-        t.create_ticket(pb::CreateTicketRequest {
-            workflow: "solo".into(),
-            ..create("web", "after")
-        })
+        created(
+            &mut t,
+            pb::CreateTicketRequest {
+                workflow: "solo".into(),
+                ..create("web", "after")
+            },
+        )
         .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap()
         .id,
     );
     for id in &ids {

@@ -216,6 +216,16 @@ pub fn worker_state_to_pb(s: WorkerState) -> pb::WorkerState {
 
 // ---- responses ----
 
+/// The trace id of a W3C `traceparent` (`00-<trace>-<span>-<flags>`); empty if malformed.
+fn trace_id(traceparent: &str) -> String {
+    match traceparent.split('-').collect::<Vec<_>>()[..] {
+        [_, id, _, _] if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            id.to_string()
+        }
+        _ => String::new(),
+    }
+}
+
 pub fn ticket(t: &Ticket) -> pb::Ticket {
     pb::Ticket {
         id: t.id,
@@ -240,6 +250,7 @@ pub fn ticket(t: &Ticket) -> pb::Ticket {
             })
             .collect(),
         branch: t.branch.clone(),
+        trace_id: trace_id(&t.trace_context),
         pr_url: t.pr_url.clone(),
         cost_usd: t.cost.usd(),
         budget_usd: t.budget.usd(),
@@ -637,4 +648,21 @@ pub fn evidence_from_pb(e: &pb::Evidence) -> R<Evidence> {
         runtime_identity: clamp(&e.runtime_identity, 200),
         acceptance_configured: e.acceptance_configured,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trace_id_comes_from_a_well_formed_traceparent_only() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(super::trace_id(&format!("00-{id}-00f067aa0ba902b7-01")), id);
+        for bad in [
+            "",
+            "00-xyz-00f067aa0ba902b7-01",
+            "garbage",
+            "00-4bf92f35-01-01-01",
+        ] {
+            assert_eq!(super::trace_id(bad), "", "{bad:?}");
+        }
+    }
 }

@@ -26,6 +26,8 @@ const POLL: Duration = Duration::from_millis(1000);
 pub struct TicketApi {
     pub board: Board,
     pub workers: crate::workers::Registry,
+    /// Cancelled when this replica shuts down: watch streams end so the server can stop.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn page_token(s: &str) -> std::result::Result<i64, Status> {
@@ -245,6 +247,7 @@ impl pb::ticket_service_server::TicketService for TicketApi {
         let board = self.board.clone();
         let (tx, rx) = mpsc::channel(256);
         let mut signal = board.event_signal();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut after = r.after_event_id;
             loop {
@@ -275,6 +278,14 @@ impl pb::ticket_service_server::TicketService for TicketApi {
                     _ = signal.changed() => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "the control plane is shutting down; resume with after_event_id = {after}"
+                            ))))
+                            .await;
+                        return;
+                    }
                 }
             }
         });

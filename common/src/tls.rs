@@ -122,7 +122,9 @@ impl TlsMaterial {
         let hints = ca
             .iter()
             .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
-            .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+            // The anchor holds the subject without its outer SEQUENCE; the hint must be the full DER
+            // Name (strict TLS stacks such as BoringSSL refuse the handshake otherwise).
+            .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect();
         let verifier = Arc::new(DeferredClientVerifier {
             hints,

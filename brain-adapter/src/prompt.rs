@@ -83,7 +83,7 @@ pub fn build(req: &pb::DecideRequest) -> String {
         },
         "attempt_outcome": pb::AttemptOutcome::try_from(req.outcome).map(|o| o.as_str_name()).unwrap_or(""),
         "evidence": {
-            "commits": ev.commits, "diffstat": ev.diffstat, "changed_files": ev.changed_files,
+            "commits": ev.commits, "branch_commits": ev.branch_commits, "diffstat": ev.diffstat, "changed_files": ev.changed_files,
             "rescued_uncommitted_work": !ev.rescued_sha.is_empty(),
             "acceptance": ev.acceptance.iter().map(|a| json!({"command": a.command, "exit_code": a.exit_code, "timed_out": a.timed_out, "output_tail": a.output_tail})).collect::<Vec<_>>(),
             "done_claimed": ev.done_claimed, "done_summary": ev.done_summary,

@@ -262,6 +262,15 @@ impl Config {
                 humantime::format_duration(d.lease_flush * 2)
             ));
         }
+        // Workers stop their runtimes one heartbeat short of lease_ttl without an ack; the
+        // earliest requeue is worker_ttl - lease_flush + lease_ttl after the last beat.
+        if d.worker_ttl < d.lease_flush {
+            return Err(format!(
+                "dispatch.worker_ttl ({}) must be at least one lease flush ({})",
+                humantime::format_duration(d.worker_ttl),
+                humantime::format_duration(d.lease_flush)
+            ));
+        }
         if !self.brain.endpoint.is_empty() && !self.brain.endpoint.starts_with("https://") {
             return Err(format!(
                 "brain.endpoint: {:?} is not an https:// URL",

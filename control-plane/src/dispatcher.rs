@@ -45,10 +45,17 @@ impl Dispatcher {
         }
     }
 
+    /// Workers silent for more than two heartbeats get no offers until they beat again.
+    fn heard_since(&self) -> mc_common::Timestamp {
+        let quiet =
+            i64::try_from((self.cfg.heartbeat_interval * 2).as_millis()).unwrap_or(i64::MAX);
+        mc_common::Timestamp(self.board.now().0.saturating_sub(quiet))
+    }
+
     /// One pass over the workers with free slots. Returns the day if the daily budget stops
     /// dispatch.
     pub async fn round(&self) -> Result<Option<String>, BoardError> {
-        let workers = self.workers.available();
+        let workers = self.workers.available(self.heard_since());
         if workers.is_empty() {
             return Ok(None);
         }
@@ -83,7 +90,7 @@ impl Dispatcher {
             if !a.preferred_hosts.is_empty() && !a.preferred_hosts.contains(&w.host) {
                 let preferred_free = self
                     .workers
-                    .hosts_with_capacity(&a.profile)
+                    .hosts_with_capacity(&a.profile, self.heard_since())
                     .iter()
                     .any(|h| a.preferred_hosts.contains(h));
                 if preferred_free {

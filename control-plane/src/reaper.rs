@@ -31,7 +31,7 @@ pub async fn flush_leases(
             tracing::warn!(worker = %name, held = entry.attempts.len(), "worker lost: no heartbeat for {}", humantime::format_duration(cfg.worker_ttl));
             board
                 .store()
-                .set_worker_state(&name, WorkerState::Lost, now)
+                .set_worker_state(&name, WorkerState::Lost, now, entry.connected_at)
                 .await?;
             // Dropping the entry closes the stream's outbox; the worker reconnects if alive.
         }

@@ -187,6 +187,9 @@ impl ControlPlane {
         let shutdown = token.clone();
         let server = tokio::spawn(
             Server::builder()
+                // Half-open connections (a worker host cut off) are noticed and dropped.
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .layer(tonic_tracing_opentelemetry::middleware::server::OtelGrpcLayer::default())
                 .layer(auth)
                 .add_service(health_svc)
@@ -232,9 +235,12 @@ impl ControlPlane {
 
     /// Stops taking requests, lets in-flight ones finish, stops the loops.
     pub async fn shutdown(self) {
-        // Load balancers and health checks stop sending work here first.
+        // Health checks see this replica going away (every service it reported).
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_not_serving::<pb::ticket_service_server::TicketServiceServer<api::tickets::TicketApi>>()
             .await;
         self.token.cancel();
         match self.server.await {

@@ -42,6 +42,8 @@ struct Session {
     name: String,
     host: String,
     session: u64,
+    /// When this stream attached: fences this session's writes to the worker's row.
+    connected_at: Timestamp,
     tx: Outbox,
     logs: HashMap<i64, (i64, Vec<LogChunk>, usize)>,
 }
@@ -170,6 +172,7 @@ pub async fn run(
         host: hello.host.clone(),
         name,
         session,
+        connected_at: now,
         tx,
         logs: HashMap::new(),
     };
@@ -260,7 +263,12 @@ impl Session {
                 .ctx
                 .board
                 .store()
-                .set_worker_state(&self.name, WorkerState::Disconnected, self.ctx.board.now())
+                .set_worker_state(
+                    &self.name,
+                    WorkerState::Disconnected,
+                    self.ctx.board.now(),
+                    self.connected_at,
+                )
                 .await;
             tracing::info!(worker = %self.name, "worker detached");
         }
@@ -468,7 +476,7 @@ impl Session {
                     };
                     board
                         .store()
-                        .set_worker_state(&self.name, state, board.now())
+                        .set_worker_state(&self.name, state, board.now(), self.connected_at)
                         .await?;
                 }
                 // Leases are flushed every lease_flush; one flush from now they run for lease_ttl.

@@ -235,12 +235,14 @@ impl Registry {
         unknown
     }
 
-    /// Workers with free slots that are not draining, in a stable order.
-    pub fn available(&self) -> Vec<WorkerView> {
+    /// Workers with free slots that are not draining and were heard from since
+    /// `heard_since` (a stream gone quiet may be half-open: offers into it would only lapse),
+    /// in a stable order.
+    pub fn available(&self, heard_since: Timestamp) -> Vec<WorkerView> {
         let g = self.lock();
         let mut v: Vec<WorkerView> = g
             .iter()
-            .filter(|(_, e)| !e.draining)
+            .filter(|(_, e)| !e.draining && e.last_beat >= heard_since)
             .map(|(n, e)| WorkerView {
                 name: n.clone(),
                 host: e.host.clone(),
@@ -254,12 +256,16 @@ impl Registry {
         v
     }
 
-    /// Hosts (connected here) that offer `profile` with a free slot.
-    pub fn hosts_with_capacity(&self, profile: &str) -> Vec<String> {
+    /// Hosts (connected here, heard from since `heard_since`) that offer `profile` with a
+    /// free slot.
+    pub fn hosts_with_capacity(&self, profile: &str, heard_since: Timestamp) -> Vec<String> {
         self.lock()
             .values()
             .filter(|e| {
-                !e.draining && e.free_slots() > 0 && e.profiles.iter().any(|p| p == profile)
+                !e.draining
+                    && e.last_beat >= heard_since
+                    && e.free_slots() > 0
+                    && e.profiles.iter().any(|p| p == profile)
             })
             .map(|e| e.host.clone())
             .collect()

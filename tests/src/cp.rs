@@ -303,6 +303,10 @@ impl CpProc {
         let _ = self.child.wait();
     }
 
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+    }
+
     /// SIGTERM, then waits for the exit (panics after `within`).
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         crate::terminate(

@@ -446,11 +446,19 @@ async fn prometheus_scrapes_every_series_the_dashboard_uses() {
         "{idle:?}"
     );
     // Every dashboard query is valid PromQL with data behind it.
+    // (rate() needs two scrapes in its window: retried for a few seconds.)
     for e in &exprs {
         let e = e
             .replace("$__rate_interval", "5m")
             .replace("$__interval", "1m");
-        query(e).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while query(e.clone()).await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no data for the panel query {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 

@@ -100,6 +100,19 @@ async fn services_tell_systemd_when_they_are_ready_and_when_they_stop() {
     let wcfg = idle_worker(&cp.url(), &pki, dir.path());
     let mut worker = WorkerProc::spawn_env(&wcfg, &[n_w.env()]);
     assert_eq!(n_w.next("the worker agent").await, "READY=1");
+    // Ready means attached: the control plane already lists it.
+    let workers = pb::worker_service_client::WorkerServiceClient::new(cp.operator(&pki).await)
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert!(
+        workers
+            .iter()
+            .any(|w| w.name == "host-a" && w.state == pb::WorkerState::Connected as i32),
+        "{workers:?}"
+    );
 
     for (name, n, status) in [
         (
@@ -400,9 +413,21 @@ async fn the_control_plane_ends_its_streams_and_exits_on_sigterm_and_workers_com
     let mut worker = WorkerProc::spawn(&wcfg);
     let attached = |w: &WorkerProc| w.log().matches("attached to the control plane").count();
     until(T, || attached(&worker) >= 1, || worker.log()).await;
-    // An operator following the board: a stream that never ends on its own.
-    let mut watch = pb::ticket_service_client::TicketServiceClient::new(ch)
+    // Operators following the board and a ticket's output: streams that never end on their
+    // own (nothing runs the ticket: the worker has no projects).
+    cp.add_project(&pki, "web", "solo").await;
+    let mut t = pb::ticket_service_client::TicketServiceClient::new(ch);
+    let tk = created(&mut t, create("web", "never runs")).await;
+    let mut watch = t
         .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut follow = t
+        .follow_logs(pb::FollowLogsRequest {
+            ticket_id: tk.id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -428,6 +453,16 @@ async fn the_control_plane_ends_its_streams_and_exits_on_sigterm_and_workers_com
         }
         Ok(None) => {}
         Ok(Some(_)) => unreachable!(),
+    }
+    let end = tokio::time::timeout(Duration::from_secs(5), follow.message())
+        .await
+        .expect("the log stream ends when the control plane stops");
+    match end {
+        Err(s) => assert!(
+            s.code() == tonic::Code::Unavailable && s.message().contains("after_seq"),
+            "the follower is told how to resume: {s:?}"
+        ),
+        Ok(m) => assert!(m.is_none(), "no output was expected: {m:?}"),
     }
     assert!(
         worker.child.try_wait().unwrap().is_none(),

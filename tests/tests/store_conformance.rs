@@ -971,9 +971,23 @@ async fn workers_lanes_and_leadership(s: Arc<dyn Store>) {
     s.upsert_worker(&w).await.unwrap();
     w.slots = 4;
     s.upsert_worker(&w).await.unwrap();
-    s.set_worker_state("host-a", WorkerState::Lost, Timestamp(T0.0 + 5))
+    // Only the connection that wrote the row changes its state.
+    assert!(
+        !s.set_worker_state(
+            "host-a",
+            WorkerState::Lost,
+            Timestamp(T0.0 + 5),
+            Timestamp(T0.0 - 1)
+        )
         .await
-        .unwrap();
+        .unwrap(),
+        "a replaced connection changes nothing"
+    );
+    assert!(
+        s.set_worker_state("host-a", WorkerState::Lost, Timestamp(T0.0 + 5), T0)
+            .await
+            .unwrap()
+    );
     let ws = s.list_workers().await.unwrap();
     assert_eq!(ws.len(), 1);
     assert_eq!(

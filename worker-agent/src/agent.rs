@@ -265,10 +265,12 @@ impl Agent {
     }
 
     /// Stops every running attempt (lease lost while disconnected, or shutdown).
-    pub fn revoke_all(&self, reason: &str) {
+    /// Stops every attempt whose lease can no longer be trusted; each is reported lost
+    /// (with its rescued work) once the control plane answers again.
+    pub fn lease_lost_all(&self, reason: &str) {
         let handles: Vec<(i64, i64)> = self.lock().iter().map(|(id, h)| (*id, h.epoch)).collect();
         for (id, epoch) in handles {
-            self.route(id, epoch, Control::Revoked(reason.to_string()));
+            self.route(id, epoch, Control::LeaseLost(reason.to_string()));
         }
     }
 

@@ -34,6 +34,9 @@ pub enum Control {
     Unstick(String),
     Cancel(String),
     Revoked(String),
+    /// Cut off from the control plane for as long as the lease runs: stop, rescue the work
+    /// and report the attempt lost when the control plane can be reached again.
+    LeaseLost(String),
     /// After a restart: the control plane has output up to this chunk.
     ResumeFrom(i64),
 }
@@ -74,6 +77,7 @@ enum End {
     UsageLimit(String),
     Cancelled(String),
     Revoked(String),
+    LeaseLost(String),
 }
 
 struct Task {
@@ -550,6 +554,7 @@ impl Task {
             }
             Control::Cancel(reason) => Some(End::Cancelled(reason)),
             Control::Revoked(reason) => Some(End::Revoked(reason)),
+            Control::LeaseLost(reason) => Some(End::LeaseLost(reason)),
             Control::ResumeFrom(seq) => {
                 if self.paused {
                     let offset =
@@ -949,6 +954,7 @@ impl Task {
             End::UsageLimit(r) => (pb::AttemptOutcome::UsageLimited, r.clone(), false, -1),
             End::Cancelled(r) => (pb::AttemptOutcome::Cancelled, r.clone(), false, -1),
             End::Revoked(r) => (pb::AttemptOutcome::Superseded, r.clone(), false, -1),
+            End::LeaseLost(r) => (pb::AttemptOutcome::Lost, r.clone(), false, -1),
         };
         tracing::info!(attempt_id = self.id(), outcome = ?outcome, %reason, "attempt ending");
         let report = !matches!(end, End::Revoked(_));

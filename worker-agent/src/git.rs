@@ -147,18 +147,23 @@ pub async fn rescue(worktree: &Path) -> Result<Option<String>, GitError> {
 /// Commit facts since `start`.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
+    /// Commits since `start` (this attempt's).
     pub commits: i64,
+    /// Commits beyond `base` (the ticket's whole branch).
+    pub branch_commits: i64,
     pub head: String,
     pub diffstat: String,
     pub changed_files: Vec<String>,
 }
 
-pub async fn facts(worktree: &Path, start: &str) -> Result<Facts, GitError> {
-    let range = format!("{start}..HEAD");
-    let commits = git(worktree, &["rev-list", "--count", &range])
-        .await?
-        .parse()
-        .unwrap_or(0);
+pub async fn facts(worktree: &Path, start: &str, base: &str) -> Result<Facts, GitError> {
+    let count = |range: String| async move {
+        git(worktree, &["rev-list", "--count", &range])
+            .await
+            .map(|n| n.parse().unwrap_or(0))
+    };
+    let commits = count(format!("{start}..HEAD")).await?;
+    let branch_commits = count(format!("{base}..HEAD")).await.unwrap_or(commits);
     let head = git(worktree, &["rev-parse", "HEAD"]).await?;
     let diffstat = git(worktree, &["diff", "--shortstat", start, "HEAD"])
         .await
@@ -171,6 +176,7 @@ pub async fn facts(worktree: &Path, start: &str) -> Result<Facts, GitError> {
         .collect();
     Ok(Facts {
         commits,
+        branch_commits,
         head,
         diffstat,
         changed_files,

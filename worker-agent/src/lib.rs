@@ -27,6 +27,7 @@ pub struct WorkerAgent {
     pub agent: Arc<agent::Agent>,
     token: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    attached: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +64,24 @@ impl WorkerAgent {
         let agent = agent::Agent::new(deps);
         agent.recover().await;
         let token = CancellationToken::new();
-        let client = session::Client::new(agent.clone(), tls, queue);
+        let (attached_tx, attached) = tokio::sync::watch::channel(false);
+        let client = session::Client::new(agent.clone(), tls, queue, attached_tx);
         let task = tokio::spawn(client.run(token.clone()));
-        Ok(WorkerAgent { agent, token, task })
+        Ok(WorkerAgent {
+            agent,
+            token,
+            task,
+            attached,
+        })
+    }
+
+    /// Waits (up to `within`) until the first time the agent attached to a control plane;
+    /// returns whether it did.
+    pub async fn attached(&self, within: std::time::Duration) -> bool {
+        let mut rx = self.attached.clone();
+        tokio::time::timeout(within, rx.wait_for(|a| *a))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Stops taking work, waits for running attempts (up to `timeout`), then disconnects.

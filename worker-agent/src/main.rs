@@ -65,6 +65,11 @@ fn main() -> anyhow::Result<()> {
         let agent = WorkerAgent::start(cfg, mc_common::Clock::system())
             .await
             .context("starting the worker agent")?;
+        // Ready once attached to a control plane; a host that cannot reach one yet still
+        // comes up (it keeps dialling) after a minute, saying so.
+        if !agent.attached(std::time::Duration::from_secs(60)).await {
+            tracing::warn!("not attached to a control plane yet; ready anyway, still dialling");
+        }
         mc_common::telemetry::notify_ready();
         stop.wait().await;
         mc_common::telemetry::notify_stopping();

@@ -1,8 +1,9 @@
 //! The worker's side of the stream: dial the control plane over mTLS, say hello (with the
 //! runtimes that survived and reports that may not have landed), then forward reports and
-//! heartbeats up and messages down. Reconnects with capped exponential backoff; if it stays
-//! disconnected longer than the lease, it stops its runtimes (their tickets are requeued
-//! elsewhere) and keeps the work on their branches.
+//! heartbeats up and messages down. Reconnects with capped exponential backoff. When no
+//! heartbeat has been acknowledged for almost the lease, it stops its runtimes itself —
+//! before the control plane can requeue their tickets elsewhere, so two runtimes never work
+//! on one ticket — rescues the work on their branches and reports them lost on reconnect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,12 @@ pub struct Client {
     heartbeat: Duration,
     lease_ttl: Duration,
     next_endpoint: usize,
+    /// The last sign the control plane holds our leases (a welcome or a heartbeat ack).
+    last_ack: Instant,
+    /// The attempts were stopped for want of acks; cleared by the next welcome.
+    fenced: bool,
+    /// True once attached (for readiness).
+    attached: tokio::sync::watch::Sender<bool>,
 }
 
 enum Ended {
@@ -51,6 +58,7 @@ impl Client {
         agent: Arc<Agent>,
         tls: TlsMaterial,
         queue: mpsc::UnboundedReceiver<pb::AttachRequest>,
+        attached: tokio::sync::watch::Sender<bool>,
     ) -> Client {
         Client {
             agent,
@@ -60,13 +68,39 @@ impl Client {
             heartbeat: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(30),
             next_endpoint: 0,
+            last_ack: Instant::now(),
+            fenced: false,
+            attached,
+        }
+    }
+
+    /// How long without an ack before our leases may be gone. The control plane renews a
+    /// lease for `lease_ttl` from each flush while we beat, and drops us only after its
+    /// worker TTL: stopping one heartbeat short of `lease_ttl` after the last ack is always
+    /// before the earliest requeue.
+    fn fence_after(&self) -> Duration {
+        self.lease_ttl
+            .saturating_sub(self.heartbeat)
+            .max(self.heartbeat)
+    }
+
+    /// Stops the running attempts once no ack came for `fence_after`.
+    fn fence_if_expired(&mut self) {
+        if !self.fenced && self.last_ack.elapsed() > self.fence_after() && self.agent.running() > 0
+        {
+            tracing::warn!(
+                since_ack = ?self.last_ack.elapsed(),
+                "lease lost: no word from the control plane for nearly the lease; stopping the runtimes"
+            );
+            self.agent.lease_lost_all(
+                "lease lost: cut off from the control plane for as long as the lease runs",
+            );
+            self.fenced = true;
         }
     }
 
     pub async fn run(mut self, token: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
-        let mut disconnected_at = Instant::now();
-        let mut revoked = false;
         loop {
             if token.is_cancelled() {
                 return;
@@ -76,19 +110,11 @@ impl Client {
                     // The replica we were on went away: try the next one first.
                     self.next_endpoint += 1;
                     backoff = Duration::from_millis(200);
-                    disconnected_at = Instant::now();
-                    revoked = false;
                     tracing::warn!("disconnected from the control plane; reconnecting");
                 }
                 Ended::Before(e) => tracing::warn!(error = %e, "cannot reach the control plane"),
             }
-            if !revoked && disconnected_at.elapsed() > self.lease_ttl && self.agent.running() > 0 {
-                // Our leases are gone: stop, keep the work on the branches.
-                self.agent.revoke_all(
-                    "lease lost: disconnected from the control plane for longer than the lease",
-                );
-                revoked = true;
-            }
+            self.fence_if_expired();
             let jitter = Duration::from_millis(u64::from(nanos_now() % 200));
             tokio::select! {
                 _ = tokio::time::sleep(backoff + jitter) => {}
@@ -159,12 +185,14 @@ impl Client {
             "attached to the control plane"
         );
         let connected = self.agent.deps.clock.now().millis();
+        self.last_ack = Instant::now();
+        self.fenced = false;
         self.agent.on_message(Down::Welcome(welcome)).await;
+        self.attached.send_replace(true);
         let mut beat = tokio::time::interval(self.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purged = false;
         let mut seq: i64 = 0;
-        let mut last_ack = Instant::now();
         loop {
             if let Some(p) = self.pending.take()
                 && tx.send(p.clone()).await.is_err()
@@ -174,7 +202,7 @@ impl Client {
             }
             tokio::select! {
                 m = inbound.message() => match m {
-                    Ok(Some(pb::AttachResponse { msg: Some(Down::HeartbeatAck(_)) })) => last_ack = Instant::now(),
+                    Ok(Some(pb::AttachResponse { msg: Some(Down::HeartbeatAck(_)) })) => self.last_ack = Instant::now(),
                     Ok(Some(pb::AttachResponse { msg: Some(msg) })) => self.agent.on_message(msg).await,
                     Ok(Some(_)) => {}
                     Ok(None) => return Ended::AfterWelcome,
@@ -193,9 +221,11 @@ impl Client {
                     None => return Ended::AfterWelcome,
                 },
                 _ = beat.tick() => {
-                    // A connection that stopped answering (half-open) is dropped and redialled.
-                    if last_ack.elapsed() > self.lease_ttl {
-                        tracing::warn!("no heartbeat ack for longer than the lease; reconnecting");
+                    // A connection that stopped answering (half-open) is dropped and redialled;
+                    // past the fence point the runtimes stop first.
+                    if self.last_ack.elapsed() > self.fence_after() {
+                        self.fence_if_expired();
+                        tracing::warn!("no heartbeat ack for nearly the lease; reconnecting");
                         return Ended::AfterWelcome;
                     }
                     let mut hb = self.agent.heartbeat();

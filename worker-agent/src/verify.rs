@@ -116,7 +116,7 @@ pub async fn evidence(
         }
     };
     let facts = if rec.worktree.exists() {
-        git::facts(&rec.worktree, &rec.start_sha)
+        git::facts(&rec.worktree, &rec.start_sha, &rec.base_ref)
             .await
             .unwrap_or_default()
     } else {
@@ -130,6 +130,7 @@ pub async fn evidence(
     }
     pb::Evidence {
         commits: facts.commits,
+        branch_commits: facts.branch_commits,
         base_ref: rec.base_ref.clone(),
         head_sha: facts.head,
         diffstat: facts.diffstat,

@@ -268,6 +268,7 @@ pub fn ticket(t: &Ticket) -> pb::Ticket {
 pub fn evidence(e: &Evidence) -> pb::Evidence {
     pb::Evidence {
         commits: e.commits,
+        branch_commits: e.branch_commits,
         base_ref: e.base_ref.clone(),
         head_sha: e.head_sha.clone(),
         diffstat: e.diffstat.clone(),
@@ -610,6 +611,7 @@ pub fn evidence_from_pb(e: &pb::Evidence) -> R<Evidence> {
     let clamp = |s: &str, n: usize| crate::board::preview(s, n);
     Ok(Evidence {
         commits: e.commits.max(0),
+        branch_commits: e.branch_commits.max(0),
         base_ref: clamp(&e.base_ref, 200),
         head_sha: clamp(&e.head_sha, 80),
         diffstat: clamp(&e.diffstat, 8 * 1024),

@@ -374,6 +374,7 @@ impl pb::ticket_service_server::TicketService for TicketApi {
         let board = self.board.clone();
         let (tx, rx) = mpsc::channel(64);
         let mut signal = board.log_signal();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             // Follows the ticket's current attempt (or the pinned one) across attempts.
             let mut attempt = pinned;
@@ -418,6 +419,14 @@ impl pb::ticket_service_server::TicketService for TicketApi {
                     _ = signal.changed() => {}
                     _ = tokio::time::sleep(POLL) => {}
                     _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "the control plane is shutting down; resume with after_seq = {after}"
+                            ))))
+                            .await;
+                        return;
+                    }
                 }
             }
         });

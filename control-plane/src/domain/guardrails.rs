@@ -240,7 +240,13 @@ fn fix_reason(i: &GuardInput<'_>, ev: Option<&Evidence>) -> Option<Failure> {
             "no evidence".into(),
         ));
     };
-    if i.phase.requires_commits && e.commits == 0 {
+    // No new commits fail the phase unless an earlier, interrupted attempt of it left its
+    // work on the branch (a retry that finds the work done); a round returned for fixes
+    // must change something.
+    if i.phase.requires_commits
+        && e.commits == 0
+        && (e.branch_commits == 0 || i.ticket.round(i.ticket.phase_index) > 0)
+    {
         return Some((
             "no_commits",
             format!(
@@ -378,6 +384,7 @@ mod tests {
     fn passing() -> Evidence {
         Evidence {
             commits: 2,
+            branch_commits: 2,
             acceptance: vec![AcceptanceResult {
                 command: "cargo test".into(),
                 exit_code: 0,
@@ -487,7 +494,33 @@ mod tests {
             Case {
                 name: "no commits from the coder",
                 phase: 0,
-                setup: |_, e, _, _, _| e.as_mut().unwrap().commits = 0,
+                setup: |_, e, _, _, _| {
+                    e.as_mut().unwrap().commits = 0;
+                    e.as_mut().unwrap().branch_commits = 0;
+                },
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::ReturnForFixes, "no_commits")),
+            },
+            Case {
+                name: "a retry finds an interrupted attempt's work on the branch",
+                phase: 0,
+                setup: |_, e, _, _, _| {
+                    e.as_mut().unwrap().commits = 0;
+                    e.as_mut().unwrap().branch_commits = 2;
+                },
+                commands: &["cargo test"],
+                author: None,
+                want: None,
+            },
+            Case {
+                name: "a round returned for fixes must commit",
+                phase: 0,
+                setup: |t, e, _, _, _| {
+                    t.rounds = vec![1];
+                    e.as_mut().unwrap().commits = 0;
+                    e.as_mut().unwrap().branch_commits = 2;
+                },
                 commands: &["cargo test"],
                 author: None,
                 want: Some((K::ReturnForFixes, "no_commits")),

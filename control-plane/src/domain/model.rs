@@ -250,7 +250,10 @@ pub struct AcceptanceResult {
 /// What the host found when an attempt ended (DESIGN §2, evidence packet).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Evidence {
+    /// Commits this attempt made.
     pub commits: i64,
+    /// Commits on the branch beyond the base, from every attempt.
+    pub branch_commits: i64,
     pub base_ref: String,
     pub head_sha: String,
     pub diffstat: String,

@@ -272,12 +272,16 @@ pub trait Store: Send + Sync + 'static {
 
     // Workers.
     async fn upsert_worker(&self, w: &WorkerRecord) -> Result<(), StoreError>;
+    /// Sets the state of the worker's row written by the connection made at `connected_at`:
+    /// a replica whose stream was replaced (the worker reconnected elsewhere) changes
+    /// nothing. Returns whether the row changed.
     async fn set_worker_state(
         &self,
         name: &str,
         state: WorkerState,
         at: Timestamp,
-    ) -> Result<(), StoreError>;
+        connected_at: Timestamp,
+    ) -> Result<bool, StoreError>;
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
 
     // Lanes.

@@ -186,6 +186,7 @@ pub(super) struct AttemptRow {
 #[serde(default)]
 pub(super) struct EvidenceDoc {
     commits: i64,
+    branch_commits: i64,
     base_ref: String,
     head_sha: String,
     diffstat: String,
@@ -218,6 +219,7 @@ struct AcceptanceDoc {
 pub(super) fn evidence_json(e: &Evidence) -> String {
     to_json(&EvidenceDoc {
         commits: e.commits,
+        branch_commits: e.branch_commits,
         base_ref: e.base_ref.clone(),
         head_sha: e.head_sha.clone(),
         diffstat: e.diffstat.clone(),
@@ -251,6 +253,7 @@ pub(super) fn evidence_json(e: &Evidence) -> String {
 fn evidence_from(d: EvidenceDoc) -> Evidence {
     Evidence {
         commits: d.commits,
+        branch_commits: d.branch_commits,
         base_ref: d.base_ref,
         head_sha: d.head_sha,
         diffstat: d.diffstat,

@@ -761,16 +761,18 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn set_worker_state(&self, name: &str, state: WorkerState, at: Timestamp) -> Result<(), StoreError> {
+            async fn set_worker_state(&self, name: &str, state: WorkerState, at: Timestamp, connected_at: Timestamp) -> Result<bool, StoreError> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("UPDATE workers SET state = $2, last_seen = $3 WHERE name = $1")
+                let n = sqlx::query("UPDATE workers SET state = $2, last_seen = $3 WHERE name = $1 AND connected_at = $4")
                     .bind(name)
                     .bind(state.as_str())
                     .bind(at.0)
+                    .bind(connected_at.0)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
                 tx.commit().await?;
-                Ok(())
+                Ok(n > 0)
             }
 
             async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {

@@ -42,7 +42,8 @@ fn main() {
             let mut sims = Vec::new();
             for i in 0..workers {
                 let tls = cp.pki.material(Role::Worker, &format!("sim-{i}"));
-                sims.push(SimWorker::start(&cp.url(), &tls, &format!("sim-{i}"), "bench", 4, Duration::from_secs(5)).await);
+                // Beat as often as the control plane expects: silent workers get no offers.
+                sims.push(SimWorker::start(&cp.url(), &tls, &format!("sim-{i}"), "bench", 4, cp.config.dispatch.heartbeat_interval).await);
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut c = cp.tickets().await;

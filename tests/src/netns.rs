@@ -6,23 +6,26 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-fn run(args: &[&str]) -> Result<(), String> {
+/// Runs a command line (words separated by spaces; no quoting needed here).
+fn run(line: &str) -> Result<(), String> {
+    let args: Vec<&str> = line.split_whitespace().collect();
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
-        .map_err(|e| format!("{args:?}: {e}"))?;
+        .map_err(|e| format!("{line}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "{args:?}: {}",
+            "{line}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
 }
 
-fn must(args: &[&str]) {
-    run(args).unwrap_or_else(|e| {
+/// `ip <args>`, which must succeed.
+fn ip(args: &str) {
+    run(&format!("ip {args}")).unwrap_or_else(|e| {
         panic!("network setup failed: {e} (the multi-host tests need root, iproute2 and nftables)")
     });
 }
@@ -49,54 +52,27 @@ impl Net {
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
             tag,
         };
-        must(&["ip", "link", "add", &net.bridge, "type", "bridge"]);
-        must(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}.254/24", net.subnet),
-            "dev",
-            &net.bridge,
-        ]);
-        must(&["ip", "link", "set", &net.bridge, "up"]);
+        let (bridge, subnet) = (&net.bridge, &net.subnet);
+        ip(&format!("link add {bridge} type bridge"));
+        ip(&format!("addr add {subnet}.254/24 dev {bridge}"));
+        ip(&format!("link set {bridge} up"));
         for (i, h) in hosts.iter().enumerate() {
             let ns = net.ns(h);
             let (outer, inner) = net.veth(i);
-            must(&["ip", "netns", "add", &ns]);
-            must(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-            must(&[
-                "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ]);
-            must(&["ip", "link", "set", &inner, "netns", &ns]);
-            must(&["ip", "link", "set", &outer, "master", &net.bridge]);
-            must(&["ip", "link", "set", &outer, "up"]);
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "addr",
-                "add",
-                &format!("{}.{}/24", net.subnet, i + 1),
-                "dev",
-                &inner,
-            ]);
-            must(&[
-                "ip", "netns", "exec", &ns, "ip", "link", "set", &inner, "up",
-            ]);
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("{}.254", net.subnet),
-            ]);
+            ip(&format!("netns add {ns}"));
+            ip(&format!("netns exec {ns} ip link set lo up"));
+            ip(&format!("link add {outer} type veth peer name {inner}"));
+            ip(&format!("link set {inner} netns {ns}"));
+            ip(&format!("link set {outer} master {bridge}"));
+            ip(&format!("link set {outer} up"));
+            ip(&format!(
+                "netns exec {ns} ip addr add {subnet}.{}/24 dev {inner}",
+                i + 1
+            ));
+            ip(&format!("netns exec {ns} ip link set {inner} up"));
+            ip(&format!(
+                "netns exec {ns} ip route add default via {subnet}.254"
+            ));
         }
         net
     }
@@ -134,70 +110,33 @@ impl Net {
 
     /// Cuts `host` off the network (its link goes down: packets vanish, no resets).
     pub fn partition(&self, host: &str) {
-        must(&["ip", "link", "set", &self.veth(self.index(host)).0, "down"]);
+        ip(&format!("link set {} down", self.veth(self.index(host)).0));
     }
 
     pub fn heal(&self, host: &str) {
-        must(&["ip", "link", "set", &self.veth(self.index(host)).0, "up"]);
+        ip(&format!("link set {} up", self.veth(self.index(host)).0));
     }
 
-    /// Drops `percent`% of TCP packets in and out of `host`, at random.
+    /// Drops `percent`% of TCP packets in and out of `host`, at random (nft joins its
+    /// arguments, so a rule can be passed as words).
     pub fn loss(&self, host: &str, percent: u32) {
         let ns = self.ns(host);
-        must(&[
-            "ip", "netns", "exec", &ns, "nft", "add", "table", "inet", "mcloss",
-        ]);
+        ip(&format!("netns exec {ns} nft add table inet mcloss"));
         for hook in ["input", "output"] {
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "mcloss",
-                hook,
-                &format!("{{ type filter hook {hook} priority 0; }}"),
-            ]);
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "nft",
-                "add",
-                "rule",
-                "inet",
-                "mcloss",
-                hook,
-                "meta",
-                "l4proto",
-                "tcp",
-                "numgen",
-                "random",
-                "mod",
-                "100",
-                "<",
-                &percent.to_string(),
-                "drop",
-            ]);
+            ip(&format!(
+                "netns exec {ns} nft add chain inet mcloss {hook} {{ type filter hook {hook} priority 0 ; }}"
+            ));
+            ip(&format!(
+                "netns exec {ns} nft add rule inet mcloss {hook} meta l4proto tcp numgen random mod 100 < {percent} drop"
+            ));
         }
     }
 
     pub fn clear_loss(&self, host: &str) {
-        let _ = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(host),
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "mcloss",
-        ]);
+        let _ = run(&format!(
+            "ip netns exec {} nft delete table inet mcloss",
+            self.ns(host)
+        ));
     }
 }
 
@@ -205,8 +144,8 @@ impl Drop for Net {
     fn drop(&mut self) {
         for h in &self.hosts {
             // Processes left in a namespace would keep it; the tests kill theirs first.
-            let _ = run(&["ip", "netns", "delete", &self.ns(h)]);
+            let _ = run(&format!("ip netns delete {}", self.ns(h)));
         }
-        let _ = run(&["ip", "link", "delete", &self.bridge]);
+        let _ = run(&format!("ip link delete {}", self.bridge));
     }
 }

@@ -219,14 +219,7 @@ async fn tickets_go_to_the_host_with_their_project_and_profile() {
         &c.worker_config("host-b", &ep, &[("web", &b_web)], &[("qa-p", QUICK)]),
     );
     let mut t = c.tickets(0).await;
-    let api = created(
-        &mut t,
-        pb::CreateTicketRequest {
-            workflow: "solo".into(),
-            ..create("api", "api work")
-        },
-    )
-    .await;
+    let api = created(&mut t, create("api", "api work")).await;
     let review = created(
         &mut t,
         pb::CreateTicketRequest {
@@ -235,14 +228,7 @@ async fn tickets_go_to_the_host_with_their_project_and_profile() {
         },
     )
     .await;
-    let web = created(
-        &mut t,
-        pb::CreateTicketRequest {
-            workflow: "solo".into(),
-            ..create("web", "web work")
-        },
-    )
-    .await;
+    let web = created(&mut t, create("web", "web work")).await;
     for id in [api.id, review.id, web.id] {
         if tokio::time::timeout(
             Duration::from_secs(40),
@@ -304,14 +290,7 @@ async fn a_partitioned_worker_loses_its_ticket_to_the_other_host_and_keeps_its_w
         &c.worker_config("host-a", &ep, &[("web", &a_web)], &[("coder-p", SLOW)]),
     );
     let mut t = c.tickets(0).await;
-    let tk = created(
-        &mut t,
-        pb::CreateTicketRequest {
-            workflow: "solo".into(),
-            ..create("web", "long work")
-        },
-    )
-    .await;
+    let tk = created(&mut t, create("web", "long work")).await;
     let running = ticket_in(&mut t, tk.id, pb::TicketState::Running, T).await;
     // Let part 1 be committed and reported.
     let deadline = tokio::time::Instant::now() + T;
@@ -425,15 +404,9 @@ async fn delay_and_packet_loss_below_the_lease_keep_everything_running() {
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
-            created(
-                &mut t,
-                pb::CreateTicketRequest {
-                    workflow: "solo".into(),
-                    ..create("web", &format!("slow link {i}"))
-                },
-            )
-            .await
-            .id,
+            created(&mut t, create("web", &format!("slow link {i}")))
+                .await
+                .id,
         );
     }
     for id in &ids {

@@ -142,8 +142,10 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for h in &self.hosts {
-            // Processes left in a namespace would keep it; the tests kill theirs first.
+        for (i, h) in self.hosts.iter().enumerate() {
+            // Deleting one end of a veth pair deletes both, even if a namespace lingers
+            // (a process still exiting keeps it alive).
+            let _ = run(&format!("ip link delete {}", self.veth(i).0));
             let _ = run(&format!("ip netns delete {}", self.ns(h)));
         }
         let _ = run(&format!("ip link delete {}", self.bridge));

@@ -874,6 +874,22 @@ async fn logs_are_fenced_and_idempotent(s: Arc<dyn Store>) {
         s.read_logs(c.attempt.id, 3, 100).await.unwrap()[0].data,
         [0xff, 0x00, 0xfe]
     );
+    // A tail is measured in bytes, however small the chunks (a pty reads 1 KiB at a time).
+    let many: Vec<LogChunk> = (10..3010).map(|i| chunk(i, "0123456789")).collect();
+    s.append_logs(c.attempt.epoch, &many).await.unwrap();
+    let tail = s.tail_logs(c.attempt.id, 1 << 20).await.unwrap();
+    assert_eq!(
+        tail.len(),
+        3000 + 4,
+        "every chunk fits in 1 MiB: {:?}",
+        tail.iter().take(6).map(|c| c.seq).collect::<Vec<_>>()
+    );
+    assert_eq!(tail.first().map(|c| c.seq), Some(1));
+    let tail = s.tail_logs(c.attempt.id, 25).await.unwrap();
+    assert_eq!(
+        tail.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        [3007, 3008, 3009]
+    );
 
     // Once the attempt ends, its late output is refused.
     let mut n = c.ticket.clone();

@@ -714,24 +714,20 @@ macro_rules! impl_store {
             }
 
             async fn tail_logs(&self, attempt_id: i64, tail_bytes: i64) -> Result<Vec<LogChunk>, StoreError> {
+                // The last chunks whose bytes after them are under `tail_bytes` (so the
+                // chunk that crosses the limit is included), counted in the database.
                 let rows: Vec<LogRow> = sqlx::query_as(
-                    "SELECT attempt_id, seq, at, data FROM log_chunks WHERE attempt_id = $1 \
-                     ORDER BY seq DESC LIMIT 2000",
+                    "SELECT attempt_id, seq, at, data FROM ( \
+                       SELECT attempt_id, seq, at, data, \
+                              SUM(LENGTH(data)) OVER (ORDER BY seq DESC) - LENGTH(data) AS after_bytes \
+                       FROM log_chunks WHERE attempt_id = $1) t \
+                     WHERE after_bytes < $2 ORDER BY seq",
                 )
                 .bind(attempt_id)
+                .bind(tail_bytes)
                 .fetch_all(&self.read)
                 .await?;
-                let mut out = Vec::new();
-                let mut bytes = 0i64;
-                for r in rows {
-                    if bytes >= tail_bytes {
-                        break;
-                    }
-                    bytes += r.data.len() as i64;
-                    out.push(LogChunk::from(r));
-                }
-                out.reverse();
-                Ok(out)
+                Ok(rows.into_iter().map(LogChunk::from).collect())
             }
 
             async fn upsert_worker(&self, w: &WorkerRecord) -> Result<(), StoreError> {

@@ -76,6 +76,33 @@ where
     load_with_env(file, required, flags, env)
 }
 
+/// What a service binary does with its configuration: loads it from `file` (or, if none was
+/// given, from `default_file` when that exists), the environment and `flags`, validates it,
+/// and with `check` prints that it is valid and returns None (the binary then exits 0).
+pub fn for_service<T, F>(
+    file: Option<&Path>,
+    default_file: &str,
+    flags: &F,
+    check: bool,
+    validate: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<Option<T>, ConfigError>
+where
+    T: DeserializeOwned + Serialize + Default,
+    F: Serialize,
+{
+    let (path, required) = match file {
+        Some(p) => (p, true),
+        None => (Path::new(default_file), false),
+    };
+    let cfg: T = load(Some(path), required, flags)?;
+    validate(&cfg).map_err(ConfigError::Invalid)?;
+    if check {
+        println!("{}: the configuration is valid", path.display());
+        return Ok(None);
+    }
+    Ok(Some(cfg))
+}
+
 /// As `load`, with an explicit environment provider (tests pass `Env::raw().only(&[])`).
 pub fn load_with_env<T, F>(
     file: Option<&Path>,

@@ -464,9 +464,9 @@ impl Session {
                 tracing::warn!(worker = %self.name, "a second hello on one stream is ignored");
             }
             Up::Heartbeat(hb) => {
-                let was_draining = self.ctx.workers.is_draining(&self.name);
-                let unknown = self.ctx.workers.heartbeat(&self.name, &hb, board.now());
-                if was_draining.is_some_and(|d| d != hb.draining) {
+                let (unknown, draining_changed) =
+                    self.ctx.workers.heartbeat(&self.name, &hb, board.now());
+                if draining_changed {
                     // Operators (mc workers, the dashboard) see a draining host as such.
                     let state = if hb.draining {
                         tracing::info!(worker = %self.name, "worker draining: no new work");

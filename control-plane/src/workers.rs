@@ -197,17 +197,20 @@ impl Registry {
     }
 
     /// Records a heartbeat. Returns runtimes the worker reported that this replica does not
-    /// know it holds (to be checked against the store).
+    /// know it holds (to be checked against the store), and whether it started or stopped
+    /// draining with this beat.
     pub fn heartbeat(
         &self,
         name: &str,
         hb: &pb::Heartbeat,
         now: Timestamp,
-    ) -> Vec<pb::RuntimeLiveness> {
+    ) -> (Vec<pb::RuntimeLiveness>, bool) {
         let mut unknown = Vec::new();
+        let mut draining_changed = false;
         self.with(name, |e| {
             e.last_beat = now;
             e.reported_free = u32::try_from(hb.free_slots.max(0)).unwrap_or(0);
+            draining_changed = e.draining != hb.draining;
             e.draining = hb.draining;
             for r in &hb.runtimes {
                 match e.attempts.get_mut(&r.attempt_id) {
@@ -232,7 +235,7 @@ impl Registry {
                 }
             }
         });
-        unknown
+        (unknown, draining_changed)
     }
 
     /// Workers with free slots that are not draining and were heard from since
@@ -308,11 +311,6 @@ impl Registry {
                     .map(move |(id, h)| (n.clone(), *id, h.clone()))
             })
             .collect()
-    }
-
-    /// Whether `name` said it is draining (None: not attached here).
-    pub fn is_draining(&self, name: &str) -> Option<bool> {
-        self.lock().get(name).map(|e| e.draining)
     }
 
     pub fn entry(&self, name: &str) -> Option<WorkerEntry> {

@@ -117,39 +117,47 @@ impl Phoenix {
         std::fs::read_to_string(self.dir.path().join("phoenix.log")).unwrap_or_default()
     }
 
-    /// Every span stored (for diagnostics).
-    pub fn all_spans(&self) -> Vec<Span> {
+    /// Runs `spans.py` against this Phoenix with `args`; returns its exit status, the
+    /// spans it printed, and its stderr.
+    fn spans(&self, args: &[&str]) -> (std::process::ExitStatus, Vec<Span>, String) {
         let out = Command::new(python())
             .arg(repo_root().join("tests/fixtures/phoenix/spans.py"))
             .args(["--url", &self.url()])
+            .args(args)
             .output()
             .expect("run spans.py");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// The spans of trace `trace_id`, waiting up to `wait` for at least `min` of them.
-    pub fn trace(&self, trace_id: &str, min: usize, wait: Duration) -> Vec<Span> {
-        let out = Command::new(python())
-            .arg(repo_root().join("tests/fixtures/phoenix/spans.py"))
-            .args(["--url", &self.url(), "--trace-id", trace_id])
-            .args(["--min-spans", &min.to_string()])
-            .args(["--wait", &wait.as_secs().to_string()])
-            .output()
-            .expect("run spans.py");
-        let spans: Vec<Span> = String::from_utf8_lossy(&out.stdout)
+        let spans = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("spans.py line {l:?}: {e}")))
             .collect();
-        assert!(
-            out.status.success(),
-            "spans.py found {} span(s) of trace {trace_id}, wanted {min} ({}):\n{}\n{spans:#?}",
-            spans.len(),
+        (
             out.status,
-            String::from_utf8_lossy(&out.stderr)
+            spans,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// Every span stored (for diagnostics).
+    pub fn all_spans(&self) -> Vec<Span> {
+        self.spans(&[]).1
+    }
+
+    /// The spans of trace `trace_id`, waiting up to `wait` for at least `min` of them.
+    pub fn trace(&self, trace_id: &str, min: usize, wait: Duration) -> Vec<Span> {
+        let (min_s, wait_s) = (min.to_string(), wait.as_secs().to_string());
+        let (status, spans, stderr) = self.spans(&[
+            "--trace-id",
+            trace_id,
+            "--min-spans",
+            &min_s,
+            "--wait",
+            &wait_s,
+        ]);
+        assert!(
+            status.success(),
+            "spans.py found {} span(s) of trace {trace_id}, wanted {min} ({status}):\n{stderr}\n{spans:#?}",
+            spans.len(),
         );
         spans
     }

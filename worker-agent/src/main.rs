@@ -45,17 +45,16 @@ struct Flags {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let (file, required) = match &args.config {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from(DEFAULT_FILE), false),
-    };
-    let cfg: Config = mc_common::config::load(Some(&file), required, &args.flags)?;
-    cfg.validate()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    if args.check {
-        println!("{}: the configuration is valid", file.display());
+    let Some(cfg) = mc_common::config::for_service(
+        args.config.as_deref(),
+        DEFAULT_FILE,
+        &args.flags,
+        args.check,
+        |c: &Config| c.validate().map(|_| ()),
+    )?
+    else {
         return Ok(());
-    }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mc_proto as pb;
 use pb::attach_response::Msg as Down;
@@ -13,6 +14,7 @@ use tracing::Instrument;
 
 use crate::attempt::{self, Control, Deps, Start};
 use crate::profiles::RuntimeKind;
+use crate::runtime::process;
 use crate::state::Record;
 
 struct Handle {
@@ -83,26 +85,54 @@ impl Agent {
         tokio::spawn(async move {
             let task = tokio::spawn(attempt::run(deps.clone(), start, rx).instrument(span));
             if let Err(e) = task.await {
-                // Nothing stalls silently: a fault in the attempt's task ends the attempt
-                // as lost, and the control plane requeues it.
-                tracing::error!(attempt_id, error = %e, "attempt task failed");
+                // Nothing stalls silently, and no runtime outlives its attempt: a fault in
+                // the attempt's task stops the runtime's whole process group, rescues the
+                // partial work and reports the attempt lost with the fault as the reason;
+                // the control plane backs off before it runs the ticket again.
+                let fault = fault_message(&e);
+                tracing::error!(attempt_id, error = %fault, "attempt task failed");
                 deps.live
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&attempt_id);
+                let fin = me.after_fault(attempt_id, epoch, &fault).await;
                 let _ = deps.out.send(pb::AttachRequest {
-                    msg: Some(pb::attach_request::Msg::Finished(pb::AttemptFinished {
-                        attempt_id,
-                        epoch,
-                        outcome: pb::AttemptOutcome::Lost as i32,
-                        reason: format!("worker agent fault in the attempt: {e}"),
-                        evidence: None,
-                        reset_at: None,
-                    })),
+                    msg: Some(pb::attach_request::Msg::Finished(fin)),
                 });
             }
             me.lock().remove(&attempt_id);
         });
+    }
+
+    /// The report for an attempt whose task failed: its runtime stopped first (whatever
+    /// the record says it was), its partial work rescued.
+    async fn after_fault(&self, attempt_id: i64, epoch: i64, fault: &str) -> pb::AttemptFinished {
+        let state_dir = &self.deps.cfg.config.state_dir;
+        let reason = format!("worker agent fault in the attempt: {fault}");
+        let Some(mut rec) = Record::load(state_dir, attempt_id) else {
+            // The task failed before it spawned anything.
+            return pb::AttemptFinished {
+                attempt_id,
+                epoch,
+                outcome: pb::AttemptOutcome::Lost as i32,
+                reason,
+                evidence: None,
+                reset_at: None,
+            };
+        };
+        if rec.pid > 1 {
+            process::terminate_group(rec.pid, Duration::from_secs(2)).await;
+        }
+        if rec.runtime == RuntimeKind::Tmux {
+            self.deps.tmux.kill_session(&rec.session).await;
+        }
+        let mut fin = attempt::lost_report(&rec, &self.deps.cfg.host).await;
+        fin.epoch = epoch;
+        fin.reason = reason;
+        rec.finished = Some(fin.encode_to_vec());
+        rec.finished_sent_at_ms = Some(self.deps.clock.now().millis());
+        let _ = rec.save(state_dir);
+        fin
     }
 
     /// After a restart: re-attach surviving tmux runtimes; report the rest as lost with
@@ -110,7 +140,15 @@ impl Agent {
     pub async fn recover(self: &Arc<Self>) {
         let state_dir = self.deps.cfg.config.state_dir.clone();
         let sessions = self.deps.tmux.sessions().await;
-        for rec in Record::load_all(&state_dir) {
+        let records = Record::load_all(&state_dir);
+        // A session no record knows of was abandoned mid-spawn: nothing will ever watch it.
+        for s in &sessions {
+            if s.starts_with("mc-a") && !records.iter().any(|r| &r.session == s) {
+                tracing::warn!(session = %s, "killing a tmux session no attempt record knows");
+                self.deps.tmux.kill_session(s).await;
+            }
+        }
+        for rec in records {
             if let Some(bytes) = &rec.finished {
                 match pb::AttemptFinished::decode(bytes.as_slice()) {
                     Ok(f) => self
@@ -321,4 +359,13 @@ impl Agent {
             }
         }
     }
+}
+
+/// A failed task's panic message (or why it was cancelled), for the operator to read.
+fn fault_message(e: &tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        // JoinError's Display already says "task N panicked with message ...".
+        return e.to_string();
+    }
+    format!("the attempt's task was cancelled: {e}")
 }

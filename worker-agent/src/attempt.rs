@@ -270,7 +270,7 @@ async fn start_fresh(
     };
     let state_dir = &cfg.config.state_dir;
     let dir = Record::dir(state_dir, offer.attempt_id);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
+    if let Err(e) = crate::state::private_dir(&dir) {
         fail(
             pb::AttemptOutcome::SpawnFailed,
             format!("cannot create {}: {e}", dir.display()),
@@ -295,7 +295,9 @@ async fn start_fresh(
             }
         };
     let prompt_file = dir.join("brief.md");
-    if let Err(e) = std::fs::write(&prompt_file, &offer.prompt) {
+    if let Err(e) = crate::state::private_file(&prompt_file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, offer.prompt.as_bytes()))
+    {
         fail(
             pb::AttemptOutcome::SpawnFailed,
             format!("writing the brief: {e}"),
@@ -617,9 +619,11 @@ impl Task {
         if self.rec.runtime == RuntimeKind::Pty {
             use std::io::Write;
             if self.out_file.is_none() {
+                use std::os::unix::fs::OpenOptionsExt;
                 self.out_file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o600)
                     .open(&self.rec.output_file)
                     .ok();
             }
@@ -786,7 +790,7 @@ impl Task {
         if self.profile.interactive && self.rt.is_some() && self.ticks.is_multiple_of(2) {
             self.poll_screen().await;
         }
-        if self.usage_dirty && self.usage_sent.elapsed() >= Duration::from_secs(1) {
+        if self.usage_dirty && self.usage_sent.elapsed() >= Duration::from_millis(250) {
             self.usage_dirty = false;
             self.usage_sent = Instant::now();
             self.deps.send(Up::Usage(pb::UsageReport {

@@ -126,22 +126,38 @@ async fn base_commit(checkout: &Path, base: &str) -> Result<String, GitError> {
     })
 }
 
-/// Commits whatever the agent left uncommitted as `WIP: auto-rescue`. Returns the sha.
-pub async fn rescue(worktree: &Path) -> Result<Option<String>, GitError> {
+/// What [`rescue`] committed for the agent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rescued {
+    pub sha: String,
+    /// The files that were uncommitted, as git names them.
+    pub files: Vec<String>,
+}
+
+/// Commits whatever the agent left uncommitted as `WIP: auto-rescue`.
+pub async fn rescue(worktree: &Path) -> Result<Option<Rescued>, GitError> {
     if !worktree.exists() {
         return Ok(None);
     }
-    let status = git(worktree, &["status", "--porcelain"]).await?;
-    if status.is_empty() {
+    git(worktree, &["add", "-A"]).await?;
+    let files: Vec<String> = git(worktree, &["diff", "--cached", "--name-only", "-z"])
+        .await?
+        .split('\0')
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
+    if files.is_empty() {
         return Ok(None);
     }
-    git(worktree, &["add", "-A"]).await?;
     git(
         worktree,
         &["commit", "--no-verify", "-q", "-m", "WIP: auto-rescue"],
     )
     .await?;
-    Ok(Some(git(worktree, &["rev-parse", "HEAD"]).await?))
+    Ok(Some(Rescued {
+        sha: git(worktree, &["rev-parse", "HEAD"]).await?,
+        files,
+    }))
 }
 
 /// Commit facts since `start`.

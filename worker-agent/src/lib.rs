@@ -43,7 +43,7 @@ pub enum StartError {
 impl WorkerAgent {
     pub async fn start(cfg: Config, clock: Clock) -> Result<WorkerAgent, StartError> {
         let resolved = cfg.validate().map_err(StartError::Config)?;
-        std::fs::create_dir_all(&resolved.config.state_dir)
+        crate::state::private_dir(&resolved.config.state_dir)
             .map_err(|e| StartError::State(resolved.config.state_dir.display().to_string(), e))?;
         let tls = TlsMaterial::load(&resolved.config.tls)?;
         let (out, queue) = mpsc::unbounded_channel();

@@ -186,6 +186,17 @@ pub fn parse(format: OutputFormat, line: String, usage_markers: &[String]) -> Pa
     p
 }
 
+/// A reset time the agent gave in Unix seconds, as milliseconds: checked, and only if it
+/// names a real instant (after 2000, before 10000); anything else is no reset time.
+fn reset_ms_from_secs(secs: i64) -> Option<i64> {
+    const Y2000: i64 = 946_684_800;
+    const Y10000: i64 = 253_402_300_800;
+    if !(Y2000..Y10000).contains(&secs) {
+        return None;
+    }
+    secs.checked_mul(1000)
+}
+
 fn json(line: &str) -> Option<serde_json::Value> {
     let t = line.trim();
     if !t.starts_with('{') {
@@ -233,7 +244,7 @@ fn claude(line: &str) -> Parsed {
                 p.reset_at_ms = info
                     .and_then(|i| i.get("resetsAt"))
                     .and_then(|r| r.as_i64())
-                    .map(|s| s * 1000);
+                    .and_then(reset_ms_from_secs);
             }
         }
         Some("result") => {
@@ -245,12 +256,12 @@ fn claude(line: &str) -> Parsed {
                     models
                         .values()
                         .filter_map(|m| m.get(k).and_then(|x| x.as_i64()))
-                        .sum::<i64>()
+                        .fold(0i64, |a, b| a.saturating_add(b.max(0)))
                 };
                 p.tokens_in = Some(
                     sum("inputTokens")
-                        + sum("cacheReadInputTokens")
-                        + sum("cacheCreationInputTokens"),
+                        .saturating_add(sum("cacheReadInputTokens"))
+                        .saturating_add(sum("cacheCreationInputTokens")),
                 );
                 p.tokens_out = Some(sum("outputTokens"));
             } else {
@@ -260,7 +271,7 @@ fn claude(line: &str) -> Parsed {
                     Some(
                         keys.iter()
                             .filter_map(|k| u.get(*k).and_then(|x| x.as_i64()))
-                            .sum(),
+                            .fold(0i64, |a, b| a.saturating_add(b.max(0))),
                     )
                 };
                 p.tokens_in = sum(&[
@@ -331,9 +342,13 @@ fn codex(line: &str) -> Parsed {
                 .and_then(|m| m.as_str())
                 .unwrap_or("");
             let lower = msg.to_lowercase();
-            if lower.contains("usage limit")
-                || lower.contains("rate limit")
-                || lower.contains("429")
+            // "Reconnecting... 1/5 (... 429 ...)" is codex retrying by itself: a hiccup,
+            // not a limit it gave up on.
+            let retrying = lower.trim_start().starts_with("reconnecting");
+            if !retrying
+                && (lower.contains("usage limit")
+                    || lower.contains("rate limit")
+                    || lower.contains("429"))
             {
                 p.usage_limit = Some(msg.to_string());
             }

@@ -1,13 +1,38 @@
 //! Attempt records on disk (`<state_dir>/attempts/<id>/record.json`): what a restarted
 //! worker agent needs to re-attach a tmux runtime, report a lost pty runtime with its
 //! partial work, or re-send a finish report that may not have landed. Written atomically.
+//! Records hold the project's environment (secrets among it): every file here is 0600 and
+//! every directory 0700, whatever the umask.
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::profiles::RuntimeKind;
+
+/// Creates `dir` and its missing parents as 0700, and makes `dir` itself 0700 if it existed.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates (or truncates) `path` as a 0600 file, whatever the umask.
+pub fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode on open: narrow it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -66,13 +91,19 @@ impl Record {
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         let path = Self::path(state_dir, self.attempt_id);
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)?;
+            private_dir(d)?;
         }
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = private_file(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
+    }
+
+    /// The record of one attempt, if it is on disk and readable.
+    pub fn load(state_dir: &Path, attempt_id: i64) -> Option<Record> {
+        let b = std::fs::read(Self::path(state_dir, attempt_id)).ok()?;
+        serde_json::from_slice(&b).ok()
     }
 
     /// Every readable record; unreadable ones are reported and skipped.
@@ -107,6 +138,7 @@ impl Record {
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(p)
         {
             let _ = writeln!(f, "{seq} {end_offset}");

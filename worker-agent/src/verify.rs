@@ -112,16 +112,22 @@ pub async fn evidence(
         Ok(s) => s.unwrap_or_default(),
         Err(e) => {
             tracing::warn!(attempt_id = rec.attempt_id, error = %e, "rescuing uncommitted work failed");
-            String::new()
+            git::Rescued::default()
         }
     };
-    let facts = if rec.worktree.exists() {
+    let mut facts = if rec.worktree.exists() {
         git::facts(&rec.worktree, &rec.start_sha, &rec.base_ref)
             .await
             .unwrap_or_default()
     } else {
         git::Facts::default()
     };
+    // Commits are the agent's own: the rescue commit is the host's, not the agent's work
+    // done. (The rescued files stay on the branch for the next round.)
+    if !rescued.sha.is_empty() {
+        facts.commits = (facts.commits - 1).max(0);
+        facts.branch_commits = (facts.branch_commits - 1).max(0);
+    }
     let mut acceptance = Vec::new();
     if run_acceptance && rec.worktree.exists() {
         for cmd in &rec.acceptance {
@@ -135,7 +141,8 @@ pub async fn evidence(
         head_sha: facts.head,
         diffstat: facts.diffstat,
         changed_files: facts.changed_files,
-        rescued_sha: rescued,
+        rescued_sha: rescued.sha,
+        rescued_files: rescued.files,
         acceptance,
         done_summary: rec.done_summary.clone().unwrap_or_default(),
         questions: rec.questions.clone(),

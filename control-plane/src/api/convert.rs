@@ -274,6 +274,7 @@ pub fn evidence(e: &Evidence) -> pb::Evidence {
         diffstat: e.diffstat.clone(),
         changed_files: e.changed_files.clone(),
         rescued_sha: e.rescued_sha.clone(),
+        rescued_files: e.rescued_files.clone(),
         acceptance: e
             .acceptance
             .iter()
@@ -622,6 +623,12 @@ pub fn evidence_from_pb(e: &pb::Evidence) -> R<Evidence> {
             .map(|f| clamp(f, 500))
             .collect(),
         rescued_sha: clamp(&e.rescued_sha, 80),
+        rescued_files: e
+            .rescued_files
+            .iter()
+            .take(500)
+            .map(|f| clamp(f, 500))
+            .collect(),
         acceptance: e
             .acceptance
             .iter()

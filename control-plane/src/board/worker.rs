@@ -4,6 +4,7 @@
 use mc_common::Timestamp;
 
 use super::{Board, BoardError, preview};
+use crate::domain::losses::{AfterLoss, after_loss, losses_in_a_row};
 use crate::domain::{
     AttemptOutcome, DecisionKind, DecisionLayer, DecisionPoint, EventKind, Evidence, Money,
     NewEvent, Signal, State, Ticket, Trigger,
@@ -239,9 +240,10 @@ impl Board {
             reset_at,
         } = fin;
         let reason = reason.as_str();
-        // Cost first, so guardrails see the final spend.
+        // Cost and tokens first, so guardrails see the final spend; the evidence's numbers
+        // are the attempt's final ones (a short run may have sent no usage report at all).
         if let Some(e) = &evidence
-            && e.cost.0 > 0
+            && (e.cost.0 > 0 || e.tokens_in > 0 || e.tokens_out > 0)
         {
             self.attempt_usage(id, f, e.cost, e.tokens_in, e.tokens_out)
                 .await?;
@@ -313,9 +315,14 @@ impl Board {
     ) -> Result<Ticket, BoardError> {
         let summary = match &evidence {
             Some(e) => format!(
-                "{}: {} commit(s), acceptance {}{}",
+                "{}: {} commit(s){}, acceptance {}{}",
                 outcome.as_str().replace('_', " "),
                 e.commits,
+                if e.rescued_files.is_empty() {
+                    String::new()
+                } else {
+                    format!(", rescued {} uncommitted file(s)", e.rescued_files.len())
+                },
                 if e.acceptance.is_empty() {
                     "not run".to_string()
                 } else if e
@@ -384,6 +391,77 @@ impl Board {
             Err(_) => String::new(),
         };
         let brief = interrupted_brief(reason, &before.branch, evidence, &tail);
+        // Losses in a row back off, then escalate: a fault that recurs at every run must not
+        // start agent after agent for one ticket.
+        let mut attempts = self.store().list_attempts(id).await?;
+        attempts.sort_by_key(|a| a.id);
+        let in_a_row = losses_in_a_row(
+            attempts
+                .iter()
+                .filter(|a| a.id != f.attempt_id)
+                .map(|a| a.outcome == AttemptOutcome::Lost),
+        )
+        .saturating_add(1);
+        let after = match after_loss(in_a_row) {
+            // A ticket still verifying cannot wait; it is run again at once.
+            AfterLoss::Backoff(_) if before.state == State::Verifying => AfterLoss::Requeue,
+            a => a,
+        };
+        match after {
+            AfterLoss::Requeue => {}
+            AfterLoss::Backoff(d) => {
+                let wake = self.now().saturating_add(d);
+                let msg = format!(
+                    "attempt lost ({in_a_row} in a row): {reason}; running it again at {}",
+                    wake.to_rfc3339()
+                );
+                let (c, _) = self
+                    .apply(id, Some(f), Trigger::Wait, actor, &msg, |e| {
+                        e.change.events[0].attempt_id = Some(f.attempt_id);
+                        e.change.events[0].epoch = Some(f.epoch);
+                        e.change.ticket.next_brief = brief.clone();
+                        e.change.ticket.wake_at = Some(wake);
+                        e.change.ticket.state_reason = msg.clone();
+                        if let Some(p) = e.change.attempt.as_mut() {
+                            p.ended = Some((AttemptOutcome::Lost, reason.to_string(), e.now));
+                            p.evidence = evidence.cloned();
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                return Ok(c.ticket);
+            }
+            AfterLoss::Escalate => {
+                let msg = format!("{in_a_row} attempts in a row were lost; the last: {reason}");
+                let (c, _) = self
+                    .apply(id, Some(f), Trigger::Escalate, actor, &msg, |e| {
+                        e.change.events[0].attempt_id = Some(f.attempt_id);
+                        e.change.events[0].epoch = Some(f.epoch);
+                        e.change.ticket.next_brief = brief.clone();
+                        e.change.ticket.state_reason = msg.clone();
+                        if let Some(p) = e.change.attempt.as_mut() {
+                            p.ended = Some((AttemptOutcome::Lost, reason.to_string(), e.now));
+                            p.evidence = evidence.cloned();
+                        }
+                        e.change.decision = Some(NewDecision {
+                            attempt_id: Some(f.attempt_id),
+                            kind: DecisionKind::Escalate,
+                            reason: msg.clone(),
+                            points: Vec::new(),
+                            next_prompt: String::new(),
+                            layer: DecisionLayer::Guardrail,
+                            source: "guardrail/losses_in_a_row".into(),
+                            latency_ms: 0,
+                            at: e.now,
+                            wait_until: None,
+                            point: point.unwrap_or(DecisionPoint::ProcessGone),
+                        });
+                        Ok(())
+                    })
+                    .await?;
+                return Ok(c.ticket);
+            }
+        }
         let msg = format!("requeued: {reason}");
         let (c, _) = self
             .apply(id, Some(f), Trigger::Requeue, actor, &msg, |e| {

@@ -247,6 +247,34 @@ fn fix_reason(i: &GuardInput<'_>, ev: Option<&Evidence>) -> Option<Failure> {
         && e.commits == 0
         && (e.branch_commits == 0 || i.ticket.round(i.ticket.phase_index) > 0)
     {
+        // The agent left its work uncommitted (and perhaps said it committed it): the host
+        // rescued it onto the branch, but that is not the agent's commit.
+        if !e.rescued_files.is_empty() {
+            const SHOWN: usize = 20;
+            let mut files = e
+                .rescued_files
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if e.rescued_files.len() > SHOWN {
+                files.push_str(&format!(" and {} more", e.rescued_files.len() - SHOWN));
+            }
+            return Some((
+                "no_commits",
+                format!(
+                    "the {} phase committed nothing; {} uncommitted file(s) were rescued",
+                    i.phase.lane,
+                    e.rescued_files.len()
+                ),
+                vec![format!(
+                    "these files were left uncommitted and the host saved them in a \"WIP: auto-rescue\" commit on {}: {files}; review them and commit your work yourself",
+                    i.ticket.branch
+                )],
+                "no commits".into(),
+            ));
+        }
         return Some((
             "no_commits",
             format!(
@@ -503,6 +531,22 @@ mod tests {
                 want: Some((K::ReturnForFixes, "no_commits")),
             },
             Case {
+                name: "a coder that left its work uncommitted (the rescue is not its commit)",
+                phase: 0,
+                setup: |_, e, _, _, _| {
+                    let e = e.as_mut().unwrap();
+                    e.commits = 0;
+                    e.branch_commits = 0;
+                    e.rescued_sha = "abc".into();
+                    e.rescued_files = vec!["src/login.rs".into()];
+                    e.done_claimed = true;
+                    e.done_summary = "fixed the login page and committed it".into();
+                },
+                commands: &["cargo test"],
+                author: None,
+                want: Some((K::ReturnForFixes, "no_commits")),
+            },
+            Case {
                 name: "a retry finds an interrupted attempt's work on the branch",
                 phase: 0,
                 setup: |_, e, _, _, _| {
@@ -701,6 +745,41 @@ mod tests {
         assert_eq!(
             v.root_cause.as_deref(),
             Some("cargo test :: test login ... FAILED")
+        );
+    }
+
+    #[test]
+    fn a_rescue_is_named_in_the_points() {
+        let wfs = Workflows::builtin();
+        let wf = wfs.get("solo").unwrap();
+        let t = ticket();
+        let mut ev = passing();
+        ev.commits = 0;
+        ev.branch_commits = 0;
+        ev.rescued_sha = "abc".into();
+        ev.rescued_files = vec!["src/login.rs".into(), "README.md".into()];
+        let cmds = vec!["cargo test".to_string()];
+        let v = check(&GuardInput {
+            ticket: &t,
+            workflow: wf,
+            phase: &wf.phases[0],
+            outcome: AttemptOutcome::Exited,
+            evidence: Some(&ev),
+            acceptance_commands: &cmds,
+            author_runtime: None,
+            unfinished_deps: &[],
+            prior: &[],
+        })
+        .unwrap();
+        assert!(
+            v.reason.contains("2 uncommitted file(s) were rescued"),
+            "{}",
+            v.reason
+        );
+        assert!(
+            v.points[0].contains("src/login.rs, README.md"),
+            "{:?}",
+            v.points
         );
     }
 }

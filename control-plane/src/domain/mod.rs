@@ -2,6 +2,7 @@
 //! input validation live here; the board (`crate::board`) applies them to the store.
 
 pub mod guardrails;
+pub mod losses;
 pub mod model;
 pub mod state;
 pub mod validate;

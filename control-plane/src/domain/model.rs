@@ -259,6 +259,8 @@ pub struct Evidence {
     pub diffstat: String,
     pub changed_files: Vec<String>,
     pub rescued_sha: String,
+    /// Files the agent left uncommitted and the host committed (not counted in `commits`).
+    pub rescued_files: Vec<String>,
     pub acceptance: Vec<AcceptanceResult>,
     pub done_summary: String,
     pub questions: Vec<String>,

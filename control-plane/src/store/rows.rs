@@ -192,6 +192,7 @@ pub(super) struct EvidenceDoc {
     diffstat: String,
     changed_files: Vec<String>,
     rescued_sha: String,
+    rescued_files: Vec<String>,
     acceptance: Vec<AcceptanceDoc>,
     done_summary: String,
     questions: Vec<String>,
@@ -225,6 +226,7 @@ pub(super) fn evidence_json(e: &Evidence) -> String {
         diffstat: e.diffstat.clone(),
         changed_files: e.changed_files.clone(),
         rescued_sha: e.rescued_sha.clone(),
+        rescued_files: e.rescued_files.clone(),
         acceptance: e
             .acceptance
             .iter()
@@ -259,6 +261,7 @@ fn evidence_from(d: EvidenceDoc) -> Evidence {
         diffstat: d.diffstat,
         changed_files: d.changed_files,
         rescued_sha: d.rescued_sha,
+        rescued_files: d.rescued_files,
         acceptance: d
             .acceptance
             .into_iter()

@@ -218,6 +218,7 @@ impl Tmux {
             name: name.clone(),
             id: format!("tmux:{}:{name}", self.socket),
             pid,
+            env_file: Some(guard.env_file.clone()),
         })
     }
 
@@ -245,6 +246,7 @@ impl Tmux {
             name: name.to_string(),
             id: format!("tmux:{}:{name}", self.socket),
             pid,
+            env_file: None,
         })
     }
 
@@ -262,6 +264,8 @@ pub struct TmuxRuntime {
     name: String,
     id: String,
     pid: i32,
+    /// The launcher deletes it once read; a runtime stopped before that leaves it here.
+    env_file: Option<PathBuf>,
 }
 
 impl TmuxRuntime {
@@ -367,6 +371,9 @@ impl Runtime for TmuxRuntime {
     }
 
     async fn cleanup(&self) {
+        if let Some(f) = &self.env_file {
+            let _ = std::fs::remove_file(f);
+        }
         let _ = self
             .tmux
             .run(&["kill-session", "-t", &session_target(&self.name)])

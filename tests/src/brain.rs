@@ -1,6 +1,8 @@
 //! Brain adapters for tests: in process, or as a real process that can be killed.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mc_brain_adapter::{BrainServer, Config};
 use mc_common::identity::Role;
@@ -60,7 +62,8 @@ impl BrainProc {
     }
 
     fn wait_port(&mut self) {
-        for _ in 0..200 {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
@@ -72,7 +75,10 @@ impl BrainProc {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("mc-brain-adapter did not listen");
+        panic!(
+            "mc-brain-adapter did not listen within 60 s: {}",
+            std::fs::read_to_string(self.path.with_extension("log")).unwrap_or_default()
+        );
     }
 
     pub fn url(&self) -> String {
@@ -92,6 +98,64 @@ impl BrainProc {
     pub fn restart(&mut self) {
         self.child = spawn(&self.path, &self.env);
         self.wait_port();
+    }
+
+    /// Kills the brain and stands in on its port (see `StandIn`). Drop the stand-in before
+    /// `restart`.
+    pub fn kill9_and_stand_in(&mut self) -> StandIn {
+        self.kill9();
+        StandIn::on(self.port)
+    }
+}
+
+/// A listener on a killed brain's port that counts the connections made to it and drops
+/// each at once: to the control plane the brain is as unavailable as if nothing listened,
+/// and the test can see that it was asked (a positive marker for "it tried and did not
+/// guess"). It stops listening before `drop` returns, so the brain can restart on the port.
+pub struct StandIn {
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StandIn {
+    fn on(port: u16) -> StandIn {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("standing in on the brain's port {port}: {e}"));
+        l.set_nonblocking(true).expect("a non-blocking listener");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, halt) = (connections.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !halt.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        drop(s);
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        StandIn {
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted (and dropped) so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

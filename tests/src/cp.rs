@@ -18,7 +18,10 @@ pub enum Backend {
     Postgres,
 }
 
-/// A configuration for a test control plane with short timings.
+/// A configuration for a test control plane with short timings: short enough that tests of
+/// lost workers and lapsed leases finish quickly, long enough that a loaded 2-core machine
+/// (a process not scheduled for a few seconds, a slow fsync, a slow `git worktree add`)
+/// does not cost a healthy worker its ticket.
 pub async fn config(pki: &Pki, backend: Backend, dir: &std::path::Path) -> Config {
     let database = match backend {
         Backend::Sqlite => format!("sqlite:{}", dir.join("board.db").display()),
@@ -31,9 +34,9 @@ pub async fn config(pki: &Pki, backend: Backend, dir: &std::path::Path) -> Confi
         ..Config::default()
     };
     c.dispatch.heartbeat_interval = Duration::from_millis(500);
-    c.dispatch.worker_ttl = Duration::from_secs(3);
-    c.dispatch.offer_timeout = Duration::from_secs(5);
-    c.dispatch.lease_ttl = Duration::from_secs(4);
+    c.dispatch.worker_ttl = Duration::from_secs(8);
+    c.dispatch.offer_timeout = Duration::from_secs(15);
+    c.dispatch.lease_ttl = Duration::from_secs(10);
     c.dispatch.lease_flush = Duration::from_millis(500);
     c.dispatch.reap_interval = Duration::from_millis(300);
     c
@@ -271,13 +274,13 @@ impl CpProc {
         add_project_on(self.operator(pki).await, slug, workflow).await;
     }
 
-    /// Waits until the health check answers SERVING.
+    /// Waits until the health check answers SERVING (a cold start on a loaded machine,
+    /// migrations included, can take a while: the deadline is generous).
     pub async fn wait_ready(&mut self, m: &TlsMaterial) -> TracedChannel {
-        for _ in 0..600 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while tokio::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(self.config_path.with_extension("log"))
-                    .unwrap_or_default();
-                panic!("mc-control-plane exited with {status}:\n{log}");
+                panic!("mc-control-plane exited with {status}:\n{}", self.log());
             }
             if let Ok(ch) = mc_common::grpc::connect(&self.url(), m, Some("localhost")).await {
                 let mut h = tonic_health::pb::health_client::HealthClient::new(ch.clone());
@@ -292,7 +295,10 @@ impl CpProc {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("mc-control-plane did not become ready");
+        panic!(
+            "mc-control-plane did not become ready within 120 s:\n{}",
+            self.log()
+        );
     }
 
     pub fn kill9(&mut self) {

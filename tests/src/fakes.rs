@@ -32,7 +32,15 @@ impl FakeApi {
             .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap())
             .spawn()
             .expect("python3 runs the fake API");
-        for _ in 0..200 {
+        // python3 starting on a loaded machine: a generous deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{fixture} exited at start ({status}): {}",
+                    std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default()
+                );
+            }
             if let Ok(p) = std::fs::read_to_string(&port_file)
                 && let Ok(port) = p.trim().parse()
             {

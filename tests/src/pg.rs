@@ -233,17 +233,21 @@ pub async fn fresh_db_on(base: &str) -> String {
         mc_common::Clock::system().now().millis() % 1_000_000
     );
     let admin = format!("{base}/postgres");
-    let mut conn = None;
-    for _ in 0..50 {
+    // A cluster just started (or busy with other tests' databases) may take a while to
+    // accept connections on a loaded machine.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut conn = loop {
         match <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
-            Ok(c) => {
-                conn = Some(c);
-                break;
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cannot connect to the test Postgres at {admin}: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
-    }
-    let mut conn = conn.unwrap_or_else(|| panic!("cannot connect to the test Postgres at {admin}"));
+    };
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await

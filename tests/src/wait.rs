@@ -124,6 +124,48 @@ pub async fn until(timeout: Duration, mut cond: impl FnMut() -> bool, what: impl
     }
 }
 
+/// Waits until `check` gives `Ok`, checking every 100 ms; after `timeout` panics naming
+/// `what` with the last `Err` (the state that was still wrong). The async sibling of
+/// `until`, for conditions that take an RPC: the closure returns a future that owns what it
+/// needs (a cloned client).
+pub async fn until_ok<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(state) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}: {state}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the ticket's output so far contains `marker`; returns that output.
+pub async fn output_contains(c: &Tickets, id: i64, marker: &str, timeout: Duration) -> String {
+    until_ok(
+        timeout,
+        &format!("{marker:?} in the output of ticket {id}"),
+        || {
+            let mut c = c.clone();
+            async move {
+                let out = logs(&mut c, id, 0).await;
+                if out.contains(marker) {
+                    Ok(out)
+                } else {
+                    Err(format!("output so far:\n{out}"))
+                }
+            }
+        },
+    )
+    .await
+}
+
 /// Creates a ticket; panics on an error.
 pub async fn created(c: &mut Tickets, req: pb::CreateTicketRequest) -> pb::Ticket {
     c.create_ticket(req)

@@ -248,8 +248,9 @@ fn spawn_worker(path: &Path, netns: Option<&str>, env: &[(String, String)]) -> s
     };
     cmd.arg("--config")
         .arg(path)
+        // Generous: a drain test holds an attempt open past the worker TTL on purpose.
         .arg("--drain-timeout")
-        .arg("15s")
+        .arg("60s")
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

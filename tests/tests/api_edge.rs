@@ -7,6 +7,9 @@ use mc_proto as pb;
 use mc_tests::cp::{Backend, TestCp, create};
 use tonic::Code;
 
+/// How long a live event may take to arrive on a loaded machine.
+const T: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn expect_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, needle: &str) {
     match r {
         Ok(v) => panic!("expected {code:?} mentioning {needle:?}, got Ok({v:?})"),
@@ -679,7 +682,13 @@ async fn watch_is_live_and_resumable() {
         .await
         .unwrap()
         .into_inner();
-    let first = live.next().await.unwrap().unwrap().event.unwrap();
+    let first = tokio::time::timeout(T, live.next())
+        .await
+        .expect("the first event arrives on the open watch")
+        .unwrap()
+        .unwrap()
+        .event
+        .unwrap();
     assert_eq!(
         (first.ticket_id, first.kind),
         (t1.id, pb::EventKind::Created as i32)
@@ -692,9 +701,9 @@ async fn watch_is_live_and_resumable() {
         .into_inner()
         .ticket
         .unwrap();
-    let second = tokio::time::timeout(std::time::Duration::from_secs(5), live.next())
+    let second = tokio::time::timeout(T, live.next())
         .await
-        .unwrap()
+        .expect("the second event arrives on the open watch")
         .unwrap()
         .unwrap()
         .event
@@ -706,9 +715,9 @@ async fn watch_is_live_and_resumable() {
     })
     .await
     .unwrap();
-    let third = tokio::time::timeout(std::time::Duration::from_secs(5), live.next())
+    let third = tokio::time::timeout(T, live.next())
         .await
-        .unwrap()
+        .expect("the third event arrives on the open watch")
         .unwrap()
         .unwrap()
         .event

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use mc_common::identity::Role;
 use mc_control_plane::config::LaneConfig;
+use mc_control_plane::domain::workflow::{PhaseConfig, WorkflowConfig};
 use mc_proto as pb;
 use mc_tests::cp::{Backend, TestCp, create};
-use mc_tests::wait::{logs, ticket_in, ticket_until};
+use mc_tests::wait::{logs, ticket_in, ticket_until, until};
 use mc_tests::worker::{self, commits_on, profile, repo, script};
 use mc_worker_agent::WorkerAgent;
 use mc_worker_agent::profiles::RuntimeKind;
@@ -78,9 +79,12 @@ async fn start(
             );
         }
         c.monitor.interval = Duration::from_millis(300);
-        c.monitor.silent_after = Duration::from_secs(2);
+        // Long enough that no agent here is flagged silent between two lines of output
+        // on a loaded machine (an extra decision would change what the tests assert);
+        // the silent agent's test waits this long on purpose.
+        c.monitor.silent_after = Duration::from_secs(10);
         c.brain.retry = Duration::from_millis(500);
-        c.brain.timeout = Duration::from_secs(5);
+        c.brain.timeout = Duration::from_secs(30);
         c.brain.server_name = Some("localhost".into());
         c.brain.endpoint = endpoint;
         tweak(c);
@@ -473,7 +477,19 @@ async fn a_reviewer_on_the_authors_runtime_is_refused() {
         &[("coder", "agent"), ("qa", "agent"), ("tester", "agent")],
         &[],
         BrainMode::Rules,
-        |_| {},
+        |c| {
+            c.workflows.insert(
+                "review_only".into(),
+                WorkflowConfig {
+                    phases: vec![PhaseConfig {
+                        lane: "qa".into(),
+                        round_cap: None,
+                        acceptance_required: None,
+                        requires_commits: Some(false),
+                    }],
+                },
+            );
+        },
     )
     .await;
     let agent = "if [ \"$MC_LANE\" = coder ]; then echo x > f.txt; git add -A; git commit -q -m work; fi; echo \"DONE: $MC_LANE done\"";
@@ -493,7 +509,22 @@ async fn a_reviewer_on_the_authors_runtime_is_refused() {
     })
     .await;
     // host-a has a free slot and the profile, but it wrote the code: it must not review.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The proof that the dispatcher did consider host-a for the qa queue since: a later
+    // qa ticket host-a did not write goes to host-a. Claims take a lane's queue in id
+    // order, so the query that gave host-a the later one passed over this one.
+    let marker = c
+        .create_ticket(pb::CreateTicketRequest {
+            workflow: "review_only".into(),
+            ..create("web", "Review someone else's work")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(marker.priority, qa.priority, "the two compete in id order");
+    ticket_in(&mut c, marker.id, pb::TicketState::Done, T).await;
+    assert_eq!(history(&mut c, marker.id).await.attempts[0].host, "host-a");
     let still = c
         .get_ticket(pb::GetTicketRequest { ticket_id: t.id })
         .await
@@ -514,7 +545,7 @@ async fn a_reviewer_on_the_authors_runtime_is_refused() {
     assert_eq!(h.attempts[0].host, "host-a");
     assert_eq!(h.attempts[1].host, "host-b", "the review ran elsewhere");
     assert_eq!(h.attempts[1].lane, pb::Lane::Qa as i32);
-    l.check(&[t.id]).await;
+    l.check(&[t.id, marker.id]).await;
     wa.stop().await;
     wb.stop().await;
 }
@@ -529,7 +560,8 @@ async fn the_brain_killed_mid_run_the_board_keeps_moving_and_recovers() {
     let (w, _s) = l
         .worker("host-a", &[("coder", agent)], RuntimeKind::Pty)
         .await;
-    l.brain_proc.as_mut().unwrap().kill9();
+    // Killed, and a stand-in on its port that counts the control plane's attempts.
+    let stand_in = l.brain_proc.as_mut().unwrap().kill9_and_stand_in();
     let mut c = l.cp.tickets().await;
     let judged = c
         .create_ticket(solo("Needs the brain"))
@@ -548,7 +580,22 @@ async fn the_brain_killed_mid_run_the_board_keeps_moving_and_recovers() {
     ticket_in(&mut c, judged.id, pb::TicketState::Deciding, T).await;
     // The board keeps moving without the brain: guardrails settle what they can.
     ticket_in(&mut c, settled.id, pb::TicketState::Escalated, T).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The proof that the control plane went on asking about `judged` and did not guess:
+    // with `settled` settled, nothing else needs the brain, so each new connection is a
+    // decision about `judged`; decisions of one ticket never overlap, so when the second
+    // new one arrives the first has failed and applied nothing.
+    let asked = stand_in.connections();
+    until(
+        T,
+        || stand_in.connections() >= asked + 2,
+        || {
+            format!(
+                "the control plane stopped asking the brain ({} connection(s))",
+                stand_in.connections()
+            )
+        },
+    )
+    .await;
     let waiting = c
         .get_ticket(pb::GetTicketRequest {
             ticket_id: judged.id,
@@ -563,6 +610,7 @@ async fn the_brain_killed_mid_run_the_board_keeps_moving_and_recovers() {
         pb::TicketState::Deciding as i32,
         "waits for the brain instead of guessing"
     );
+    drop(stand_in);
     l.brain_proc.as_mut().unwrap().restart();
     ticket_in(&mut c, judged.id, pb::TicketState::Done, T).await;
     let h = history(&mut c, judged.id).await;

@@ -12,7 +12,7 @@ use mc_proto as pb;
 use mc_tests::brain::BrainProc;
 use mc_tests::cp::{Backend, CpProc, TestCp, create, write_config};
 use mc_tests::pki::Pki;
-use mc_tests::wait::{created, ticket_in, ticket_until, until};
+use mc_tests::wait::{created, ticket_in, ticket_until, until, until_ok};
 use mc_tests::worker::{WorkerProc, config_at, repo, script, sh};
 use tokio::net::UnixDatagram;
 
@@ -115,21 +115,9 @@ async fn services_tell_systemd_when_they_are_ready_and_when_they_stop() {
     );
 
     for (name, n, status) in [
-        (
-            "worker agent",
-            &n_w,
-            worker.terminate(Duration::from_secs(20)),
-        ),
-        (
-            "control plane",
-            &n_cp,
-            cp.terminate(Duration::from_secs(20)),
-        ),
-        (
-            "brain adapter",
-            &n,
-            brain.terminate(Duration::from_secs(20)),
-        ),
+        ("worker agent", &n_w, worker.terminate(T)),
+        ("control plane", &n_cp, cp.terminate(T)),
+        ("brain adapter", &n, brain.terminate(T)),
     ] {
         assert!(status.success(), "the {name} exits 0 on SIGTERM: {status}");
         assert_eq!(
@@ -155,12 +143,17 @@ async fn sigterm_drains_the_worker_agent_while_it_keeps_heartbeating() {
     cp.add_project("web", "solo").await;
     let dir = tempfile::tempdir().unwrap();
     let checkout = repo(&dir.path().join("web"));
-    // Runs longer than the worker TTL (3 s): without heartbeats while draining, the control
-    // plane would call the worker lost and requeue.
+    // Held at a gate until the draining host has been seen beating for longer than the
+    // worker TTL: without heartbeats while draining, the control plane would call the
+    // worker lost and requeue.
+    let gate = dir.path().join("gate");
     let agent = script(
         dir.path(),
         "agent.sh",
-        "sleep 5; date +%s%N > f.txt; git add -A; git commit -q -m work; echo 'DONE: ok'",
+        &format!(
+            "while [ ! -e '{}' ]; do sleep 0.1; done; date +%s%N > f.txt; git add -A; git commit -q -m work; echo 'DONE: ok'",
+            gate.display()
+        ),
     );
     let wcfg = config_at(
         &cp.url(),
@@ -176,32 +169,52 @@ async fn sigterm_drains_the_worker_agent_while_it_keeps_heartbeating() {
     ticket_in(&mut t, first.id, pb::TicketState::Running, T).await;
 
     worker.signal(nix::sys::signal::Signal::SIGTERM);
-    let mut w = pb::worker_service_client::WorkerServiceClient::new(
+    let w = pb::worker_service_client::WorkerServiceClient::new(
         cp.channel(Role::Operator, "alice").await,
     );
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let list = w
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers;
-        if list
-            .iter()
-            .any(|x| x.name == "host-a" && x.state == pb::WorkerState::Draining as i32)
-        {
-            break;
+    // host-a's last beat (ms) while it is shown draining.
+    let host_a = || {
+        let mut w = w.clone();
+        async move {
+            let list = w
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .expect("list workers")
+                .into_inner()
+                .workers;
+            match list.iter().find(|x| x.name == "host-a") {
+                Some(x) if x.state == pb::WorkerState::Draining as i32 => Ok(x
+                    .last_seen
+                    .as_ref()
+                    .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)),
+                _ => Err(format!("host-a is not shown draining: {list:?}")),
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "host-a never shown draining: {list:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let first_beat = until_ok(T, "host-a shown draining", host_a)
+        .await
+        .unwrap_or(0);
+    let ttl = i64::try_from(cp.config.dispatch.worker_ttl.as_millis()).unwrap();
+    until_ok(
+        T,
+        "host-a beating while draining for longer than the worker TTL",
+        || {
+            let draining = host_a();
+            async move {
+                match draining.await? {
+                    Some(seen) if seen > first_beat + ttl => Ok(()),
+                    seen => Err(format!(
+                        "last beat at {seen:?}, first seen draining at {first_beat} (ttl {ttl} ms)"
+                    )),
+                }
+            }
+        },
+    )
+    .await;
     let second = created(&mut t, create("web", "arrives while draining")).await;
 
     // The running attempt finishes on the draining host; then the agent exits 0.
+    std::fs::write(&gate, "").unwrap();
     ticket_in(&mut t, first.id, pb::TicketState::Done, T).await;
     let log = worker.config_path.with_extension("log");
     let log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -235,14 +248,27 @@ async fn sigterm_drains_the_worker_agent_while_it_keeps_heartbeating() {
             .iter()
             .any(|e| e.kind == pb::EventKind::Requeued as i32)
     );
-    // Nothing new went to the draining host.
-    let s = ticket_until(&mut t, second.id, Duration::from_secs(5), "queued", |x| {
+    // Nothing new went to the draining host: the window is closed (the worker agent has
+    // exited), and the ticket created while it drained never had an attempt.
+    let s = ticket_until(&mut t, second.id, T, "queued", |x| {
         x.state == pb::TicketState::Queued as i32
     })
     .await;
     assert_eq!(
         s.current_attempt_id, 0,
         "no attempt for the ticket created while draining"
+    );
+    let h2 = t
+        .get_ticket_history(pb::GetTicketHistoryRequest {
+            ticket_id: second.id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        h2.attempts.is_empty(),
+        "never offered to the draining host: {:?}",
+        h2.attempts
     );
     assert!(worker.log().contains("draining"), "{}", worker.log());
     mc_tests::history::check(cp.cp.board.store().as_ref(), &[first.id, second.id]).await;
@@ -260,9 +286,18 @@ async fn logs_are_structured_json_on_request() {
     cp.wait_ready(&pki.material(Role::Operator, "alice")).await;
     let wcfg = idle_worker(&cp.url(), &pki, dir.path());
     let mut worker = WorkerProc::spawn_env(&wcfg, &[("MC_LOG_FORMAT", "json")]);
-    until(T, || cp.log().contains("worker attached"), || cp.log()).await;
-    assert!(worker.terminate(Duration::from_secs(20)).success());
-    assert!(cp.terminate(Duration::from_secs(20)).success());
+    // Both have logged their side of the attach (so each has more than its first line).
+    until(
+        T,
+        || {
+            cp.log().contains("worker attached")
+                && worker.log().contains("attached to the control plane")
+        },
+        || format!("{}\n{}", cp.log(), worker.log()),
+    )
+    .await;
+    assert!(worker.terminate(T).success());
+    assert!(cp.terminate(T).success());
     for (who, log) in [("control plane", cp.log()), ("worker agent", worker.log())] {
         let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
         assert!(lines.len() >= 2, "{who} logged: {log}");
@@ -297,7 +332,8 @@ fn refused(bin: &str, config: &Path) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Generous for a loaded machine; a service that accepted the file runs for good.
+    let deadline = tokio::time::Instant::now() + T;
     while child.try_wait().unwrap().is_none() {
         if tokio::time::Instant::now() > deadline {
             let _ = child.kill();
@@ -432,9 +468,9 @@ async fn the_control_plane_ends_its_streams_and_exits_on_sigterm_and_workers_com
         .unwrap()
         .into_inner();
 
-    let status = cp.terminate(Duration::from_secs(15));
+    let status = cp.terminate(T);
     assert!(status.success(), "{status}:\n{}", cp.log());
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
+    let end = tokio::time::timeout(T, async {
         loop {
             match watch.message().await {
                 Ok(Some(_)) => continue,
@@ -454,7 +490,7 @@ async fn the_control_plane_ends_its_streams_and_exits_on_sigterm_and_workers_com
         Ok(None) => {}
         Ok(Some(_)) => unreachable!(),
     }
-    let end = tokio::time::timeout(Duration::from_secs(5), follow.message())
+    let end = tokio::time::timeout(T, follow.message())
         .await
         .expect("the log stream ends when the control plane stops");
     match end {
@@ -478,7 +514,7 @@ async fn the_control_plane_ends_its_streams_and_exits_on_sigterm_and_workers_com
         || format!("no re-attach:\n{}", worker.log()),
     )
     .await;
-    assert!(worker.terminate(Duration::from_secs(20)).success());
+    assert!(worker.terminate(T).success());
 }
 
 #[test]

@@ -667,12 +667,19 @@ async fn concurrent_commits_give_gapless_event_order(s: Arc<dyn Store>) {
         tickets.push(mk(&s, "web", &format!("t{i}")).await);
     }
     // A watcher reading "after the last id it saw" while writers race must see every event.
+    // It reads until it has them all, or until a read begun after the last writer finished
+    // comes back empty (then whatever it missed, it missed for good: checked below). No
+    // pass count or time decides when it stops, so a slow machine cannot cut it short.
+    let writers_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let s = s.clone();
+        let writers_done = writers_done.clone();
         tokio::spawn(async move {
             let mut seen = Vec::new();
             let mut after = 0;
-            for _ in 0..400 {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+            loop {
+                let finished = writers_done.load(std::sync::atomic::Ordering::SeqCst);
                 let page = s
                     .events_after(after, &EventFilter::default(), 50)
                     .await
@@ -682,9 +689,14 @@ async fn concurrent_commits_give_gapless_event_order(s: Arc<dyn Store>) {
                     after = e.id;
                     seen.push(e.id);
                 }
-                if seen.len() >= 8 + 8 * 20 {
+                if seen.len() >= 8 + 8 * 20 || (finished && page.is_empty()) {
                     break;
                 }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the watcher saw {} events in 120 s",
+                    seen.len()
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             seen
@@ -711,6 +723,7 @@ async fn concurrent_commits_give_gapless_event_order(s: Arc<dyn Store>) {
     for w in writers {
         w.await.unwrap();
     }
+    writers_done.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = watcher.await.unwrap();
     let all: Vec<i64> = all_events(&s).await.into_iter().map(|e| e.id).collect();
     assert_eq!(all.len(), 8 + 8 * 20);

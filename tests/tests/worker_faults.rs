@@ -12,7 +12,7 @@ use mc_control_plane::config::LaneConfig;
 use mc_proto as pb;
 use mc_tests::cp::{Backend, CpProc, TestCp, create, write_config};
 use mc_tests::history;
-use mc_tests::wait::{logs, ticket_in, ticket_until};
+use mc_tests::wait::{logs, output_contains, ticket_in, ticket_until, until, until_ok};
 use mc_tests::worker::{self, WorkerProc, commits_on, profile, repo, script};
 use mc_worker_agent::WorkerAgent;
 use mc_worker_agent::profiles::{Profile, RuntimeKind};
@@ -73,6 +73,21 @@ impl Env {
     async fn check(&self, ids: &[i64]) {
         history::check(self.cp.cp.board.store().as_ref(), ids).await;
     }
+
+    /// A file agents wait for (`while [ ! -e gate ]`) to hold an attempt open for exactly as
+    /// long as the test needs, instead of sleeping for a time that a slow machine may outlast.
+    fn gate(&self) -> std::path::PathBuf {
+        self.dir.path().join("gate")
+    }
+
+    fn open_gate(&self) {
+        std::fs::write(self.gate(), "").unwrap();
+    }
+}
+
+/// Shell that waits until `gate` exists.
+fn wait_for(gate: &std::path::Path) -> String {
+    format!("while [ ! -e '{}' ]; do sleep 0.1; done", gate.display())
 }
 
 async fn history_of(c: &mut mc_tests::wait::Tickets, id: i64) -> pb::GetTicketHistoryResponse {
@@ -205,7 +220,8 @@ async fn done_without_commits_is_not_done() {
 async fn a_silent_agent_is_stopped_and_nothing_lingers() {
     let e = env(Backend::Sqlite, "solo").await;
     let mut p = e.profile("silent.sh", "echo \"pgid $$\"\nsleep 600", RuntimeKind::Pty);
-    p.silence_timeout = Duration::from_secs(2);
+    // Long enough for the agent to print its pgid first, on a loaded machine too.
+    p.silence_timeout = Duration::from_secs(5);
     p.grace = Duration::from_secs(1);
     let (w, _s) = e.worker("host-a", p).await;
     let mut c = e.cp.tickets().await;
@@ -223,7 +239,7 @@ async fn a_silent_agent_is_stopped_and_nothing_lingers() {
     let h = history_of(&mut c, t.id).await;
     let a = &h.attempts[0];
     assert_eq!(a.outcome, pb::AttemptOutcome::TimedOut as i32);
-    assert!(a.reason.contains("silent for 2s"), "{}", a.reason);
+    assert!(a.reason.contains("silent for 5s"), "{}", a.reason);
     let out = logs(&mut c, t.id, a.id).await;
     let pgid: i32 = out
         .split("pgid ")
@@ -256,7 +272,9 @@ sleep 1000
 async fn an_agent_ignoring_sigterm_and_its_child_are_killed_after_grace() {
     let e = env(Backend::Sqlite, "solo").await;
     let mut p = e.profile("stubborn.sh", STUBBORN_AGENT, RuntimeKind::Tmux);
-    p.soft_timeout = Duration::from_secs(2);
+    // Long enough for the agent and its child to print their pids first, on a loaded
+    // machine too.
+    p.soft_timeout = Duration::from_secs(5);
     p.grace = Duration::from_secs(1);
     let (w, socket) = e.worker("host-a", p).await;
     let mut c = e.cp.tickets().await;
@@ -361,11 +379,15 @@ async fn workers_on_two_replicas_race_and_no_ticket_runs_twice() {
     let cp2 = mc_control_plane::ControlPlane::start(cfg2, mc_common::Clock::system())
         .await
         .unwrap();
-    let body = "n=$(date +%s%N); echo $n > f-$MC_ATTEMPT_ID.txt; git add -A; git commit -q -m \"work $MC_TICKET_ID\"; sleep 0.3; echo \"DONE: ok\"";
+    // Each agent holds its slot at the gate until both hosts are seen busy.
+    let body = format!(
+        "n=$(date +%s%N); echo $n > f-$MC_ATTEMPT_ID.txt; git add -A; git commit -q -m \"work $MC_TICKET_ID\"; {}; echo \"DONE: ok\"",
+        wait_for(&e.gate())
+    );
     let (w1, _s1) = e
-        .worker("host-a", e.profile("race.sh", body, RuntimeKind::Pty))
+        .worker("host-a", e.profile("race.sh", &body, RuntimeKind::Pty))
         .await;
-    let mut cfg = e.config("host-b", e.profile("race.sh", body, RuntimeKind::Pty));
+    let mut cfg = e.config("host-b", e.profile("race.sh", &body, RuntimeKind::Pty));
     cfg.control_plane = format!("https://127.0.0.1:{}", cp2.addr.port());
     cfg.tls = pki.files(Role::Worker, "host-b");
     let w2 = WorkerAgent::start(cfg, mc_common::Clock::system())
@@ -384,6 +406,33 @@ async fn workers_on_two_replicas_race_and_no_ticket_runs_twice() {
                 .id,
         );
     }
+    // Both hosts took tickets, whatever the machine's speed: each has 2 slots, so 4 tickets
+    // running at once (held at the gate) means 2 on each. Then the rest is raced for.
+    until_ok(T, "4 tickets running, 2 on each host", || {
+        let mut c = c.clone();
+        let ids = ids.clone();
+        async move {
+            let mut states = Vec::new();
+            for id in &ids {
+                let t = c
+                    .get_ticket(pb::GetTicketRequest { ticket_id: *id })
+                    .await
+                    .expect("get ticket")
+                    .into_inner()
+                    .ticket
+                    .expect("ticket");
+                states.push(mc_tests::wait::state_name(t.state));
+            }
+            let running = states.iter().filter(|s| *s == "running").count();
+            if running >= 4 {
+                Ok(())
+            } else {
+                Err(format!("states {states:?}"))
+            }
+        }
+    })
+    .await;
+    e.open_gate();
     let mut hosts = std::collections::HashSet::new();
     for id in &ids {
         ticket_in(&mut c, *id, pb::TicketState::Done, T).await;
@@ -403,9 +452,12 @@ async fn workers_on_two_replicas_race_and_no_ticket_runs_twice() {
     cp2.shutdown().await;
 }
 
+/// Commits part 1, then (unless resuming) waits at `$GATE` before part 2: mid-run for as
+/// long as the test needs.
 const SLOW_AGENT: &str = r#"
 echo "start on $(hostname) attempt $MC_ATTEMPT_ID"
 echo "part 1" > part1.txt && git add part1.txt && git commit -q -m "part 1"
+echo "part 1 committed"
 if grep -q "You were interrupted" "$MC_PROMPT_FILE"; then
   echo "resuming after an interruption"
   cat "$MC_PROMPT_FILE" | grep -i "commits already" || true
@@ -413,7 +465,7 @@ if grep -q "You were interrupted" "$MC_PROMPT_FILE"; then
   echo "DONE: finished after the interruption"
   exit 0
 fi
-sleep ${SLOW_SECONDS:-8}
+while [ ! -e "$GATE" ]; do sleep 0.1; done
 echo "part 2" > part2.txt && git add part2.txt && git commit -q -m "part 2"
 echo "DONE: finished"
 "#;
@@ -421,7 +473,10 @@ echo "DONE: finished"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigstop_a_worker_past_its_lease_then_sigcont() {
     let e = env(Backend::Sqlite, "solo").await;
-    let p = e.profile("slow.sh", SLOW_AGENT, RuntimeKind::Pty);
+    let mut p = e.profile("slow.sh", SLOW_AGENT, RuntimeKind::Pty);
+    // The gate never opens: host-a's agent is still running when host-a wakes, however long
+    // the hand-over took; host-b's attempt is told it was interrupted and does not wait.
+    p.env.insert("GATE".into(), e.gate().display().to_string());
     let mut a = WorkerProc::spawn(&e.config("host-a", p.clone()));
     let mut c = e.cp.tickets().await;
     let t = c
@@ -450,15 +505,12 @@ async fn sigstop_a_worker_past_its_lease_then_sigcont() {
     assert_eq!(h.attempts[0].outcome, pb::AttemptOutcome::Lost as i32);
     assert_eq!(h.attempts.last().unwrap().host, "host-b");
     // host-a, on waking, is refused and stops its runtime.
-    let deadline = tokio::time::Instant::now() + T;
-    while !a.log().contains("lease revoked") && !a.log().contains("lease lost") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "host-a never learned its lease was gone:\n{}",
-            a.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        T,
+        || a.log().contains("lease revoked") || a.log().contains("lease lost"),
+        || format!("host-a never learned its lease was gone:\n{}", a.log()),
+    )
+    .await;
     e.check(&[t.id]).await;
     a.kill9();
     drop(b);
@@ -467,7 +519,7 @@ async fn sigstop_a_worker_past_its_lease_then_sigcont() {
 async fn kill9_worker(runtime: RuntimeKind) -> (Env, i64, mc_tests::wait::Tickets) {
     let e = env(Backend::Sqlite, "solo").await;
     let mut p = e.profile("slow.sh", SLOW_AGENT, runtime);
-    p.env.insert("SLOW_SECONDS".into(), "5".into());
+    p.env.insert("GATE".into(), e.gate().display().to_string());
     let mut w = WorkerProc::spawn(&e.config("host-a", p));
     let mut c = e.cp.tickets().await;
     let t = c
@@ -478,15 +530,22 @@ async fn kill9_worker(runtime: RuntimeKind) -> (Env, i64, mc_tests::wait::Ticket
         .ticket
         .unwrap();
     ticket_in(&mut c, t.id, pb::TicketState::Running, T).await;
-    // Let the agent print and commit part 1.
-    let deadline = tokio::time::Instant::now() + T;
-    while !logs(&mut c, t.id, 0).await.contains("start on") {
-        assert!(tokio::time::Instant::now() < deadline, "no output");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Part 1 is committed and its output reached the control plane; the agent now waits at
+    // the gate: killed mid-run, however slow the machine.
+    output_contains(&c, t.id, "part 1 committed", T).await;
+    let attached = |w: &WorkerProc| w.log().matches("attached to the control plane").count();
+    let before = attached(&w);
     w.kill9();
     w.restart();
+    // The agent may finish only once the restarted worker is back on the control plane
+    // (the tmux runtime re-attached; the pty one died with the old process).
+    until(
+        T,
+        || attached(&w) > before,
+        || format!("the restarted worker never attached:\n{}", w.log()),
+    )
+    .await;
+    e.open_gate();
     ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
     e.check(&[t.id]).await;
     drop(w);
@@ -640,15 +699,14 @@ async fn kill9_control_plane_mid_claim_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reports_about_attempts_a_worker_does_not_hold_are_refused() {
     let e = env(Backend::Sqlite, "solo").await;
+    // Held at the gate: the ticket is still running while the impostor speaks, however
+    // long that takes.
+    let body = format!(
+        "echo hi; git commit -q --allow-empty -m x; {}; echo 'DONE: ok'",
+        wait_for(&e.gate())
+    );
     let (w, _s) = e
-        .worker(
-            "host-a",
-            e.profile(
-                "slow.sh",
-                "echo hi; git commit -q --allow-empty -m x; sleep 3; echo 'DONE: ok'",
-                RuntimeKind::Pty,
-            ),
-        )
+        .worker("host-a", e.profile("slow.sh", &body, RuntimeKind::Pty))
         .await;
     let mut c = e.cp.tickets().await;
     let t = c
@@ -678,7 +736,11 @@ async fn reports_about_attempts_a_worker_does_not_hold_are_refused() {
         .await
         .unwrap()
         .into_inner();
-    let welcome = down.next().await.unwrap().unwrap();
+    let welcome = tokio::time::timeout(T, down.next())
+        .await
+        .expect("the impostor is welcomed")
+        .unwrap()
+        .unwrap();
     assert!(matches!(
         welcome.msg,
         Some(pb::attach_response::Msg::Welcome(_))
@@ -708,7 +770,7 @@ async fn reports_about_attempts_a_worker_does_not_hold_are_refused() {
     .unwrap();
     let mut revoked = Vec::new();
     while revoked.len() < 2 {
-        match tokio::time::timeout(Duration::from_secs(10), down.next()).await {
+        match tokio::time::timeout(T, down.next()).await {
             Ok(Some(Ok(pb::AttachResponse {
                 msg: Some(pb::attach_response::Msg::Revoked(r)),
             }))) => revoked.push(r),
@@ -739,6 +801,7 @@ async fn reports_about_attempts_a_worker_does_not_hold_are_refused() {
         "the impostor changed nothing"
     );
     assert!(e.cp.event_count().await >= before);
+    e.open_gate();
     let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
     assert_eq!(done.epoch, running.epoch);
     e.check(&[t.id]).await;

@@ -49,9 +49,7 @@ impl pb::brain_service_server::BrainService for BrainApi {
             return Err(Status::invalid_argument("ticket: is required"));
         };
         tracing::Span::current().record("ticket_id", t.id);
-        let point = pb::DecisionPoint::try_from(r.point).map_err(|_| {
-            Status::invalid_argument(format!("point: unknown decision point {}", r.point))
-        })?;
+        let point = mc_proto::contract::validate_request(&r).map_err(Status::invalid_argument)?;
         tracing::Span::current().record("point", point.as_str_name());
         let started = tokio::time::Instant::now();
         match self.backend.decide(&r).await {
@@ -167,5 +165,63 @@ impl BrainServer {
     pub async fn shutdown(self) {
         self.token.cancel();
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::brain_service_server::BrainService;
+
+    fn api() -> BrainApi {
+        BrainApi {
+            backend: Arc::new(backends::rules::Rules),
+            clock: Clock::system(),
+        }
+    }
+
+    fn question() -> pb::DecideRequest {
+        pb::DecideRequest {
+            ticket: Some(pb::Ticket {
+                id: 1,
+                title: "t".into(),
+                ..Default::default()
+            }),
+            evidence: Some(pb::Evidence {
+                commits: 1,
+                done_claimed: true,
+                ..Default::default()
+            }),
+            point: pb::DecisionPoint::AttemptFinished as i32,
+            outcome: pb::AttemptOutcome::Exited as i32,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn off_contract_questions_are_refused_before_a_backend_sees_them() {
+        type Edit = fn(&mut pb::DecideRequest);
+        let cases: &[(Edit, &str)] = &[
+            (|r| r.outcome = 99, "outcome: unknown attempt outcome 99"),
+            (|r| r.point = 0, "point: missing"),
+            (
+                |r| r.evidence.as_mut().unwrap().cost_usd = f64::NAN,
+                "evidence.cost_usd: must be a finite amount",
+            ),
+            (
+                |r| r.ticket.as_mut().unwrap().cost_usd = f64::NAN,
+                "ticket.cost_usd: must be a finite amount",
+            ),
+        ];
+        let api = api();
+        let ok = api.decide(Request::new(question())).await.expect("valid");
+        assert_eq!(ok.get_ref().decision, pb::DecisionKind::Advance as i32);
+        for (edit, want) in cases {
+            let mut r = question();
+            edit(&mut r);
+            let e = api.decide(Request::new(r)).await.expect_err(want);
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{want}");
+            assert!(e.message().starts_with(want), "{} vs {want}", e.message());
+        }
     }
 }

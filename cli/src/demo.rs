@@ -225,11 +225,11 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
             created_at: board.now(),
         })
         .await?;
-    println!(
+    say!(
         "mc demo: control plane {}, brain (rules), a local worker with scripted agents",
         stack.endpoint()
     );
-    println!(
+    say!(
         "project demo ({}) with acceptance `sh test.sh`; workflow dev_review_qa: coder → qa → tester\n",
         repo.display()
     );
@@ -255,7 +255,7 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
         .get(&ticket.workflow)
         .cloned()
         .context("the demo workflow exists")?;
-    println!("ticket {}: {}\n", ticket.id, ticket.title);
+    say!("ticket {}: {}\n", ticket.id, ticket.title);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let mut after = 0;
     let mut on_shift = String::new();
@@ -292,7 +292,7 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
                 } else {
                     ""
                 };
-                println!("    {}", ribbon(&t, &wf, shift));
+                say!("    {}", ribbon(&t, &wf, shift));
             }
         }
         let t = board.ticket(ticket.id).await?;
@@ -308,21 +308,21 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let h = board.history(ticket.id).await?;
-    println!(
+    say!(
         "\nticket {} is {} after {} attempts; decisions:",
         final_ticket.id,
         final_ticket.state,
         h.attempts.len()
     );
     for d in &h.decisions {
-        println!(
+        say!(
             "  {:<17} by {:<28} {}",
             d.kind.as_str().to_uppercase(),
             d.source,
             d.reason
         );
     }
-    println!("\nbranch {} in {}:", final_ticket.branch, repo.display());
+    say!("\nbranch {} in {}:", final_ticket.branch, repo.display());
     let log = Command::new("git")
         .arg("-C")
         .arg(&repo)
@@ -332,7 +332,10 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
             &format!("main..{}", final_ticket.branch),
         ])
         .output()?;
-    print!("{}", String::from_utf8_lossy(&log.stdout));
+    {
+        use std::io::Write as _;
+        let _ = std::io::stdout().write_all(&log.stdout);
+    }
     stack.stop().await;
     if final_ticket.state != State::Done {
         bail!("the demo ended {} instead of done", final_ticket.state);
@@ -341,7 +344,7 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
 }
 
 fn print_event(e: &mc_control_plane::domain::Event) {
-    println!(
+    say!(
         "  #{:<4} {:<15} {}",
         e.id,
         e.kind.as_str(),

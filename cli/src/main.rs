@@ -1,5 +1,14 @@
 //! `mc`: the Mission Control operator CLI.
 
+/// `println!` for `mc up` and `mc demo`, which keep SIGPIPE ignored (see
+/// `quiet_on_broken_pipe`): a line to a closed stdout is dropped instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod client;
 mod demo;
 mod output;
@@ -259,8 +268,23 @@ enum LanesCmd {
     },
 }
 
+/// Lets a closed stdout (`mc ticket list | head -1`) end `mc` quietly, the way it ends
+/// `ls` or `grep`: by SIGPIPE, which Rust ignores by default, turning the first write into
+/// a panic. Only for commands that do not run services in this process: `mc up` and
+/// `mc demo` pipe prompts into child processes (the brain's command backend), and a child
+/// that exits early must not kill them.
+fn quiet_on_broken_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler, so no code runs in signal context; this runs
+    // before any thread that could be writing to a pipe exists.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Up(_) | Cmd::Demo) {
+        quiet_on_broken_pipe();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -973,4 +997,44 @@ async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Up(_) | Cmd::Demo | Cmd::Certs(_) => unreachable!("handled locally"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    const CHILD: &str = "MC_TEST_CLOSED_STDOUT";
+
+    /// Prints into a pipe nobody reads, as `mc ticket list | head -1` does once `head` has
+    /// its line. Run in a child process: the parent checks how the child ended.
+    #[test]
+    fn printing_into_a_closed_pipe_ends_the_process_quietly() {
+        if std::env::var_os(CHILD).is_some() {
+            let (reader, writer) = std::io::pipe().expect("a pipe");
+            drop(reader);
+            nix::unistd::dup2_stdout(&writer).expect("stdout is the pipe");
+            super::quiet_on_broken_pipe();
+            for _ in 0..1000 {
+                println!("a row nobody reads");
+            }
+            std::process::exit(3);
+        }
+        let out = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .args([
+                "--exact",
+                "tests::printing_into_a_closed_pipe_ends_the_process_quietly",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .expect("the child runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(
+            out.status.signal(),
+            Some(nix::sys::signal::Signal::SIGPIPE as i32),
+            "{:?}: {stderr}",
+            out.status
+        );
+    }
 }

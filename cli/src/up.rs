@@ -180,27 +180,27 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
                 created_at: board.now(),
             };
             board.add_project(p).await?;
-            println!("added project {slug}");
+            say!("added project {slug}");
         }
     }
-    println!(
+    say!(
         "Mission Control is up on {} (board: {})",
         stack.endpoint(),
         home.join("board.db").display()
     );
-    println!(
+    say!(
         "  brain (rules) on https://127.0.0.1:{}",
         stack.brain.addr.port()
     );
     match &stack.worker {
-        Some(w) => println!(
+        Some(w) => say!(
             "  local worker: profiles {:?}, projects {:?}",
             w.agent.deps.cfg.profiles.keys().collect::<Vec<_>>(),
             w.agent.deps.cfg.config.projects.keys().collect::<Vec<_>>()
         ),
-        None => println!("  no local worker"),
+        None => say!("  no local worker"),
     }
-    println!(
+    say!(
         "Try: mc ticket create --project <slug> \"Fix the login page\"; mc watch; mc inbox   (Ctrl-C stops)"
     );
     crate::wait_for_signal().await;

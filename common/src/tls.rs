@@ -17,6 +17,7 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,7 +40,7 @@ pub enum TlsError {
 }
 
 pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = rustls_pemfile::certs(&mut &*pem)
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Invalid(format!("bad PEM certificate: {e}")))?;
     if certs.is_empty() {
@@ -49,9 +50,10 @@ pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn pem_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    rustls_pemfile::private_key(&mut &*pem)
-        .map_err(|e| TlsError::Invalid(format!("bad PEM key: {e}")))?
-        .ok_or_else(|| TlsError::Invalid("no private key in PEM".into()))
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::Invalid("no private key in PEM".into()),
+        e => TlsError::Invalid(format!("bad PEM key: {e}")),
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -399,4 +401,43 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{Validity, create_ca};
+
+    #[test]
+    fn pem_certificates_and_keys_are_read_and_bad_pem_is_named() {
+        let ca = create_ca("mc.local", Validity::days_from(1_800_000_000, 1)).expect("a CA");
+        let both = format!("{}{}", ca.key_pem, ca.cert_pem);
+        let certs = pem_certs(both.as_bytes()).expect("the certificate next to a key");
+        assert_eq!(certs.len(), 1);
+        assert!(san_uris(&certs[0]).contains(&"spiffe://mc.local".to_string()));
+        assert!(matches!(
+            pem_key(both.as_bytes()),
+            Ok(PrivateKeyDer::Pkcs8(_))
+        ));
+        let broken = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let unended = b"-----BEGIN PRIVATE KEY-----\nAAAA\n";
+        // (what was read, the refusal)
+        let cases: [(Result<(), TlsError>, &str); 5] = [
+            (pem_certs(b"").map(drop), "no certificate in PEM"),
+            (
+                pem_certs(ca.key_pem.as_bytes()).map(drop),
+                "no certificate in PEM",
+            ),
+            (pem_certs(broken).map(drop), "bad PEM certificate: "),
+            (
+                pem_key(ca.cert_pem.as_bytes()).map(drop),
+                "no private key in PEM",
+            ),
+            (pem_key(unended).map(drop), "bad PEM key: "),
+        ];
+        for (got, want) in cases {
+            let e = got.expect_err(want).to_string();
+            assert!(e.starts_with(want), "{e} vs {want}");
+        }
+    }
 }

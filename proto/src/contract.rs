@@ -2,16 +2,18 @@
 //! backends produce) and the control plane (which never applies an answer it has not
 //! checked): which decisions are allowed at which decision point, and what each needs.
 
-use crate::v1::{DecideResponse, DecisionKind, DecisionPoint};
+use crate::v1::{AttemptOutcome, DecideRequest, DecideResponse, DecisionKind, DecisionPoint};
 
 /// The longest wait a WAIT may ask for.
 pub const MAX_WAIT_MS: i64 = 7 * 24 * 3600 * 1000;
 
-/// Decisions that make sense at a decision point.
+/// Decisions that make sense at a decision point. None at an unspecified point: the
+/// point decides what an answer may do, so a question without one has no valid answer.
 pub fn allowed_at(point: DecisionPoint) -> &'static [DecisionKind] {
     use DecisionKind as K;
     match point {
-        DecisionPoint::AttemptFinished | DecisionPoint::Unspecified => &[
+        DecisionPoint::Unspecified => &[],
+        DecisionPoint::AttemptFinished => &[
             K::Advance,
             K::ReturnForFixes,
             K::Block,
@@ -23,6 +25,36 @@ pub fn allowed_at(point: DecisionPoint) -> &'static [DecisionKind] {
         DecisionPoint::ProcessGone | DecisionPoint::WorkerLost => &[K::Unstick, K::Escalate],
         DecisionPoint::Dependency => &[K::Block, K::Escalate],
     }
+}
+
+/// Checks a question before a brain answers it, and returns its decision point: the point
+/// must be named (it decides which answers are allowed), enums must hold known values and
+/// amounts of money must be finite and not negative.
+pub fn validate_request(r: &DecideRequest) -> Result<DecisionPoint, String> {
+    let point = DecisionPoint::try_from(r.point)
+        .map_err(|_| format!("point: unknown decision point {}", r.point))?;
+    if point == DecisionPoint::Unspecified {
+        return Err("point: missing (it decides which decisions are allowed)".into());
+    }
+    // 0 (unspecified) is allowed: a caller that does not know the outcome says nothing.
+    AttemptOutcome::try_from(r.outcome)
+        .map_err(|_| format!("outcome: unknown attempt outcome {}", r.outcome))?;
+    let mut money = Vec::new();
+    if let Some(t) = &r.ticket {
+        money.push(("ticket.cost_usd", t.cost_usd));
+        money.push(("ticket.budget_usd", t.budget_usd));
+    }
+    if let Some(e) = &r.evidence {
+        money.push(("evidence.cost_usd", e.cost_usd));
+    }
+    for (field, usd) in money {
+        if !usd.is_finite() || usd < 0.0 {
+            return Err(format!(
+                "{field}: must be a finite amount not below zero, got {usd}"
+            ));
+        }
+    }
+    Ok(point)
 }
 
 /// Checks an answer against the contract at `point`, at time `now_ms`.
@@ -90,6 +122,69 @@ mod tests {
             decision: kind as i32,
             reason: "because".into(),
             ..Default::default()
+        }
+    }
+
+    fn q() -> DecideRequest {
+        DecideRequest {
+            ticket: Some(crate::v1::Ticket {
+                id: 1,
+                cost_usd: 0.5,
+                budget_usd: 2.0,
+                ..Default::default()
+            }),
+            evidence: Some(crate::v1::Evidence {
+                cost_usd: 0.25,
+                ..Default::default()
+            }),
+            point: DecisionPoint::AttemptFinished as i32,
+            outcome: AttemptOutcome::Exited as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn questions_are_checked_before_a_brain_answers() {
+        type Edit = fn(&mut DecideRequest);
+        let cases: &[(Edit, &str)] = &[
+            (|r| r.outcome = 99, "outcome: unknown attempt outcome 99"),
+            (|r| r.outcome = -1, "outcome: unknown attempt outcome -1"),
+            (|r| r.point = 0, "point: missing"),
+            (|r| r.point = 42, "point: unknown decision point 42"),
+            (
+                |r| r.ticket.as_mut().unwrap().cost_usd = f64::NAN,
+                "ticket.cost_usd: must be a finite amount not below zero, got NaN",
+            ),
+            (
+                |r| r.ticket.as_mut().unwrap().budget_usd = f64::INFINITY,
+                "ticket.budget_usd: must be a finite amount not below zero, got inf",
+            ),
+            (
+                |r| r.evidence.as_mut().unwrap().cost_usd = -1.0,
+                "evidence.cost_usd: must be a finite amount not below zero, got -1",
+            ),
+        ];
+        assert_eq!(validate_request(&q()), Ok(DecisionPoint::AttemptFinished));
+        let mut quiet = q();
+        quiet.outcome = 0;
+        quiet.evidence = None;
+        assert_eq!(validate_request(&quiet), Ok(DecisionPoint::AttemptFinished));
+        for (edit, want) in cases {
+            let mut r = q();
+            edit(&mut r);
+            let e = validate_request(&r).expect_err(want);
+            assert!(e.starts_with(want), "{e} vs {want}");
+        }
+    }
+
+    #[test]
+    fn no_answer_is_valid_at_an_unspecified_point() {
+        for k in [DecisionKind::Advance, DecisionKind::Escalate] {
+            assert!(
+                validate(&r(k), DecisionPoint::Unspecified, 0)
+                    .unwrap_err()
+                    .contains("not allowed")
+            );
         }
     }
 

@@ -58,6 +58,11 @@ async fn bad_create_requests_are_refused_and_write_nothing() {
             "title: contains the control character",
         ),
         (
+            create("web", "fake row\roverwritten"),
+            Code::InvalidArgument,
+            "title: contains the control character U+000D",
+        ),
+        (
             pb::CreateTicketRequest {
                 body: "b".repeat(70 * 1024),
                 ..create("web", "t")
@@ -111,6 +116,14 @@ async fn bad_create_requests_are_refused_and_write_nothing() {
             },
             Code::InvalidArgument,
             "priority: must be between",
+        ),
+        (
+            pb::CreateTicketRequest {
+                priority: i32::MIN,
+                ..create("web", "t")
+            },
+            Code::InvalidArgument,
+            "priority: must be between -1000 and 1000, got -2147483648",
         ),
         (
             pb::CreateTicketRequest {

@@ -267,18 +267,38 @@ pub fn builtin() -> BTreeMap<String, Profile> {
     m
 }
 
-/// Fills `{name}` placeholders in an argv template.
+/// Fills `{name}` placeholders in an argv template, in one pass over the template: a value
+/// is inserted as it is and never scanned again, so a ticket whose text holds
+/// `{worktree}` reaches the agent literally. Unknown placeholders stay as written.
 pub fn render(template: &[String], vars: &[(&str, &str)]) -> Vec<String> {
-    template
-        .iter()
-        .map(|arg| {
-            let mut out = arg.clone();
-            for (k, v) in vars {
-                out = out.replace(&format!("{{{k}}}"), v);
+    template.iter().map(|arg| render_one(arg, vars)).collect()
+}
+
+fn render_one(arg: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
             }
-            out
-        })
-        .collect()
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -310,6 +330,41 @@ mod tests {
                 .command
                 .contains(&"--max-budget-usd".to_string())
         );
+    }
+
+    #[test]
+    fn render_never_expands_placeholders_inside_inserted_text() {
+        let vars = [
+            (
+                "prompt",
+                "see {worktree} on {branch}, {prompt_file} and {{ticket}}",
+            ),
+            ("worktree", "/srv/wt"),
+            ("prompt_file", "/tmp/brief.md"),
+            ("ticket", "7"),
+            ("answer", "{session_id}"),
+            ("session_id", "s-1"),
+        ];
+        // (template argument, rendered)
+        let cases = [
+            (
+                "{prompt}",
+                "see {worktree} on {branch}, {prompt_file} and {{ticket}}",
+            ),
+            ("--cd={worktree}", "--cd=/srv/wt"),
+            ("{answer}", "{session_id}"),
+            ("{ticket}-{session_id}", "7-s-1"),
+            ("{unknown} {ticket}", "{unknown} 7"),
+            ("{{ticket}}", "{7}"),
+            ("{", "{"),
+            ("}{", "}{"),
+            ("a{ticket", "a{ticket"),
+            ("{prompt_file}{worktree}", "/tmp/brief.md/srv/wt"),
+            ("", ""),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(render(&[arg.to_string()], &vars), [want], "{arg:?}");
+        }
     }
 
     #[test]

@@ -444,16 +444,7 @@ pub fn create_ticket(r: pb::CreateTicketRequest, max_budget: f64) -> R<CreateTic
     if !r.workflow.is_empty() {
         v::label("workflow", &r.workflow)?;
     }
-    if r.priority.abs() > v::MAX_PRIORITY {
-        return Err(FieldError::new(
-            "priority",
-            format!(
-                "must be between -{0} and {0}, got {1}",
-                v::MAX_PRIORITY,
-                r.priority
-            ),
-        ));
-    }
+    v::priority("priority", r.priority)?;
     if r.depends_on.len() > v::MAX_DEPENDS {
         return Err(FieldError::new(
             "depends_on",
@@ -484,7 +475,7 @@ pub fn create_ticket(r: pb::CreateTicketRequest, max_budget: f64) -> R<CreateTic
     labels.dedup();
     v::usd("budget_usd", r.budget_usd, max_budget)?;
     let key = r.idempotency_key.trim().to_string();
-    v::text("idempotency_key", &key, v::MAX_IDEMPOTENCY_KEY, false)?;
+    v::line("idempotency_key", &key, v::MAX_IDEMPOTENCY_KEY, false)?;
     Ok(CreateTicket {
         project: r.project,
         title: r.title.trim().to_string(),
@@ -661,6 +652,82 @@ pub fn evidence_from_pb(e: &pb::Evidence) -> R<Evidence> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn create(title: &str) -> pb::CreateTicketRequest {
+        pb::CreateTicketRequest {
+            project: "web".into(),
+            title: title.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_ticket_fields_are_refused_naming_the_field() {
+        let cases: Vec<(pb::CreateTicketRequest, &str)> = vec![
+            (
+                pb::CreateTicketRequest {
+                    priority: i32::MIN,
+                    ..create("t")
+                },
+                "priority: must be between -1000 and 1000, got -2147483648",
+            ),
+            (
+                pb::CreateTicketRequest {
+                    priority: i32::MAX,
+                    ..create("t")
+                },
+                "priority: must be between -1000 and 1000, got 2147483647",
+            ),
+            (
+                create("row one\roverwritten"),
+                "title: contains the control character U+000D",
+            ),
+            (
+                create("tab\tseparated"),
+                "title: contains the control character U+0009",
+            ),
+            (
+                pb::CreateTicketRequest {
+                    idempotency_key: "k\u{1b}[2K".into(),
+                    ..create("t")
+                },
+                "idempotency_key: contains the control character U+001B",
+            ),
+        ];
+        for (req, want) in cases {
+            let e = create_ticket(req, 10.0).expect_err(want);
+            assert_eq!(e.to_string(), want);
+        }
+        let ok = create_ticket(
+            pb::CreateTicketRequest {
+                priority: -1000,
+                body: "line one\r\nline two\n\tindented".into(),
+                ..create("t")
+            },
+            10.0,
+        )
+        .expect("a CRLF body and the lowest priority are fine");
+        assert_eq!(ok.priority, -1000);
+    }
+
+    #[test]
+    fn project_names_are_single_line() {
+        let e = project_from_pb(
+            Some(pb::Project {
+                slug: "web".into(),
+                name: "Web\rApp".into(),
+                ..Default::default()
+            }),
+            10.0,
+        )
+        .expect_err("a carriage return in a name");
+        assert_eq!(
+            e.to_string(),
+            "project.name: contains the control character U+000D"
+        );
+    }
+
     #[test]
     fn trace_id_comes_from_a_well_formed_traceparent_only() {
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";

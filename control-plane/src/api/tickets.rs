@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Result, actor, convert, invalid, status};
 use crate::board::Board;
+use crate::domain::AttemptOutcome;
 use crate::domain::validate::{self as v, FieldError};
 use crate::store::{EventFilter, TicketFilter};
 
@@ -28,6 +29,28 @@ pub struct TicketApi {
     pub workers: crate::workers::Registry,
     /// Cancelled when this replica shuts down: watch streams end so the server can stop.
     pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Where a log follower stands: the attempt it reads and the last chunk it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    attempt: Option<i64>,
+    after: i64,
+}
+
+impl Cursor {
+    /// Follows the ticket's current attempt: a new one is read from its first chunk, the
+    /// one being read goes on where it is (the client's `after_seq` included), and a
+    /// ticket without a current attempt leaves the cursor on the last one.
+    fn follow(self, current: Option<i64>) -> Cursor {
+        match current {
+            Some(a) if self.attempt != Some(a) => Cursor {
+                attempt: Some(a),
+                after: 0,
+            },
+            _ => self,
+        }
+    }
 }
 
 fn page_token(s: &str) -> std::result::Result<i64, Status> {
@@ -175,7 +198,7 @@ impl pb::ticket_service_server::TicketService for TicketApi {
         let r = req.into_inner();
         let id = convert::positive_id("ticket_id", r.ticket_id).map_err(invalid)?;
         tracing::Span::current().record("ticket_id", id);
-        v::text("reason", &r.reason, v::MAX_REASON, false).map_err(invalid)?;
+        v::line("reason", &r.reason, v::MAX_REASON, false).map_err(invalid)?;
         let t = self
             .board
             .cancel(id, &r.reason, &who)
@@ -367,37 +390,47 @@ impl pb::ticket_service_server::TicketService for TicketApi {
                 "must not be negative",
             )));
         }
-        let pinned = (r.attempt_id > 0).then_some(r.attempt_id);
-        if let Some(a) = pinned {
-            self.resolve_attempt(id, a).await?;
-        }
+        let pinned = r.attempt_id > 0;
+        // `after_seq` is a position in the first attempt followed: the pinned one, or the
+        // live or last one, which is what `GetLogs` with no attempt returned.
+        let mut cursor = Cursor {
+            attempt: self.resolve_attempt(id, r.attempt_id).await?,
+            after: r.after_seq,
+        };
         let board = self.board.clone();
         let (tx, rx) = mpsc::channel(64);
         let mut signal = board.log_signal();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            // Follows the ticket's current attempt (or the pinned one) across attempts.
-            let mut attempt = pinned;
-            let mut after = r.after_seq;
             loop {
-                if pinned.is_none() {
-                    let current = match board.ticket(id).await {
-                        Ok(t) => t.current_attempt_id,
+                // Looked at before reading chunks: once an attempt has ended no chunk can
+                // be added to it, so what is read after this look is all there will be.
+                let finished = if pinned {
+                    let Some(a) = cursor.attempt else { return };
+                    match board.store().get_attempt(a).await {
+                        Ok(found) => found.is_none_or(|a| a.outcome != AttemptOutcome::Active),
+                        Err(e) => {
+                            let _ = tx.send(Err(status(e.into()))).await;
+                            return;
+                        }
+                    }
+                } else {
+                    match board.ticket(id).await {
+                        Ok(t) => {
+                            cursor = cursor.follow(t.current_attempt_id);
+                            t.state.is_terminal()
+                        }
                         Err(e) => {
                             let _ = tx.send(Err(status(e))).await;
                             return;
                         }
-                    };
-                    if current.is_some() && current != attempt {
-                        attempt = current;
-                        after = 0;
                     }
-                }
-                if let Some(a) = attempt {
-                    match board.store().read_logs(a, after, 256 * 1024).await {
+                };
+                if let Some(a) = cursor.attempt {
+                    match board.store().read_logs(a, cursor.after, 256 * 1024).await {
                         Ok(chunks) => {
                             for c in &chunks {
-                                after = c.seq;
+                                cursor.after = c.seq;
                                 let msg = pb::FollowLogsResponse {
                                     chunk: Some(convert::log_chunk(c)),
                                 };
@@ -415,6 +448,10 @@ impl pb::ticket_service_server::TicketService for TicketApi {
                         }
                     }
                 }
+                if finished {
+                    return;
+                }
+                let after = cursor.after;
                 tokio::select! {
                     _ = signal.changed() => {}
                     _ = tokio::time::sleep(POLL) => {}
@@ -462,7 +499,7 @@ impl pb::ticket_service_server::TicketService for TicketApi {
         let id = convert::positive_id("ticket_id", r.ticket_id).map_err(invalid)?;
         tracing::Span::current().record("ticket_id", id);
         let kind = convert::decision_kind_from_pb("decision", r.decision).map_err(invalid)?;
-        v::text("reason", &r.reason, v::MAX_REASON, false).map_err(invalid)?;
+        v::line("reason", &r.reason, v::MAX_REASON, false).map_err(invalid)?;
         if r.points.len() > v::MAX_POINTS {
             return Err(invalid(FieldError::new(
                 "points",
@@ -480,5 +517,234 @@ impl pb::ticket_service_server::TicketService for TicketApi {
         Ok(Response::new(pb::ResolveEscalationResponse {
             ticket: Some(convert::ticket(&t)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+    use mc_common::{Clock, Timestamp};
+    use pb::ticket_service_server::TicketService;
+
+    use super::*;
+    use crate::domain::{
+        EventKind, Lane, LogChunk, Money, NewEvent, NewTicket, Project, Source, State,
+    };
+    use crate::store::{AttemptPatch, Change, ClaimQuery, Claimed, SqliteStore, Store};
+
+    #[test]
+    fn a_follower_keeps_its_place_until_the_attempt_changes() {
+        let at = |attempt: Option<i64>, after: i64| Cursor { attempt, after };
+        // (cursor, the ticket's current attempt, the cursor after)
+        let cases = [
+            (at(Some(3), 7), Some(3), at(Some(3), 7)),
+            (at(Some(3), 7), Some(4), at(Some(4), 0)),
+            (at(Some(3), 7), None, at(Some(3), 7)),
+            (at(None, 0), Some(4), at(Some(4), 0)),
+            (at(None, 5), None, at(None, 5)),
+        ];
+        for (cursor, current, want) in cases {
+            assert_eq!(cursor.follow(current), want, "{cursor:?} {current:?}");
+        }
+    }
+
+    const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+    /// A ticket claimed by a worker (an attempt that is live), on a fresh SQLite board.
+    async fn running() -> (tempfile::TempDir, TicketApi, Claimed) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("mc.db"))
+                .await
+                .expect("sqlite opens"),
+        );
+        let cfg = crate::Config::default()
+            .validate()
+            .expect("defaults are valid");
+        let (board, _) = Board::new(store.clone(), Clock::starting_at(T0), cfg);
+        store
+            .add_project(&Project {
+                slug: "web".into(),
+                name: "web".into(),
+                default_branch: "main".into(),
+                github_repo: String::new(),
+                acceptance: BTreeMap::new(),
+                default_workflow: "solo".into(),
+                env: BTreeMap::new(),
+                budget: Money::ZERO,
+                created_at: T0,
+            })
+            .await
+            .expect("project added");
+        let created = NewEvent::new(EventKind::Created, "operator/test", "created")
+            .states(State::Queued, State::Queued);
+        store
+            .create_ticket(
+                &NewTicket {
+                    project: "web".into(),
+                    title: "t".into(),
+                    body: String::new(),
+                    workflow: "solo".into(),
+                    lane: Lane::Coder,
+                    priority: 0,
+                    depends_on: vec![],
+                    labels: vec![],
+                    budget: Money::from_usd(1.0),
+                    source: Source::Cli,
+                    idempotency_key: None,
+                    branch: "mc/1-t".into(),
+                    state: State::Queued,
+                    state_reason: String::new(),
+                    trace_context: String::new(),
+                },
+                T0,
+                created,
+            )
+            .await
+            .expect("ticket created");
+        let claimed = store
+            .claim(&ClaimQuery {
+                projects: vec!["web".into()],
+                lane: Lane::Coder,
+                profile: "claude".into(),
+                worker: "w".into(),
+                host: "h".into(),
+                now: T0,
+                lease_expires_at: Timestamp(T0.0 + 30_000),
+                global_cap: None,
+                actor: "control-plane".into(),
+            })
+            .await
+            .expect("claim")
+            .expect("the ticket is claimed");
+        let api = TicketApi {
+            board,
+            workers: crate::workers::Registry::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        };
+        (dir, api, claimed)
+    }
+
+    async fn write(api: &TicketApi, c: &Claimed, seqs: std::ops::RangeInclusive<i64>) {
+        let chunks: Vec<LogChunk> = seqs
+            .map(|seq| LogChunk {
+                attempt_id: c.attempt.id,
+                seq,
+                at: T0,
+                data: format!("line {seq}\n").into_bytes(),
+            })
+            .collect();
+        let store = api.board.store();
+        store
+            .append_logs(c.attempt.epoch, &chunks)
+            .await
+            .expect("logs appended");
+        api.board.logs_appended();
+    }
+
+    async fn finish(api: &TicketApi, c: &Claimed) {
+        let store = api.board.store();
+        let before = store
+            .get_ticket(c.ticket.id)
+            .await
+            .expect("read")
+            .expect("the ticket");
+        let mut done = before.clone();
+        done.state = State::Done;
+        let mut change = Change::new(done, before.version);
+        change.attempt = Some(AttemptPatch {
+            id: c.attempt.id,
+            epoch: c.attempt.epoch,
+            ended: Some((crate::domain::AttemptOutcome::Exited, "exited".into(), T0)),
+            ..AttemptPatch::default()
+        });
+        store.commit(&change).await.expect("the ticket is done");
+    }
+
+    fn follow(ticket_id: i64, attempt_id: i64, after_seq: i64) -> Request<pb::FollowLogsRequest> {
+        Request::new(pb::FollowLogsRequest {
+            ticket_id,
+            attempt_id,
+            after_seq,
+        })
+    }
+
+    /// The seqs a follow stream sends until it ends; fails if it does not end.
+    async fn drain(s: LogStream) -> Vec<i64> {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            s.map(|m| m.expect("a chunk").chunk.expect("with data").seq)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the stream ends once the ticket is finished")
+    }
+
+    #[tokio::test]
+    async fn following_a_finished_ticket_resumes_after_the_given_seq_and_ends() {
+        let (_dir, api, c) = running().await;
+        write(&api, &c, 1..=3).await;
+        finish(&api, &c).await;
+        let (id, attempt) = (c.ticket.id, c.attempt.id);
+        // (attempt_id, after_seq, the seqs sent)
+        let cases: [(i64, i64, &[i64]); 5] = [
+            (0, 0, &[1, 2, 3]),
+            (0, 1, &[2, 3]),
+            (0, 3, &[]),
+            (attempt, 2, &[3]),
+            (attempt, 0, &[1, 2, 3]),
+        ];
+        for (attempt_id, after_seq, want) in cases {
+            let s = api
+                .follow_logs(follow(id, attempt_id, after_seq))
+                .await
+                .expect("follow starts")
+                .into_inner();
+            assert_eq!(
+                drain(s).await,
+                want,
+                "attempt {attempt_id} after {after_seq}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn following_a_live_ticket_sends_new_output_and_ends_when_it_finishes() {
+        let (_dir, api, c) = running().await;
+        write(&api, &c, 1..=2).await;
+        let mut s = api
+            .follow_logs(follow(c.ticket.id, 0, 1))
+            .await
+            .expect("follow starts")
+            .into_inner();
+        async fn next(s: &mut LogStream) -> i64 {
+            tokio::time::timeout(Duration::from_secs(10), s.next())
+                .await
+                .expect("a chunk in time")
+                .expect("the stream is open")
+                .expect("a chunk")
+                .chunk
+                .expect("with data")
+                .seq
+        }
+        assert_eq!(next(&mut s).await, 2);
+        write(&api, &c, 3..=3).await;
+        assert_eq!(next(&mut s).await, 3);
+        finish(&api, &c).await;
+        assert_eq!(drain(s).await, Vec::<i64>::new());
+    }
+
+    #[tokio::test]
+    async fn following_an_unknown_ticket_is_not_found() {
+        let (_dir, api, _) = running().await;
+        let e = api
+            .follow_logs(follow(999, 0, 0))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
     }
 }

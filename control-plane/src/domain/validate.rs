@@ -48,8 +48,7 @@ impl std::error::Error for FieldError {}
 
 pub type Check = Result<(), FieldError>;
 
-/// Non-empty after trimming, at most `max` bytes, no control characters but newline and tab.
-pub fn text(field: &str, value: &str, max: usize, required: bool) -> Check {
+fn size(field: &str, value: &str, max: usize, required: bool) -> Check {
     if required && value.trim().is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }
@@ -59,25 +58,64 @@ pub fn text(field: &str, value: &str, max: usize, required: bool) -> Check {
             format!("is {} bytes, the limit is {max}", value.len()),
         ));
     }
-    if let Some(c) = value
-        .chars()
-        .find(|c| c.is_control() && *c != '\n' && *c != '\t' && *c != '\r')
-    {
-        return Err(FieldError::new(
-            field,
-            format!("contains the control character U+{:04X}", c as u32),
-        ));
+    Ok(())
+}
+
+fn control(field: &str, c: char) -> FieldError {
+    FieldError::new(
+        field,
+        format!("contains the control character U+{:04X}", c as u32),
+    )
+}
+
+/// Multi-line text: non-empty after trimming, at most `max` bytes, no control characters
+/// but newline, tab and a carriage return ending a line (CRLF). A lone carriage return
+/// would let the text overwrite what a terminal already shows.
+pub fn text(field: &str, value: &str, max: usize, required: bool) -> Check {
+    size(field, value, max, required)?;
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        let ok = match c {
+            '\n' | '\t' => true,
+            '\r' => chars.peek() == Some(&'\n'),
+            c => !c.is_control(),
+        };
+        if !ok {
+            return Err(control(field, c));
+        }
     }
     Ok(())
 }
 
-/// A single-line title.
-pub fn title(field: &str, value: &str) -> Check {
-    text(field, value, MAX_TITLE, true)?;
+/// A single-line field (a reason, a key): like `text`, but no control characters at all,
+/// not even a tab or carriage return, so it cannot rewrite a table row on a terminal.
+pub fn line(field: &str, value: &str, max: usize, required: bool) -> Check {
+    size(field, value, max, required)?;
     if value.contains('\n') {
         return Err(FieldError::new(field, "must be a single line"));
     }
-    Ok(())
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(control(field, c)),
+        None => Ok(()),
+    }
+}
+
+/// A single-line title.
+pub fn title(field: &str, value: &str) -> Check {
+    line(field, value, MAX_TITLE, true)
+}
+
+/// A ticket priority, between -`MAX_PRIORITY` and `MAX_PRIORITY` (any `i32` is checked
+/// without overflow: `i32::MIN` has no absolute value).
+pub fn priority(field: &str, value: i32) -> Check {
+    if (-MAX_PRIORITY..=MAX_PRIORITY).contains(&value) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, got {value}"),
+        ))
+    }
 }
 
 /// A project slug: 1-40 of a-z, 0-9 and '-', starting with a letter or digit.
@@ -251,6 +289,85 @@ mod tests {
         assert!(title("title", "Fix the login page").is_ok());
         assert!(slug("p", "web-app2").is_ok());
         assert!(branch("b", "main").is_ok() && branch("b", "release/1.2").is_ok());
+    }
+
+    #[test]
+    fn single_line_fields_refuse_every_control_character() {
+        // (value, refusal or None when accepted), for a title, then for multi-line text.
+        let cases: &[(&str, Option<&str>, Option<&str>)] = &[
+            ("Fix login", None, None),
+            (
+                "a\rb",
+                Some("title: contains the control character U+000D"),
+                Some("body: contains the control character U+000D"),
+            ),
+            (
+                "a\r",
+                Some("title: contains the control character U+000D"),
+                Some("body: contains the control character U+000D"),
+            ),
+            (
+                "a\tb",
+                Some("title: contains the control character U+0009"),
+                None,
+            ),
+            ("a\nb", Some("title: must be a single line"), None),
+            ("a\r\nb", Some("title: must be a single line"), None),
+            (
+                "a\u{1b}[2Kb",
+                Some("title: contains the control character U+001B"),
+                Some("body: contains the control character U+001B"),
+            ),
+            (
+                "a\u{0}b",
+                Some("title: contains the control character U+0000"),
+                Some("body: contains the control character U+0000"),
+            ),
+            (
+                "a\u{85}b",
+                Some("title: contains the control character U+0085"),
+                Some("body: contains the control character U+0085"),
+            ),
+            (
+                "a\u{7f}b",
+                Some("title: contains the control character U+007F"),
+                Some("body: contains the control character U+007F"),
+            ),
+        ];
+        for (value, as_title, as_text) in cases {
+            let got = title("title", value).err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), *as_title, "title {value:?}");
+            let got = text("body", value, 100, false).err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), *as_text, "body {value:?}");
+            let got = line("reason", value, 100, false)
+                .err()
+                .map(|e| e.to_string());
+            assert_eq!(
+                got,
+                as_title.map(|m| m.replacen("title", "reason", 1)),
+                "reason {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn priorities_are_range_checked_without_overflow() {
+        for p in [0, 1, -1, MAX_PRIORITY, -MAX_PRIORITY] {
+            assert!(priority("priority", p).is_ok(), "{p}");
+        }
+        for p in [
+            i32::MIN,
+            i32::MIN + 1,
+            -MAX_PRIORITY - 1,
+            MAX_PRIORITY + 1,
+            i32::MAX,
+        ] {
+            let e = priority("priority", p).expect_err("out of range");
+            assert_eq!(
+                e.to_string(),
+                format!("priority: must be between -1000 and 1000, got {p}")
+            );
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Config {
     pub backend: BackendKind,
     pub command: CommandConfig,
     pub openai: OpenAiConfig,
+    /// The listener's connection cap and idle timeout.
+    pub connections: mc_common::tls::ConnLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,7 @@ impl Default for Config {
             backend: BackendKind::Rules,
             command: CommandConfig::default(),
             openai: OpenAiConfig::default(),
+            connections: mc_common::tls::ConnLimits::default(),
         }
     }
 }
@@ -99,6 +102,7 @@ impl Config {
         self.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| format!("listen: {:?} is not an address ({e})", self.listen))?;
+        self.connections.validate()?;
         match self.backend {
             BackendKind::Rules => {}
             BackendKind::Command => {

@@ -128,7 +128,7 @@ impl BrainServer {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Listen(cfg.listen.clone(), e))?;
-        let incoming = mc_common::tls::incoming(listener, material.acceptor()?);
+        let incoming = mc_common::tls::incoming(listener, material.acceptor()?, cfg.connections);
         let auth = AuthLayer::new(Authorizer::new(
             material.chain_verifier()?,
             me.trust_domain.clone(),
@@ -150,6 +150,9 @@ impl BrainServer {
         let shutdown = token.clone();
         let task = tokio::spawn(
             tonic::transport::Server::builder()
+                // Live callers answer pings within the idle timeout; dead ones are dropped.
+                .http2_keepalive_interval(Some(cfg.connections.keepalive()))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .layer(tonic_tracing_opentelemetry::middleware::server::OtelGrpcLayer::default())
                 .layer(auth)
                 .add_service(health_svc)

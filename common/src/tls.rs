@@ -6,6 +6,7 @@
 //! certificate receive a clear gRPC `Unauthenticated` naming the problem instead of a bare TLS
 //! alert. No RPC reaches a handler before `auth` has verified the chain. See ADR 0002.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
@@ -299,10 +300,55 @@ pub struct PeerInfo {
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
-/// A server-side TLS connection that tonic can serve.
+/// Bounds on a server's connections: how many at once, and how long one may stay silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnLimits {
+    /// Connections held at once; one more is closed at accept.
+    pub max_connections: usize,
+    /// A connection from which nothing was read for this long is closed (a live gRPC peer
+    /// answers the server's HTTP/2 keepalive pings every 10 s, so only dead or idle-by-design
+    /// connections reach it). Also the bound on the TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl ConnLimits {
+    /// The HTTP/2 keepalive interval a server with these limits uses: live peers answer its
+    /// pings well within the idle timeout.
+    pub fn keepalive(&self) -> Duration {
+        (self.idle_timeout / 3).min(Duration::from_secs(10))
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 {
+            return Err("connections.max_connections must be at least 1".into());
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err("connections.idle_timeout must be at least 1s".into());
+        }
+        Ok(())
+    }
+}
+
+/// A server-side TLS connection that tonic can serve. It holds a slot of the server's
+/// connection cap until it is dropped, and fails its reads once the peer has been silent
+/// for the idle timeout.
 pub struct TlsConn {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Connected for TlsConn {
@@ -318,7 +364,24 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + self.idle_timeout;
+                    self.idle.as_mut().reset(next);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connection idle past the idle timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 
@@ -349,13 +412,17 @@ impl AsyncWrite for TlsConn {
 }
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop. A failed or slow
-/// handshake affects only its own connection.
+/// handshake affects only its own connection. At most `limits.max_connections` are held
+/// (handshakes included); one more is closed at once, with a warning.
 pub fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    limits: ConnLimits,
 ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
+        let mut refused: u64 = 0;
         loop {
             let (tcp, remote) = match listener.accept().await {
                 Ok(c) => c,
@@ -369,10 +436,20 @@ pub fn incoming(
             if tx.is_closed() {
                 break;
             }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                refused = refused.saturating_add(1);
+                // One warning per 100 refused, so a flood does not flood the log too.
+                if refused % 100 == 1 {
+                    tracing::warn!(%remote, max = limits.max_connections, refused, "connection cap reached; closing new connections");
+                }
+                drop(tcp);
+                continue;
+            };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                let handshake = limits.idle_timeout.min(Duration::from_secs(10));
+                let hs = tokio::time::timeout(handshake, acceptor.accept(tcp)).await;
                 let stream = match hs {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -395,6 +472,9 @@ pub fn incoming(
                         remote: Some(remote),
                         certs,
                     },
+                    idle_timeout: limits.idle_timeout,
+                    idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+                    _slot: slot,
                 };
                 let _ = tx.send(Ok(conn)).await;
             });

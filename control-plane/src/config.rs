@@ -38,6 +38,8 @@ pub struct Config {
     pub lanes: BTreeMap<String, LaneConfig>,
     pub brain: BrainConfig,
     pub monitor: MonitorConfig,
+    /// The gRPC listener's connection cap and idle timeout.
+    pub connections: mc_common::tls::ConnLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +155,7 @@ impl Default for Config {
             lanes: BTreeMap::new(),
             brain: BrainConfig::default(),
             monitor: MonitorConfig::default(),
+            connections: mc_common::tls::ConnLimits::default(),
         }
     }
 }
@@ -226,6 +229,7 @@ impl Config {
     /// Rejects contradictions with a message naming the key.
     pub fn validate(&self) -> Result<BoardConfig, String> {
         self.listen_addr()?;
+        self.connections.validate()?;
         if !self.metrics_listen.is_empty() {
             self.metrics_listen.parse::<SocketAddr>().map_err(|e| {
                 format!(

@@ -128,7 +128,7 @@ impl ControlPlane {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Listen(cfg.listen.clone(), e))?;
-        let incoming = mc_common::tls::incoming(listener, material.acceptor()?);
+        let incoming = mc_common::tls::incoming(listener, material.acceptor()?, cfg.connections);
 
         let auth = AuthLayer::new(Authorizer::new(
             material.chain_verifier()?,
@@ -188,7 +188,7 @@ impl ControlPlane {
         let server = tokio::spawn(
             Server::builder()
                 // Half-open connections (a worker host cut off) are noticed and dropped.
-                .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+                .http2_keepalive_interval(Some(cfg.connections.keepalive()))
                 .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .layer(tonic_tracing_opentelemetry::middleware::server::OtelGrpcLayer::default())
                 .layer(auth)

@@ -332,3 +332,66 @@ echo "DONE: ok""#,
     w.stop().await;
     worker::kill_tmux(&socket);
 }
+
+/// Reads until the server closes the connection (EOF or reset); false if it is still
+/// open after `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Connections that never finish a handshake are closed after the idle bound, connections
+/// over the cap are closed at once, and a live gRPC client that sits idle for longer than
+/// the bound keeps working (it answers the server's keepalive pings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_the_connection_cap_holds() {
+    let cp = TestCp::start_with(Backend::Sqlite, |c| {
+        c.connections.max_connections = 3;
+        c.connections.idle_timeout = Duration::from_secs(3);
+    })
+    .await;
+    // A live client, connected first (it takes one of the three slots).
+    let mut c = cp.tickets().await;
+    c.list_tickets(pb::ListTicketsRequest::default())
+        .await
+        .unwrap();
+    let addr = cp.url().trim_start_matches("https://").to_string();
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The cap is reached: the next connection is closed at once, long before any timeout.
+    let mut over = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2)).await,
+        "a connection over the cap was held"
+    );
+    // The silent ones are closed after the bound (3 s), well within a minute.
+    for s in &mut silent {
+        assert!(
+            closed_within(s, T).await,
+            "a connection that never spoke was held"
+        );
+    }
+    // The live client, idle all this while, still works, and new connections are taken.
+    c.list_tickets(pb::ListTicketsRequest::default())
+        .await
+        .expect("the live client's connection survived its idle time");
+    let mut again = cp.tickets().await;
+    again
+        .list_tickets(pb::ListTicketsRequest::default())
+        .await
+        .expect("slots are given back when connections close");
+}

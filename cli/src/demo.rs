@@ -94,6 +94,8 @@ fn profile(script: &Path) -> Profile {
         claude_trust_workspace: false,
         codex_trust_workspace: false,
         cost_per_process: false,
+        prices: None,
+        max_model_responses: 1000,
     }
 }
 

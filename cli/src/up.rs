@@ -136,7 +136,8 @@ pub fn worker_config(
         mc_worker_agent::Config::default()
     };
     w.state_dir = home.join("worker");
-    w.tmux_socket = "mc-up".into();
+    // One tmux server per MC_HOME: two `mc up` of one user must not share sessions.
+    w.tmux_socket = format!("mc-up-{:08x}", home_tag(home));
     if w.host.is_empty() {
         w.host = "local".into();
     }
@@ -150,6 +151,9 @@ pub fn worker_config(
 }
 
 pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
+    // Everything `mc up` writes (the board with its projects' secrets, certificates, the
+    // worker's state) is its user's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut projects = Vec::new();
     for p in &args.projects {
         let (slug, path) = p
@@ -207,4 +211,15 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
     eprintln!("stopping…");
     stack.stop().await;
     Ok(())
+}
+
+/// A short, stable tag for an MC_HOME (FNV-1a of its path), for names that must differ
+/// between homes.
+fn home_tag(home: &Path) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in home.as_os_str().as_encoded_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
 }

@@ -1,6 +1,10 @@
 //! gRPC plumbing shared by servers and clients: mTLS channels with trace propagation, and
 //! the health and reflection services every server offers.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -19,34 +23,95 @@ pub enum ConnectError {
     Connect(String, String),
 }
 
-fn endpoint(url: &str, tls: &TlsMaterial, domain: Option<&str>) -> Result<Endpoint, ConnectError> {
-    let bad = |e: &dyn std::fmt::Display| ConnectError::Endpoint(url.to_string(), e.to_string());
-    let url = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("https://{url}")
-    };
-    Endpoint::from_shared(url.clone())
-        .map_err(|e| bad(&e))?
-        .tls_config(tls.client_config(domain))
-        .map_err(|e| bad(&e))
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(5))
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(10))
-                .keep_alive_while_idle(true)
-                .tcp_nodelay(true)
-        })
+/// Our own TLS under tonic: the server must prove not only the host name but the role its
+/// caller expects (`TlsMaterial::client_tls`), which tonic's TLS settings cannot express.
+#[derive(Clone)]
+struct RoleTls {
+    config: Arc<rustls::ClientConfig>,
+    domain: Option<String>,
 }
 
-/// Connects now; fails if the server is not reachable.
+type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tower::Service<http::Uri> for RoleTls {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let config = self.config.clone();
+        let domain = self.domain.clone();
+        Box::pin(async move {
+            let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("{uri}: no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let dial = async {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                let name = rustls_pki_types::ServerName::try_from(domain.unwrap_or(host.clone()))
+                    .map_err(|e| invalid(format!("server name: {e}")))?;
+                tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+            };
+            let tls = tokio::time::timeout(Duration::from_secs(5), dial)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {host}:{port} timed out"),
+                    )
+                })??;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
+}
+
+fn endpoint(
+    url: &str,
+    tls: &TlsMaterial,
+    domain: Option<&str>,
+) -> Result<(Endpoint, RoleTls), ConnectError> {
+    let bad = |e: &dyn std::fmt::Display| ConnectError::Endpoint(url.to_string(), e.to_string());
+    let plain = match url.split_once("://") {
+        Some(("https", rest)) => rest,
+        Some((scheme, _)) => return Err(bad(&format!("scheme {scheme}: use https"))),
+        None => url,
+    };
+    let role = tls.server_role().map_err(|e| bad(&e))?;
+    let connector = RoleTls {
+        config: tls.client_tls(role).map_err(|e| bad(&e))?,
+        domain: domain.map(str::to_string),
+    };
+    // TLS is the connector's; tonic speaks HTTP/2 over it.
+    let e = Endpoint::from_shared(format!("http://{plain}"))
+        .map_err(|e| bad(&e))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    Ok((e, connector))
+}
+
+/// Connects now; fails if the server is not reachable or is not the role we expect.
 pub async fn connect(
     url: &str,
     tls: &TlsMaterial,
     domain: Option<&str>,
 ) -> Result<TracedChannel, ConnectError> {
-    let ch = endpoint(url, tls, domain)?
-        .connect()
+    let (e, connector) = endpoint(url, tls, domain)?;
+    let ch = e
+        .connect_with_connector(connector)
         .await
         .map_err(|e| ConnectError::Connect(url.to_string(), error_chain(&e)))?;
     Ok(traced(ch))
@@ -58,7 +123,8 @@ pub fn connect_lazy(
     tls: &TlsMaterial,
     domain: Option<&str>,
 ) -> Result<TracedChannel, ConnectError> {
-    Ok(traced(endpoint(url, tls, domain)?.connect_lazy()))
+    let (e, connector) = endpoint(url, tls, domain)?;
+    Ok(traced(e.connect_with_connector_lazy(connector)))
 }
 
 pub fn traced(ch: Channel) -> TracedChannel {

@@ -141,18 +141,112 @@ impl TlsMaterial {
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
-    /// tonic client TLS settings: trust our CA, present our certificate.
-    pub fn client_config(&self, domain: Option<&str>) -> tonic::transport::ClientTlsConfig {
-        let mut cfg = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
-            .identity(tonic::transport::Identity::from_pem(
-                &self.cert_pem,
-                &self.key_pem,
-            ));
-        if let Some(d) = domain {
-            cfg = cfg.domain_name(d);
+    /// The role a server this holder dials must have: the control plane calls the brain;
+    /// everyone else (workers, operators, the brain's tests) calls the control plane.
+    pub fn server_role(&self) -> Result<crate::identity::Role, TlsError> {
+        Ok(match self.identity()?.role {
+            crate::identity::Role::ControlPlane => crate::identity::Role::Brain,
+            _ => crate::identity::Role::ControlPlane,
+        })
+    }
+
+    /// A rustls client configuration that trusts our CA, presents our certificate, and
+    /// accepts only a server whose certificate is for `role` in our trust domain (every
+    /// role's certificate may be valid for the same host name, so the name is not enough:
+    /// a worker's certificate must not pose as the control plane).
+    pub fn client_tls(
+        &self,
+        role: crate::identity::Role,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let provider = provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in pem_certs(&self.ca_pem)? {
+            roots
+                .add(c)
+                .map_err(|e| TlsError::Invalid(format!("the CA certificate: {e}")))?;
         }
-        cfg
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Invalid(format!("server verifier: {e}")))?;
+        let verifier = Arc::new(RoleVerifier {
+            inner,
+            role,
+            trust_domain: self.identity()?.trust_domain,
+        });
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(pem_certs(&self.cert_pem)?, pem_key(&self.key_pem)?)?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// The usual chain and host name checks, then the server's SPIFFE identity: its role and
+/// trust domain must be the expected ones.
+#[derive(Debug)]
+struct RoleVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    role: crate::identity::Role,
+    trust_domain: String,
+}
+
+impl rustls::client::danger::ServerCertVerifier for RoleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ok = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let ids: Vec<crate::Identity> = san_uris(end_entity)
+            .iter()
+            .filter_map(|u| crate::Identity::parse_uri(u).ok())
+            .collect();
+        match ids.first() {
+            Some(id) if id.role == self.role && id.trust_domain == self.trust_domain => Ok(ok),
+            Some(id) => Err(rustls::Error::General(format!(
+                "the server presented {id}, not a {} certificate of {}",
+                self.role, self.trust_domain
+            ))),
+            None => Err(rustls::Error::General(
+                "the server's certificate has no spiffe identity".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

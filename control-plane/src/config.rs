@@ -40,6 +40,10 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// The gRPC listener's connection cap and idle timeout.
     pub connections: mc_common::tls::ConnLimits,
+    /// Worker identity → the projects it may serve and its most slots. Empty: any worker
+    /// may serve any project (a project's offers carry its environment: bind workers on a
+    /// shared network).
+    pub workers: BTreeMap<String, crate::domain::binding::WorkerBinding>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +160,7 @@ impl Default for Config {
             brain: BrainConfig::default(),
             monitor: MonitorConfig::default(),
             connections: mc_common::tls::ConnLimits::default(),
+            workers: BTreeMap::new(),
         }
     }
 }
@@ -230,6 +235,20 @@ impl Config {
     pub fn validate(&self) -> Result<BoardConfig, String> {
         self.listen_addr()?;
         self.connections.validate()?;
+        for (name, b) in &self.workers {
+            validate::label(&format!("workers.{name}"), name).map_err(|e| e.to_string())?;
+            if b.projects.is_empty() {
+                return Err(format!(
+                    "workers.{name}.projects: name the projects it may serve (\"*\" for all)"
+                ));
+            }
+            for p in &b.projects {
+                if p != "*" {
+                    validate::slug(&format!("workers.{name}.projects"), p)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
         if !self.metrics_listen.is_empty() {
             self.metrics_listen.parse::<SocketAddr>().map_err(|e| {
                 format!(

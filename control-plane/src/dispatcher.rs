@@ -23,6 +23,7 @@ pub struct Dispatcher {
     pub workers: Registry,
     pub nudge: DispatchNudge,
     pub cfg: DispatchConfig,
+    pub bindings: std::sync::Arc<crate::domain::binding::Bindings>,
 }
 
 impl Dispatcher {
@@ -98,8 +99,19 @@ impl Dispatcher {
                 }
             }
             let now = self.board.now();
+            // The hello was admitted against the bindings already; checked again here so
+            // no offer (and no project environment) can reach an unbound worker.
+            let projects: Vec<String> = w
+                .projects
+                .iter()
+                .filter(|p| self.bindings.may_serve(&w.name, p))
+                .cloned()
+                .collect();
+            if projects.is_empty() {
+                return Ok(false);
+            }
             let q = ClaimQuery {
-                projects: w.projects.clone(),
+                projects,
                 lane: a.lane,
                 profile: a.profile.clone(),
                 worker: w.name.clone(),

@@ -96,11 +96,19 @@ impl ControlPlane {
             nudge: nudge.clone(),
             decider: decider.clone(),
         };
+        let bindings =
+            std::sync::Arc::new(crate::domain::binding::Bindings::new(cfg.workers.clone()));
+        if bindings.is_open() {
+            tracing::warn!(
+                "no [workers] bindings: any worker certificate may serve any project and receive its environment"
+            );
+        }
         let dispatcher = Dispatcher {
             board: board.clone(),
             workers: workers.clone(),
             nudge: nudge.clone(),
             cfg: cfg.dispatch.clone(),
+            bindings: bindings.clone(),
         };
         let reaper = Reaper {
             board: board.clone(),
@@ -174,6 +182,7 @@ impl ControlPlane {
                     cfg: cfg.dispatch.clone(),
                     nudge: nudge.clone(),
                     shutdown: token.clone(),
+                    bindings: bindings.clone(),
                 },
             });
         health

@@ -35,6 +35,8 @@ pub struct SessionCtx {
     pub nudge: DispatchNudge,
     /// Cancelled when this replica shuts down: streams end so the server can stop.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Which worker identities may serve which projects.
+    pub bindings: std::sync::Arc<crate::domain::binding::Bindings>,
 }
 
 struct Session {
@@ -168,6 +170,28 @@ pub async fn run(
     if let Err(m) = check_hello(&hello) {
         let _ = tx.send(Err(Status::invalid_argument(m))).await;
         return;
+    }
+    // Only projects this identity is bound to: a worker certificate alone does not earn a
+    // project's offers (and the secrets they carry).
+    let mut hello = hello;
+    let announced: Vec<String> = hello.checkouts.iter().map(|c| c.project.clone()).collect();
+    let admitted =
+        match ctx
+            .bindings
+            .admit(&name, u32::try_from(hello.slots).unwrap_or(0), &announced)
+        {
+            Ok(a) => a,
+            Err(m) => {
+                tracing::warn!(worker = %name, reason = %m, "worker refused");
+                let _ = tx.send(Err(Status::permission_denied(m))).await;
+                return;
+            }
+        };
+    if !admitted.refused.is_empty() {
+        tracing::warn!(worker = %name, projects = ?admitted.refused, "worker announced projects it is not bound to; it gets no offers for them");
+        hello
+            .checkouts
+            .retain(|c| admitted.projects.contains(&c.project));
     }
     let now = ctx.board.now();
     let session = ctx.workers.new_session();
@@ -399,6 +423,13 @@ impl Session {
         // is gone (the worker restarted before spawning, or lost a pty runtime).
         for a in board.store().active_attempts_of(&self.name).await? {
             if reported.contains(&a.id) {
+                continue;
+            }
+            // Offered to this very session (the dispatcher sees the worker as soon as it is
+            // registered, while this handshake runs): not a runtime lost in a restart.
+            if a.offered_at >= self.connected_at
+                || self.ctx.workers.holds(&self.name, a.id, a.epoch)
+            {
                 continue;
             }
             let f = Fence {
@@ -673,6 +704,7 @@ impl Session {
                     Ok(pb::SignalKind::Done) => Signal::Done,
                     Ok(pb::SignalKind::UsageLimit) => Signal::UsageLimit,
                     Ok(pb::SignalKind::Exited) => Signal::Exited,
+                    Ok(pb::SignalKind::Retry) => Signal::Retry,
                     _ => {
                         tracing::warn!(worker = %self.name, kind = sig.kind, "unknown signal kind ignored");
                         return Ok(());

@@ -95,3 +95,49 @@ pub async fn check(store: &dyn Store, created: &[i64]) {
         let _ = State::Done;
     }
 }
+
+/// The agent processes alive on this host whose worktree is under `under` (a test's own
+/// directory: tests run side by side, and ticket ids repeat between them), as ticket →
+/// the attempts with a live process. Every agent carries MC_TICKET_ID, MC_ATTEMPT_ID and
+/// MC_WORKTREE in its environment.
+pub fn live_agents(under: &std::path::Path) -> HashMap<i64, std::collections::BTreeSet<i64>> {
+    let mut out: HashMap<i64, std::collections::BTreeSet<i64>> = HashMap::new();
+    let under = under.to_string_lossy().to_string();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let mut ticket = None;
+        let mut attempt = None;
+        let mut ours = false;
+        for v in env.split(|b| *b == 0) {
+            let v = String::from_utf8_lossy(v);
+            if let Some(x) = v.strip_prefix("MC_TICKET_ID=") {
+                ticket = x.parse::<i64>().ok();
+            } else if let Some(x) = v.strip_prefix("MC_ATTEMPT_ID=") {
+                attempt = x.parse::<i64>().ok();
+            } else if let Some(x) = v.strip_prefix("MC_WORKTREE=") {
+                ours = x.starts_with(&under);
+            }
+        }
+        if let (true, Some(t), Some(a)) = (ours, ticket, attempt) {
+            out.entry(t).or_default().insert(a);
+        }
+    }
+    out
+}
+
+/// Never two attempts' agents alive for one ticket on this host, for the agents under
+/// `under`; panics naming the ticket and the attempts.
+pub fn check_agents(under: &std::path::Path) {
+    for (ticket, attempts) in live_agents(under) {
+        assert!(
+            attempts.len() <= 1,
+            "ticket {ticket} has agents of {} attempts alive at once: {attempts:?}",
+            attempts.len()
+        );
+    }
+}

@@ -87,6 +87,8 @@ pub fn profile(argv: &[&str], runtime: RuntimeKind) -> Profile {
         claude_trust_workspace: false,
         codex_trust_workspace: false,
         cost_per_process: false,
+        prices: None,
+        max_model_responses: 1000,
     }
 }
 

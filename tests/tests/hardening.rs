@@ -47,29 +47,13 @@ async fn control_plane() -> TestCp {
     cp
 }
 
-/// The attempt ids of the live processes on this host that belong to `ticket` (every
-/// agent process carries MC_TICKET_ID and MC_ATTEMPT_ID in its environment).
-fn live_attempts_of(ticket: i64) -> HashSet<String> {
-    let want = format!("MC_TICKET_ID={ticket}");
-    let mut out = HashSet::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        let vars: Vec<String> = env
-            .split(|b| *b == 0)
-            .map(|v| String::from_utf8_lossy(v).to_string())
-            .collect();
-        if vars.contains(&want)
-            && let Some(a) = vars.iter().find_map(|v| v.strip_prefix("MC_ATTEMPT_ID="))
-        {
-            out.insert(a.to_string());
-        }
-    }
-    out
+/// The attempt ids with a live agent process for `ticket`, among this test's agents.
+fn live_attempts_of(dir: &std::path::Path, ticket: i64) -> HashSet<i64> {
+    history::live_agents(dir)
+        .remove(&ticket)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// Command lines of every process on this host that mention `needle`.
@@ -84,6 +68,180 @@ fn command_lines_with(needle: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Says hello on a raw worker stream as certificate `name`; the first message back (a
+/// welcome) or the refusal.
+async fn hello_as(
+    cp: &TestCp,
+    name: &str,
+    slots: i32,
+    projects: &[&str],
+) -> (
+    Result<pb::AttachResponse, tonic::Status>,
+    tokio::sync::mpsc::Sender<pb::AttachRequest>,
+    tonic::Streaming<pb::AttachResponse>,
+) {
+    let ch = cp.channel(Role::Worker, name).await;
+    let mut client = pb::worker_service_client::WorkerServiceClient::new(ch);
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tx.send(pb::AttachRequest {
+        msg: Some(pb::attach_request::Msg::Hello(pb::WorkerHello {
+            host: name.into(),
+            version: "test".into(),
+            profiles: vec!["script".into()],
+            checkouts: projects
+                .iter()
+                .map(|p| pb::Checkout {
+                    project: p.to_string(),
+                    path: format!("/srv/{p}"),
+                    host: name.into(),
+                })
+                .collect(),
+            slots,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut down = client
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(T, down.next())
+        .await
+        .expect("an answer to hello")
+        .expect("the stream is open");
+    (first, tx, down)
+}
+
+/// With bindings configured, a worker certificate alone earns nothing: an unbound identity
+/// is refused, a bound one may not claim more slots than allowed, and offers (with the
+/// project's environment) go only for the projects it is bound to. Operators never see the
+/// environment's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_bound_to_their_projects() {
+    use mc_control_plane::domain::binding::WorkerBinding;
+    let cp = TestCp::start_with(Backend::Sqlite, |c| {
+        c.lanes.insert(
+            "coder".into(),
+            LaneConfig {
+                profile: "script".into(),
+                preferred_hosts: vec![],
+            },
+        );
+        c.workers.insert(
+            "host-a".into(),
+            WorkerBinding {
+                projects: vec!["web".into()],
+                max_slots: 2,
+            },
+        );
+    })
+    .await;
+    let mut projects = cp.projects().await;
+    for slug in ["web", "billing"] {
+        projects
+            .add_project(pb::AddProjectRequest {
+                project: Some(pb::Project {
+                    slug: slug.into(),
+                    default_workflow: "solo".into(),
+                    env: [("ANTHROPIC_API_KEY".to_string(), SECRET.to_string())].into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    // Operators see the names of the variables, never their values.
+    let shown = projects
+        .get_project(pb::GetProjectRequest { slug: "web".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap();
+    assert_eq!(
+        shown.env.get("ANTHROPIC_API_KEY").map(String::as_str),
+        Some("***")
+    );
+    let listed = format!(
+        "{:?}",
+        projects
+            .list_projects(pb::ListProjectsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    );
+    assert!(!listed.contains(SECRET), "a secret in ListProjects");
+
+    let mut c = cp.tickets().await;
+    let billing = c
+        .create_ticket(create("billing", "Harvest me"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    // An identity with no binding, announcing both projects: refused.
+    let (first, _tx, _down) = hello_as(&cp, "host-x", 256, &["web", "billing"]).await;
+    let e = first.expect_err("an unbound worker is refused");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(
+        e.message().contains("host-x is not bound"),
+        "{}",
+        e.message()
+    );
+    // The bound identity claiming more slots than allowed: refused, naming the field.
+    let (first, _tx, _down) = hello_as(&cp, "host-a", 256, &["web"]).await;
+    let e = first.expect_err("too many slots are refused");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    assert!(e.message().contains("hello.slots"), "{}", e.message());
+    // Within its binding: welcomed, offered the web ticket with its environment, never the
+    // billing one although it announces a checkout of billing.
+    let (first, _tx, mut down) = hello_as(&cp, "host-a", 2, &["web", "billing"]).await;
+    assert!(matches!(
+        first.expect("welcomed").msg,
+        Some(pb::attach_response::Msg::Welcome(_))
+    ));
+    let web = c
+        .create_ticket(create("web", "Mine"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let offer = loop {
+        let m = tokio::time::timeout(T, down.next())
+            .await
+            .expect("an offer")
+            .expect("the stream is open")
+            .expect("no error");
+        if let Some(pb::attach_response::Msg::Offer(o)) = m.msg {
+            break o;
+        }
+    };
+    let offered = offer.ticket.unwrap();
+    assert_eq!(
+        offered.id, web.id,
+        "only the bound project's ticket is offered"
+    );
+    assert_eq!(
+        offer.env.get("ANTHROPIC_API_KEY").map(String::as_str),
+        Some(SECRET)
+    );
+    let still = c
+        .get_ticket(pb::GetTicketRequest {
+            ticket_id: billing.id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(still.state, pb::TicketState::Queued as i32);
+    assert_eq!(still.current_attempt_id, 0, "billing was never offered");
 }
 
 /// claude's stream-json `rate_limit_event` with a reset time that overflows when turned
@@ -125,7 +283,7 @@ while [ ! -e '{}' ]; do sleep 0.1; done"#,
     // attempts' processes at once, and no attempt after the first.
     let deadline = tokio::time::Instant::now() + T;
     let parked = loop {
-        let live = live_attempts_of(t.id);
+        let live = live_attempts_of(dir.path(), t.id);
         assert!(
             live.len() <= 1,
             "agents of several attempts alive: {live:?}"
@@ -164,8 +322,13 @@ while [ ! -e '{}' ]; do sleep 0.1; done"#,
     // The runtime was stopped when the attempt ended.
     mc_tests::wait::until(
         T,
-        || live_attempts_of(t.id).is_empty(),
-        || format!("agents still alive: {:?}", live_attempts_of(t.id)),
+        || live_attempts_of(dir.path(), t.id).is_empty(),
+        || {
+            format!(
+                "agents still alive: {:?}",
+                live_attempts_of(dir.path(), t.id)
+            )
+        },
     )
     .await;
     history::check(cp.cp.board.store().as_ref(), &[t.id]).await;
@@ -394,4 +557,42 @@ async fn idle_connections_are_closed_and_the_connection_cap_holds() {
         .list_tickets(pb::ListTicketsRequest::default())
         .await
         .expect("slots are given back when connections close");
+}
+
+/// Every role's certificate may be valid for the same host name (under `mc up`, all are for
+/// localhost), so a client checks the server's role too: a server holding a worker's
+/// certificate is refused by operators and workers (who expect the control plane) and by
+/// the control plane (which expects the brain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_the_wrong_role_is_refused_by_its_clients() {
+    let pki = std::sync::Arc::new(mc_tests::pki::Pki::new());
+    let worker_cert = pki.files(Role::Worker, "host-a");
+    let rogue = TestCp::start_full(Backend::Sqlite, pki.clone(), |c| {
+        c.tls = worker_cert.clone();
+    })
+    .await;
+    for (role, name) in [(Role::Operator, "alice"), (Role::Worker, "host-b")] {
+        let m = pki.material(role, name);
+        let e = match mc_common::grpc::connect(&rogue.url(), &m, Some("localhost")).await {
+            Ok(_) => panic!("{role} trusted a control plane with a worker's certificate"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("worker/host-a") && e.contains("not a control-plane certificate"),
+            "{role}: {e}"
+        );
+    }
+    // The control plane, dialling "the brain", wants the brain's role.
+    let m = pki.material(Role::ControlPlane, "cp");
+    let e = match mc_common::grpc::connect(&rogue.url(), &m, Some("localhost")).await {
+        Ok(_) => panic!("the control plane trusted a brain with a worker's certificate"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("not a brain certificate"), "{e}");
+    // The genuine control plane, on the same CA, is accepted.
+    let genuine = TestCp::start_full(Backend::Sqlite, pki.clone(), |_| {}).await;
+    let mut c = genuine.tickets().await;
+    c.list_tickets(pb::ListTicketsRequest::default())
+        .await
+        .unwrap();
 }

@@ -175,6 +175,71 @@ async fn claude_headless_commits_is_verified_and_its_cost_lands_on_the_ticket() 
     w.stop().await;
 }
 
+/// The real claude CLI writes a file, never commits, and says it committed it: the host's
+/// rescue commit is not the agent's, so the ticket comes back for fixes naming the file, and
+/// the next round's real commit is what makes it done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claude_saying_it_committed_without_committing_is_returned_for_fixes() {
+    let e = env("claude-headless").await;
+    let fake = FakeApi::anthropic(json!({"turns": [
+        {"content": [text("Writing the page."), bash("echo '<form></form>' > login.html")],
+         "usage": {"input_tokens": 3000, "output_tokens": 120}},
+        {"content": [text("DONE: fixed the login page and committed it")], "usage": {"input_tokens": 3500, "output_tokens": 40}},
+        {"content": [text("Committing for real."), bash("echo '<form method=post></form>' > login.html && git add -A && git commit -q -m 'fix the login page'")],
+         "usage": {"input_tokens": 3000, "output_tokens": 120}},
+        {"content": [text("DONE: committed the login page")], "usage": {"input_tokens": 3500, "output_tokens": 40}}
+    ]}));
+    let home = fakes::claude_home(e.dir.path(), KEY);
+    let (w, _s) = e
+        .worker(
+            "claude-headless",
+            claude_profile("claude-headless", &fake, &home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Fix the login page"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.attempts.len(), 2, "{:?}", h.decisions);
+    let first = h.attempts[0].evidence.as_ref().unwrap();
+    assert_eq!(first.commits, 0, "the rescue is not the agent's commit");
+    assert_eq!(first.rescued_files, ["login.html"]);
+    let returned = h
+        .decisions
+        .iter()
+        .find(|d| d.kind == pb::DecisionKind::ReturnForFixes as i32)
+        .expect("the first round was returned for fixes");
+    assert_eq!(returned.source, "guardrail/no_commits");
+    assert!(
+        returned.points.iter().any(|p| p.contains("login.html")),
+        "the point names the uncommitted file: {:?}",
+        returned.points
+    );
+    assert!(
+        h.events
+            .iter()
+            .any(|e| e.message.contains("rescued 1 uncommitted file(s)")),
+        "the evidence line says what was rescued"
+    );
+    assert_eq!(h.attempts[1].evidence.as_ref().unwrap().commits, 1);
+    // The rescued work stayed on the branch for the second round, then its own commit.
+    assert_eq!(
+        commits_on(&e.checkout, &done.branch),
+        ["fix the login page", "WIP: auto-rescue"]
+    );
+    w.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claude_interactive_in_tmux_asks_and_is_answered_with_mc_answer() {
     let e = env("claude-interactive").await;
@@ -291,7 +356,63 @@ async fn codex_exec_json_commits_and_is_verified() {
         a.tokens_in,
         a.tokens_out
     );
+    // Codex reports no dollars: the profile's prices turn its tokens into a cost, which
+    // lands on the attempt and the ticket, so budgets hold.
+    assert!(
+        a.cost_usd > 0.0,
+        "codex's tokens were priced: {}",
+        a.cost_usd
+    );
+    assert!(
+        (done.cost_usd - a.cost_usd).abs() < 1e-6,
+        "the ticket's cost {} is the attempt's {}",
+        done.cost_usd,
+        a.cost_usd
+    );
     assert_eq!(a.evidence.as_ref().unwrap().done_summary, "added hi.txt");
+    w.stop().await;
+}
+
+/// A stream the model API drops is a hiccup codex retries by itself ("Reconnecting...
+/// 1/5"): shown as an event, not a usage limit that parks the ticket for an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn codex_retrying_by_itself_is_shown_and_does_not_end_the_run() {
+    let e = env("codex-headless").await;
+    let fake = FakeApi::openai(json!({"turns": [
+        {"drop": true},
+        {"output": [shell("echo hi > hi.txt && git add hi.txt && git commit -q -m 'add hi.txt'")], "usage": {"input_tokens": 900, "output_tokens": 60}},
+        {"output": [message("DONE: added hi.txt")], "usage": {"input_tokens": 1200, "output_tokens": 30}}
+    ]}));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let (w, _s) = e
+        .worker(
+            "codex-headless",
+            codex_profile("codex-headless", &fake, &home, &codex_home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Add hi.txt"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    assert_eq!(commits_on(&e.checkout, &done.branch), ["add hi.txt"]);
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.attempts.len(), 1, "the retry did not end the run");
+    let retries: Vec<&str> = h
+        .events
+        .iter()
+        .map(|e| e.message.as_str())
+        .filter(|m| m.starts_with("RETRY: ") && m.contains("Reconnecting"))
+        .collect();
+    assert!(!retries.is_empty(), "the retry is shown: {:?}", h.events);
     w.stop().await;
 }
 

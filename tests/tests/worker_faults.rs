@@ -72,6 +72,7 @@ impl Env {
 
     async fn check(&self, ids: &[i64]) {
         history::check(self.cp.cp.board.store().as_ref(), ids).await;
+        history::check_agents(self.dir.path());
     }
 
     /// A file agents wait for (`while [ ! -e gate ]`) to hold an attempt open for exactly as

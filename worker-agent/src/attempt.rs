@@ -111,6 +111,8 @@ struct Task {
     ticks: u64,
     /// pty output is also kept on disk (tmux's is, by pipe-pane), for a restart's report.
     out_file: Option<std::fs::File>,
+    /// Model responses seen (stream-json `assistant` events, Codex items), for the cap.
+    model_responses: u32,
 }
 
 fn dur(d: &Option<mc_proto::prost_types::Duration>, default: Duration) -> Duration {
@@ -374,6 +376,7 @@ async fn start_fresh(
         cost_usd: 0.0,
         cost_base_usd: 0.0,
         tokens_in: 0,
+        tokens_cached: 0,
         tokens_out: 0,
         resumes: 0,
         finished: None,
@@ -480,6 +483,7 @@ pub async fn run(deps: Deps, start: Start, ctl: mpsc::Receiver<Control>) {
         reset_at_ms: None,
         ticks: 0,
         out_file: None,
+        model_responses: 0,
     };
     task.brief_typed = !task.profile.interactive || task.paused;
     let end = task.run(ctl).await;
@@ -676,8 +680,39 @@ impl Task {
             self.rec.tokens_out = self.rec.tokens_out.max(t);
             self.usage_dirty = true;
         }
+        if let Some(t) = p.tokens_cached {
+            self.rec.tokens_cached = self.rec.tokens_cached.max(t);
+        }
+        // A CLI that reports tokens and no cost: priced from the profile's table.
+        if p.cost_usd.is_none()
+            && (p.tokens_in.is_some() || p.tokens_out.is_some())
+            && let Some(prices) = &self.profile.prices
+        {
+            let c = prices.cost(
+                self.rec.tokens_in,
+                self.rec.tokens_cached,
+                self.rec.tokens_out,
+            );
+            if c > self.rec.cost_usd {
+                self.rec.cost_usd = c;
+                self.usage_dirty = true;
+            }
+        }
         if p.budget_exceeded {
             self.budget_hit = true;
+        }
+        if p.model_response {
+            self.model_responses = self.model_responses.saturating_add(1);
+        }
+        if let Some(r) = p.retry {
+            tracing::info!(attempt_id = self.id(), retry = %r, "the agent is retrying by itself");
+            self.deps.send(Up::Signal(pb::AgentSignal {
+                attempt_id: self.rec.attempt_id,
+                epoch: self.rec.epoch,
+                kind: pb::SignalKind::Retry as i32,
+                text: r,
+                reset_at: None,
+            }));
         }
         if let Some(u) = p.usage_limit
             && self.usage_limit.is_none()
@@ -736,7 +771,8 @@ impl Task {
             }
             return;
         }
-        let fp = output::fingerprint(&screen);
+        // Progress, not pixels: a spinner or timer redrawing is not output.
+        let fp = output::fingerprint(&output::progress_view(&screen));
         if fp != self.fingerprint {
             self.fingerprint = fp;
             self.last_output = Instant::now();
@@ -822,6 +858,13 @@ impl Task {
         if let Some(u) = self.usage_limit.clone() {
             return Some(End::UsageLimit(u));
         }
+        let cap = self.profile.max_model_responses;
+        if cap > 0 && self.model_responses > cap {
+            return Some(End::TimedOut(format!(
+                "stopped as looping: {} model responses, the profile's cap is {cap}",
+                self.model_responses
+            )));
+        }
         if Instant::now() > self.deadline {
             return Some(End::TimedOut(format!(
                 "soft timeout of {} reached",
@@ -903,7 +946,10 @@ impl Task {
 
     fn update_live(&mut self) {
         if self.tail_dirty && !self.profile.interactive {
-            self.fingerprint = self.tail.fingerprint();
+            self.fingerprint = match self.profile.output {
+                crate::profiles::OutputFormat::Text => self.tail.fingerprint(),
+                _ => self.tail.fingerprint_normalised(),
+            };
             self.tail_dirty = false;
         }
         let alive = self.rt.is_some() || self.waiting_input;

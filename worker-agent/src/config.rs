@@ -200,6 +200,9 @@ impl Config {
             if p.grace.is_zero() {
                 return Err(format!("profiles.{name}.grace: must be more than zero"));
             }
+            if let Some(prices) = &p.prices {
+                prices.validate(&format!("profiles.{name}"))?;
+            }
             all.insert(name.clone(), p.clone());
         }
         let mut offered = BTreeMap::new();

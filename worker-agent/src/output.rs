@@ -104,6 +104,18 @@ impl Tail {
     /// A fingerprint of the last few lines: an agent printing the same thing over and over
     /// keeps it.
     pub fn fingerprint(&self) -> u64 {
+        fingerprint(&self.last_lines())
+    }
+
+    /// The same, normalised for structured event streams (ids, counters and timestamps are
+    /// digit runs, masked): an agent doing the same thing over and over keeps it although
+    /// every event carries a new item id. (Plain text keeps its counters: "step 3 of 9" is
+    /// progress.)
+    pub fn fingerprint_normalised(&self) -> u64 {
+        fingerprint(&progress_view(&self.last_lines()))
+    }
+
+    fn last_lines(&self) -> String {
         let t = self.text();
         let last: Vec<&str> = t
             .lines()
@@ -111,7 +123,7 @@ impl Tail {
             .filter(|l| !l.trim().is_empty())
             .take(3)
             .collect();
-        fingerprint(&last.join("\n"))
+        last.join("\n")
     }
 }
 
@@ -152,6 +164,8 @@ pub struct Parsed {
     /// Cumulative cost in USD, if the tool reports it.
     pub cost_usd: Option<f64>,
     pub tokens_in: Option<i64>,
+    /// Of `tokens_in`, those served from the provider's cache (priced lower).
+    pub tokens_cached: Option<i64>,
     pub tokens_out: Option<i64>,
     /// The run ended with a budget error.
     pub budget_exceeded: bool,
@@ -159,6 +173,10 @@ pub struct Parsed {
     pub usage_limit: Option<String>,
     /// When the limit resets (Unix milliseconds), if the tool says.
     pub reset_at_ms: Option<i64>,
+    /// The CLI is retrying a failed request by itself: shown, not a reason to stop.
+    pub retry: Option<String>,
+    /// The line reports one model response (counted against the profile's cap).
+    pub model_response: bool,
 }
 
 /// Interprets one output line according to the profile's format.
@@ -222,6 +240,7 @@ fn claude(line: &str) -> Parsed {
     }
     match v.get("type").and_then(|t| t.as_str()) {
         Some("assistant") => {
+            p.model_response = true;
             if let Some(blocks) = v.pointer("/message/content").and_then(|c| c.as_array()) {
                 for b in blocks {
                     if b.get("type").and_then(|t| t.as_str()) == Some("text")
@@ -237,6 +256,20 @@ fn claude(line: &str) -> Parsed {
                 p.usage_limit = Some("rate limit".into());
             }
         }
+        Some("system") if v.get("subtype").and_then(|s| s.as_str()) == Some("api_retry") => {
+            let n = |k: &str| {
+                v.get(k)
+                    .and_then(|x| x.as_i64())
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "?".into())
+            };
+            p.retry = Some(format!(
+                "api retry {}/{}, status {}",
+                n("attempt"),
+                n("max_retries"),
+                n("error_status")
+            ));
+        }
         Some("rate_limit_event") => {
             let info = v.get("rate_limit_info");
             if info.and_then(|i| i.get("status")).and_then(|s| s.as_str()) == Some("rejected") {
@@ -248,7 +281,12 @@ fn claude(line: &str) -> Parsed {
             }
         }
         Some("result") => {
-            p.cost_usd = v.get("total_cost_usd").and_then(|c| c.as_f64());
+            // A cost is a sane amount of dollars or none (the control plane refuses evidence
+            // with an impossible one, which would lose the attempt's report).
+            p.cost_usd = v
+                .get("total_cost_usd")
+                .and_then(|c| c.as_f64())
+                .filter(|c| c.is_finite() && (0.0..=100_000.0).contains(c));
             // modelUsage is the process's total over every model (side requests too);
             // `usage` may hold only the last response.
             if let Some(models) = v.get("modelUsage").and_then(|m| m.as_object()) {
@@ -325,6 +363,7 @@ fn codex(line: &str) -> Parsed {
                 .map(str::to_string);
         }
         Some("item.completed") => {
+            p.model_response = true;
             if v.pointer("/item/type").and_then(|t| t.as_str()) == Some("agent_message")
                 && let Some(t) = v.pointer("/item/text").and_then(|t| t.as_str())
             {
@@ -332,8 +371,10 @@ fn codex(line: &str) -> Parsed {
             }
         }
         Some("turn.completed") => {
-            p.tokens_in = v.pointer("/usage/input_tokens").and_then(|x| x.as_i64());
-            p.tokens_out = v.pointer("/usage/output_tokens").and_then(|x| x.as_i64());
+            let n = |k: &str| v.pointer(k).and_then(|x| x.as_i64()).map(|x| x.max(0));
+            p.tokens_in = n("/usage/input_tokens");
+            p.tokens_cached = n("/usage/cached_input_tokens");
+            p.tokens_out = n("/usage/output_tokens");
         }
         Some("turn.failed") | Some("error") => {
             let msg = v
@@ -345,6 +386,9 @@ fn codex(line: &str) -> Parsed {
             // "Reconnecting... 1/5 (... 429 ...)" is codex retrying by itself: a hiccup,
             // not a limit it gave up on.
             let retrying = lower.trim_start().starts_with("reconnecting");
+            if retrying {
+                p.retry = Some(clean(msg.as_bytes()));
+            }
             if !retrying
                 && (lower.contains("usage limit")
                     || lower.contains("rate limit")
@@ -356,6 +400,46 @@ fn codex(line: &str) -> Parsed {
         _ => {}
     }
     p
+}
+
+/// A TUI's screen as progress sees it: what changes on a screen that is not making
+/// progress is masked, so a hung TUI whose spinner and timer keep redrawing is silent. The
+/// status lines (`esc to interrupt`: Claude Code's "✻ Churning… (3m 2s · ↓ 1.2k tokens)",
+/// Codex's "Working (12s • esc to interrupt)") are dropped, spinner glyphs removed, and runs
+/// of digits (timers, counters) replaced by `#`.
+pub fn progress_view(screen: &str) -> String {
+    const SPINNERS: &[char] = &[
+        '✻', '✽', '✶', '✳', '✢', '·', '*', '⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏', '◐',
+        '◓', '◑', '◒', '|', '/', '-', '\\', '•', '●', '○',
+    ];
+    let mut out = String::with_capacity(screen.len());
+    for line in screen.lines() {
+        let lower = line.to_lowercase();
+        if lower.contains("esc to interrupt") || lower.contains("ctrl+c to interrupt") {
+            continue;
+        }
+        let mut digits = false;
+        for c in line
+            .trim_start_matches(|c: char| SPINNERS.contains(&c) || c.is_whitespace())
+            .chars()
+        {
+            if c.is_ascii_digit() {
+                if !digits {
+                    out.push('#');
+                }
+                digits = true;
+            } else {
+                digits = false;
+                out.push(c);
+            }
+        }
+        // Trailing blanks differ between redraws of the same content.
+        while out.ends_with(' ') {
+            out.pop();
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// FNV-1a of the text: a cheap fingerprint to notice an agent repeating itself.
@@ -371,6 +455,79 @@ pub fn fingerprint(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_the_cli_does_by_itself_are_not_limits() {
+        let f = OutputFormat::ClaudeStreamJson;
+        let r = parse(f, r#"{"type":"system","subtype":"api_retry","attempt":2,"max_retries":10,"retry_delay_ms":1200,"error_status":429,"error":"rate_limit"}"#.into(), &[]);
+        assert_eq!(r.retry.as_deref(), Some("api retry 2/10, status 429"));
+        assert_eq!(r.usage_limit, None);
+        let c = parse(OutputFormat::CodexJson, r#"{"type":"error","message":"Reconnecting... 1/5 (stream disconnected before completion)"}"#.into(), &[]);
+        assert!(
+            c.retry
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("Reconnecting... 1/5")
+        );
+        assert_eq!(c.usage_limit, None);
+        // The overflowing reset time of a hostile line is no reset time, and no panic.
+        let h = parse(f, r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":9223372036854775807}}"#.into(), &[]);
+        assert_eq!((h.usage_limit.is_some(), h.reset_at_ms), (true, None));
+        let neg = parse(
+            f,
+            r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":-5}}"#
+                .into(),
+            &[],
+        );
+        assert_eq!(neg.reset_at_ms, None);
+    }
+
+    #[test]
+    fn structured_repetition_is_seen_through_changing_ids() {
+        let mut a = Tail::default();
+        a.push(br#"{"type":"item.completed","item":{"id":"item_41","type":"command_execution","command":"cargo test"}}"#);
+        a.push(b"\n");
+        let mut b = Tail::default();
+        b.push(br#"{"type":"item.completed","item":{"id":"item_97","type":"command_execution","command":"cargo test"}}"#);
+        b.push(b"\n");
+        assert_eq!(a.fingerprint_normalised(), b.fingerprint_normalised());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    /// Pairs of screens a TUI shows: the same progress (only spinners, timers and the
+    /// status line moved) or new progress (the content changed).
+    #[test]
+    fn tui_screens_are_compared_with_spinners_timers_and_status_masked() {
+        let same = [
+            (
+                "● Reading src/login.rs\n✻ Churning… (3m 2s · ↓ 1.2k tokens · esc to interrupt)\n> ",
+                "● Reading src/login.rs\n✽ Pondering… (3m 3s · ↓ 1.3k tokens · esc to interrupt)\n> ",
+            ),
+            (
+                "• Ran cargo test\n⠋ Working (12s • esc to interrupt)\n› ",
+                "• Ran cargo test\n⠙ Working (13s • esc to interrupt)\n› ",
+            ),
+            (
+                "elapsed 00:01:59   \nstep 3 of 9",
+                "elapsed 00:02:00\nstep 3 of 9",
+            ),
+            ("⠋ Thinking", "⠹ Thinking"),
+        ];
+        for (a, b) in same {
+            assert_eq!(progress_view(a), progress_view(b), "{a:?} vs {b:?}");
+        }
+        let different = [
+            (
+                "● Reading src/login.rs\n✻ Churning… (3m 2s · esc to interrupt)",
+                "● Editing src/login.rs\n✻ Churning… (3m 3s · esc to interrupt)",
+            ),
+            ("QUESTION: which db?", "QUESTION: which db?\n> sqlite"),
+            ("step 3 of 9", "step 3 of 9 done"),
+        ];
+        for (a, b) in different {
+            assert_ne!(progress_view(a), progress_view(b), "{a:?} vs {b:?}");
+        }
+    }
 
     #[test]
     fn lines_are_split_cleaned_and_bounded() {

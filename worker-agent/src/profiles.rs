@@ -87,6 +87,68 @@ pub struct Profile {
     /// added to the previous total instead of replacing it.
     #[serde(default)]
     pub cost_per_process: bool,
+    /// USD per million tokens, for CLIs that report tokens but no cost (Codex, Gemini,
+    /// Aider): the attempt's cost is computed from them, so budgets hold for every
+    /// API-billed profile.
+    #[serde(default)]
+    pub prices: Option<Prices>,
+    /// Model responses (stream-json `assistant` events, Codex items) after which a run is
+    /// stopped as looping; 0 for no cap.
+    #[serde(default = "default_max_model_responses")]
+    pub max_model_responses: u32,
+}
+
+fn default_max_model_responses() -> u32 {
+    1000
+}
+
+/// What a model's tokens cost, in USD per million.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    pub input: f64,
+    /// Input tokens served from the provider's cache; defaults to `input`.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+    pub output: f64,
+}
+
+impl Prices {
+    /// The cost of `input` tokens (of which `cached` came from the cache) and `output`
+    /// tokens. Negative or inconsistent counts count as zero; never NaN.
+    pub fn cost(&self, input: i64, cached: i64, output: i64) -> f64 {
+        let n = |x: i64| x.max(0) as f64;
+        let cached = cached.clamp(0, input.max(0));
+        let fresh = n(input) - n(cached);
+        let usd = (fresh * self.input
+            + n(cached) * self.cached_input.unwrap_or(self.input)
+            + n(output) * self.output)
+            / 1_000_000.0;
+        // Bounded like a reported cost: absurd token counts must not make the evidence
+        // unacceptable (the control plane refuses impossible costs).
+        if usd.is_finite() {
+            usd.clamp(0.0, 100_000.0)
+        } else {
+            0.0
+        }
+    }
+
+    pub fn validate(&self, field: &str) -> Result<(), String> {
+        for (k, v) in [
+            ("input", Some(self.input)),
+            ("cached_input", self.cached_input),
+            ("output", Some(self.output)),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!(
+                    "{field}.prices.{k}: must be a price of 0 or more, got {v}"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_runtime() -> RuntimeKind {
@@ -128,6 +190,8 @@ impl Profile {
             claude_trust_workspace: false,
             codex_trust_workspace: false,
             cost_per_process: false,
+            prices: None,
+            max_model_responses: default_max_model_responses(),
         }
     }
 
@@ -206,6 +270,8 @@ pub fn builtin() -> BTreeMap<String, Profile> {
         "hit your session limit".into(),
         "hit your weekly limit".into(),
         "limit · resets".into(),
+        // The API's own refusal, shown once Claude Code has given up retrying.
+        "API Error: Request rejected (429)".into(),
     ];
     m.insert("claude-interactive".to_string(), p);
 
@@ -228,6 +294,13 @@ pub fn builtin() -> BTreeMap<String, Profile> {
         "{answer}",
     ]);
     p.output = OutputFormat::CodexJson;
+    // Codex reports tokens, not dollars: priced at its default model's list prices
+    // (override per profile in the worker's config).
+    p.prices = Some(Prices {
+        input: 1.25,
+        cached_input: Some(0.125),
+        output: 10.0,
+    });
     // Limits come as structured `error` / `turn.failed` events.
     m.insert("codex-headless".to_string(), p);
 
@@ -237,7 +310,11 @@ pub fn builtin() -> BTreeMap<String, Profile> {
     p.ready_marker = "? for shortcuts".into();
     p.codex_trust_workspace = true;
     p.exit_keys = vec!["/quit".into(), "Enter".into()];
-    p.usage_limit_markers = vec!["hit your usage limit".into()];
+    p.usage_limit_markers = vec![
+        "hit your usage limit".into(),
+        // Codex retries a 429 by itself ("retrying 1/5"); this is the line once it gives up.
+        "exceeded retry limit".into(),
+    ];
     m.insert("codex-interactive".to_string(), p);
 
     let mut p = Profile::base(argv(&["gemini", "--yolo", "-p", "{prompt}"]), Billing::Api);
@@ -304,6 +381,100 @@ fn render_one(arg: &str, vars: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The texts the real CLIs print, against the builtin profiles' markers: a limit the
+    /// CLI gave up on is one; a retry it does by itself is not.
+    #[test]
+    fn usage_limit_markers_match_the_real_texts() {
+        let b = builtin();
+        let flags = |profile: &str, line: &str| {
+            let p = &b[profile];
+            crate::output::parse(p.output, line.to_string(), &p.usage_limit_markers)
+                .usage_limit
+                .is_some()
+        };
+        let cases = [
+            (
+                "claude-interactive",
+                "⎿  API Error: Request rejected (429) · rate limit",
+                true,
+            ),
+            (
+                "claude-interactive",
+                "You've hit your session limit · resets 5pm (Europe/Paris)",
+                true,
+            ),
+            ("claude-interactive", "5-hour limit · resets 3am", true),
+            ("claude-interactive", "● Reading src/rate_limit.rs", false),
+            (
+                "codex-interactive",
+                "■ You've hit your usage limit. Try again at 4:12 PM.",
+                true,
+            ),
+            (
+                "codex-interactive",
+                "■ stream error: exceeded retry limit, last status: 429 Too Many Requests",
+                true,
+            ),
+            (
+                "codex-interactive",
+                "⚠ stream error: 429 Too Many Requests; retrying 1/5 in 211ms…",
+                false,
+            ),
+            (
+                "codex-headless",
+                r#"{"type":"error","message":"Reconnecting... 1/5 (unexpected status 429 Too Many Requests)"}"#,
+                false,
+            ),
+            (
+                "codex-headless",
+                r#"{"type":"turn.failed","error":{"message":"exceeded retry limit, last status: 429 Too Many Requests"}}"#,
+                true,
+            ),
+            ("aider", "litellm.RateLimitError: AnthropicException", true),
+        ];
+        for (profile, line, want) in cases {
+            assert_eq!(flags(profile, line), want, "{profile}: {line}");
+        }
+    }
+
+    #[test]
+    fn prices_turn_tokens_into_dollars_without_overflow_or_nan() {
+        let p = Prices {
+            input: 1.25,
+            cached_input: Some(0.125),
+            output: 10.0,
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(p.cost(1_000_000, 0, 0), 1.25));
+        assert!(close(p.cost(1_000_000, 1_000_000, 0), 0.125));
+        assert!(close(
+            p.cost(2_100, 0, 90),
+            (2_100.0 * 1.25 + 90.0 * 10.0) / 1e6
+        ));
+        // More cached than input, negative counts: clamped.
+        assert!(close(p.cost(100, 500, -3), 100.0 * 0.125 / 1e6));
+        assert!(p.cost(i64::MAX, i64::MIN, i64::MAX).is_finite());
+        let no_cache_price = Prices {
+            cached_input: None,
+            ..p
+        };
+        assert!(close(no_cache_price.cost(1_000_000, 1_000_000, 0), 1.25));
+        assert!(
+            Prices {
+                input: f64::NAN,
+                ..p
+            }
+            .validate("profiles.x")
+            .is_err()
+        );
+        assert!(
+            Prices { output: -1.0, ..p }
+                .validate("profiles.x")
+                .unwrap_err()
+                .contains("profiles.x.prices.output")
+        );
+    }
 
     #[test]
     fn builtins_cover_the_agents_and_billing_is_explicit() {

@@ -68,6 +68,9 @@ pub struct Record {
     #[serde(default)]
     pub cost_base_usd: f64,
     pub tokens_in: i64,
+    /// Of `tokens_in`, those served from the cache.
+    #[serde(default)]
+    pub tokens_cached: i64,
     pub tokens_out: i64,
     /// How many times the session was resumed (headless answers).
     pub resumes: u32,

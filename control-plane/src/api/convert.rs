@@ -265,6 +265,9 @@ pub fn ticket(t: &Ticket) -> pb::Ticket {
     }
 }
 
+/// How a secret value is shown in every operator view.
+pub const SECRET_SHOWN: &str = "***";
+
 pub fn evidence(e: &Evidence) -> pb::Evidence {
     pb::Evidence {
         commits: e.commits,
@@ -376,7 +379,13 @@ pub fn project(p: &Project, checkouts: Vec<pb::Checkout>) -> pb::Project {
             })
             .collect(),
         default_workflow: p.default_workflow.clone(),
-        env: p.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        // A project's environment holds its secrets: operators see the names, never the
+        // values (only offers to bound workers carry them).
+        env: p
+            .env
+            .keys()
+            .map(|k| (k.clone(), SECRET_SHOWN.to_string()))
+            .collect(),
         budget_usd: p.budget.usd(),
         created_at: ts(p.created_at),
         checkouts,

@@ -143,7 +143,7 @@ impl Board {
             Signal::Question => Some(Trigger::Question),
             Signal::Review => Some(Trigger::ReviewRequested),
             Signal::Exited => Some(Trigger::AttemptEnded),
-            Signal::Done | Signal::UsageLimit => None,
+            Signal::Done | Signal::UsageLimit | Signal::Retry => None,
         };
         let kind = match signal {
             Signal::Question => EventKind::Question,

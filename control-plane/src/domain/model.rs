@@ -113,6 +113,7 @@ string_enum!(
         Done => "done",
         UsageLimit => "usage_limit",
         Exited => "exited",
+        Retry => "retry",
     }
 );
 

@@ -26,6 +26,34 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the database file and runs migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore, super::StoreError> {
+        // A board that exists must be one: a truncated file would otherwise open as a new,
+        // empty board (everything gone, silently), and a read-only one would start and then
+        // refuse every write.
+        if let Ok(m) = std::fs::metadata(path) {
+            let bad = |why: String| {
+                Err(super::StoreError::FailedPrecondition(format!(
+                    "{}: {why}",
+                    path.display()
+                )))
+            };
+            if !m.is_file() {
+                return bad("not a file".into());
+            }
+            if m.len() == 0 {
+                return bad(
+                    "the board file is empty (0 bytes): it was truncated or is not a board; \
+                     a new board is made only where no file exists"
+                        .into(),
+                );
+            }
+            if let Err(e) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+            {
+                return bad(format!("the board is not writable: {e}"));
+            }
+        }
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -49,6 +77,19 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&write).await?;
+        // The board holds projects' environments (secrets): only its owner reads it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for p in [
+                path.to_path_buf(),
+                path.with_extension("db-wal"),
+                path.with_extension("db-shm"),
+            ] {
+                if p.exists() {
+                    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+                }
+            }
+        }
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic_tracing_opentelemetry::middleware::client::{OtelGrpcLayer, OtelGrpcService};
 
+use crate::identity::Role;
 use crate::tls::TlsMaterial;
 
 /// A client channel that propagates the caller's trace context in gRPC metadata.
@@ -80,6 +81,7 @@ fn endpoint(
     url: &str,
     tls: &TlsMaterial,
     domain: Option<&str>,
+    role: Option<Role>,
 ) -> Result<(Endpoint, RoleTls), ConnectError> {
     let bad = |e: &dyn std::fmt::Display| ConnectError::Endpoint(url.to_string(), e.to_string());
     let plain = match url.split_once("://") {
@@ -87,7 +89,10 @@ fn endpoint(
         Some((scheme, _)) => return Err(bad(&format!("scheme {scheme}: use https"))),
         None => url,
     };
-    let role = tls.server_role().map_err(|e| bad(&e))?;
+    let role = match role {
+        Some(r) => r,
+        None => tls.server_role().map_err(|e| bad(&e))?,
+    };
     let connector = RoleTls {
         config: tls.client_tls(role).map_err(|e| bad(&e))?,
         domain: domain.map(str::to_string),
@@ -103,13 +108,24 @@ fn endpoint(
     Ok((e, connector))
 }
 
-/// Connects now; fails if the server is not reachable or is not the role we expect.
+/// Connects now to the server this holder normally calls (`TlsMaterial::server_role`);
+/// fails if it is not reachable or does not hold a certificate of that role.
 pub async fn connect(
     url: &str,
     tls: &TlsMaterial,
     domain: Option<&str>,
 ) -> Result<TracedChannel, ConnectError> {
-    let (e, connector) = endpoint(url, tls, domain)?;
+    connect_to(url, tls, domain, None).await
+}
+
+/// Connects now to a server of `role` (an operator checking the brain's health, say).
+pub async fn connect_to(
+    url: &str,
+    tls: &TlsMaterial,
+    domain: Option<&str>,
+    role: Option<Role>,
+) -> Result<TracedChannel, ConnectError> {
+    let (e, connector) = endpoint(url, tls, domain, role)?;
     let ch = e
         .connect_with_connector(connector)
         .await
@@ -123,7 +139,7 @@ pub fn connect_lazy(
     tls: &TlsMaterial,
     domain: Option<&str>,
 ) -> Result<TracedChannel, ConnectError> {
-    let (e, connector) = endpoint(url, tls, domain)?;
+    let (e, connector) = endpoint(url, tls, domain, None)?;
     Ok(traced(e.connect_with_connector_lazy(connector)))
 }
 

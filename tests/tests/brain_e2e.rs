@@ -657,10 +657,11 @@ async fn off_contract_brain_answers_are_refused() {
         err.message()
     );
     // An operator may not ask the brain; the control plane may.
-    let op = mc_common::grpc::connect(
+    let op = mc_common::grpc::connect_to(
         &format!("https://127.0.0.1:{}", b.addr.port()),
         &pki.material(Role::Operator, "alice"),
         Some("localhost"),
+        Some(Role::Brain),
     )
     .await
     .unwrap();

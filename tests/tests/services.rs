@@ -53,11 +53,12 @@ fn idle_worker(url: &str, pki: &Pki, dir: &Path) -> mc_worker_agent::Config {
     config_at(url, pki, "host-a", &dir.join("worker"), &[], &[])
 }
 
-async fn health(url: &str, pki: &Pki) -> i32 {
-    let ch = mc_common::grpc::connect(
+async fn health(url: &str, pki: &Pki, role: Role) -> i32 {
+    let ch = mc_common::grpc::connect_to(
         url,
         &pki.material(Role::Operator, "alice"),
         Some("localhost"),
+        Some(role),
     )
     .await
     .expect("connects as soon as READY=1 was sent");
@@ -81,7 +82,7 @@ async fn services_tell_systemd_when_they_are_ready_and_when_they_stop() {
     let n = Notify::new(dir.path(), "brain");
     let mut brain = BrainProc::spawn_env(&mc_tests::brain::config(&pki), dir.path(), &[n.env()]);
     assert_eq!(n.next("the brain adapter").await, "READY=1");
-    assert_eq!(health(&brain.url(), &pki).await, SERVING);
+    assert_eq!(health(&brain.url(), &pki, Role::Brain).await, SERVING);
 
     let n_cp = Notify::new(dir.path(), "cp");
     let mut cfg = mc_tests::cp::config(&pki, Backend::Sqlite, dir.path()).await;
@@ -91,7 +92,7 @@ async fn services_tell_systemd_when_they_are_ready_and_when_they_stop() {
     let mut cp = CpProc::spawn_env(&path, port, &[n_cp.env()]);
     assert_eq!(n_cp.next("the control plane").await, "READY=1");
     assert_eq!(
-        health(&cp.url(), &pki).await,
+        health(&cp.url(), &pki, Role::ControlPlane).await,
         SERVING,
         "READY=1 only once it serves"
     );

@@ -107,7 +107,8 @@ mod tests {
     fn table() {
         let b = bindings();
         let ps = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let cases: [(&str, u32, &[&str], Result<(Vec<String>, Vec<String>), &str>); 6] = [
+        type Want = Result<(Vec<String>, Vec<String>), &'static str>;
+        let cases: [(&str, u32, &[&str], Want); 6] = [
             ("host-a", 2, &["web"], Ok((ps(&["web"]), ps(&[])))),
             (
                 "host-a",

@@ -873,6 +873,9 @@ async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
+            if !r.warning.is_empty() {
+                eprintln!("warning: {}", r.warning);
+            }
             let a = r.assignment.unwrap_or_default();
             println!("lane {} → {}", output::lane_name(a.lane), a.profile);
         }

@@ -122,6 +122,10 @@ pub struct DispatchConfig {
     pub reap_interval: Duration,
     /// Most live attempts on the whole board; 0 = no cap.
     pub global_cap: u32,
+    /// A queued ticket no connected worker can take (its reason is shown at once) is
+    /// escalated after this long.
+    #[serde(with = "humantime_serde")]
+    pub unplaceable_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +179,7 @@ impl Default for DispatchConfig {
             lease_flush: Duration::from_secs(5),
             reap_interval: Duration::from_secs(2),
             global_cap: 0,
+            unplaceable_after: Duration::from_secs(600),
         }
     }
 }
@@ -266,6 +271,7 @@ impl Config {
             ("dispatch.lease_ttl", d.lease_ttl),
             ("dispatch.lease_flush", d.lease_flush),
             ("dispatch.reap_interval", d.reap_interval),
+            ("dispatch.unplaceable_after", d.unplaceable_after),
         ] {
             if v.is_zero() {
                 return Err(format!("{k}: must be more than zero"));

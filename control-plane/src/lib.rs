@@ -9,6 +9,7 @@ pub mod dispatcher;
 pub mod domain;
 pub mod metrics;
 pub mod monitor;
+pub mod placement;
 pub mod reactor;
 pub mod reaper;
 pub mod server;

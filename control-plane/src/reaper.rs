@@ -130,6 +130,7 @@ impl Reaper {
     pub async fn run(self, token: CancellationToken) {
         let mut lease_tick = tokio::time::interval(self.cfg.lease_flush);
         let mut reap_tick = tokio::time::interval(self.cfg.reap_interval);
+        let mut placement = crate::placement::PlacementWatch::default();
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = false;
@@ -161,6 +162,9 @@ impl Reaper {
                         }
                         if let Err(e) = crate::reactor::reconcile(&self.decider, self.retry).await {
                             tracing::warn!(error = %e, "scheduler pass failed");
+                        }
+                        if let Err(e) = placement.check(&self.board, self.cfg.unplaceable_after).await {
+                            tracing::warn!(error = %e, "placement pass failed");
                         }
                     }
                 }

@@ -53,8 +53,41 @@ impl pb::lane_service_server::LaneService for LaneApi {
             })
             .await
             .map_err(status)?;
+        // Saved either way (a worker may connect later), but said plainly.
+        let mut offered: Vec<String> = self
+            .board
+            .store()
+            .list_workers()
+            .await
+            .map_err(|e| status(e.into()))?
+            .into_iter()
+            .filter(|w| {
+                matches!(
+                    w.state,
+                    crate::domain::WorkerState::Connected | crate::domain::WorkerState::Draining
+                )
+            })
+            .flat_map(|w| w.profiles)
+            .collect();
+        offered.sort();
+        offered.dedup();
+        let warning = if offered.contains(&saved.profile) {
+            String::new()
+        } else {
+            format!(
+                "no connected worker offers profile {}; {} tickets will wait until one does (offered now: {})",
+                saved.profile,
+                saved.lane,
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
+            )
+        };
         Ok(Response::new(pb::SetLaneResponse {
             assignment: Some(convert::lane_assignment(&saved)),
+            warning,
         }))
     }
 

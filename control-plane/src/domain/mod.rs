@@ -5,6 +5,7 @@ pub mod binding;
 pub mod guardrails;
 pub mod losses;
 pub mod model;
+pub mod placement;
 pub mod state;
 pub mod validate;
 pub mod workflow;

@@ -96,7 +96,11 @@ async fn an_unplaceable_ticket_says_why_and_is_escalated_after_the_bound() {
         .unwrap()
         .into_inner();
     assert!(
-        inbox.items.iter().any(|i| i.ticket_id == t.id),
+        inbox
+            .items
+            .iter()
+            .any(|i| i.ticket.as_ref().is_some_and(|x| x.id == t.id)
+                && i.reason.contains("unplaceable")),
         "the escalation is in the inbox: {inbox:?}"
     );
     w.stop().await;

@@ -29,7 +29,7 @@ Decide from the evidence collected on the host, not from the agent's claims. Dec
 ADVANCE (the phase's work is done and good: go to the next phase), RETURN_FOR_FIXES (not done: \
 send it back with specific points), BLOCK (waits on another ticket), ESCALATE (needs a human \
 decision), UNSTICK (stalled: re-prompt with a sharper brief, or re-dispatch), WAIT (not ready: \
-check again at wait_until). Answer with exactly one JSON object matching the schema, nothing else.";
+check again at wait_until). In a review phase the reviewer's verdict counts: review_verdict \"fail\" is RETURN_FOR_FIXES with its review_points as the points; \"pass\" may ADVANCE. Answer with exactly one JSON object matching the schema, nothing else.";
 
 fn decision_name(v: i32) -> &'static str {
     pb::DecisionKind::try_from(v)
@@ -84,7 +84,8 @@ pub fn build(req: &pb::DecideRequest) -> String {
         "attempt_outcome": pb::AttemptOutcome::try_from(req.outcome).map(|o| o.as_str_name()).unwrap_or(""),
         "evidence": {
             "commits": ev.commits, "branch_commits": ev.branch_commits, "diffstat": ev.diffstat, "changed_files": ev.changed_files,
-            "rescued_uncommitted_work": !ev.rescued_sha.is_empty(),
+            "rescued_uncommitted_work": !ev.rescued_sha.is_empty(), "rescued_files": ev.rescued_files,
+            "review_verdict": ev.verdict, "review_points": ev.review_points,
             "acceptance": ev.acceptance.iter().map(|a| json!({"command": a.command, "exit_code": a.exit_code, "timed_out": a.timed_out, "output_tail": a.output_tail})).collect::<Vec<_>>(),
             "done_claimed": ev.done_claimed, "done_summary": ev.done_summary,
             "questions": ev.questions, "exit_code": ev.exit_code, "output_tail": ev.output_tail,

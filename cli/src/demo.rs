@@ -1,7 +1,8 @@
 //! `mc demo`: the whole loop on a machine with no agent CLI installed. A sample project
 //! with an acceptance test, scripted agents for the coder, qa and tester lanes, and one
 //! ticket through `dev_review_qa` — the coder's first round fails the test, is returned
-//! with points, fixed, reviewed, tested, done — with the phase ribbon printed as it moves.
+//! with points, fixed; the reviewer's verdict is FAIL with a point, which reaches the coder;
+//! fixed again, reviewed (PASS), tested, done — with the phase ribbon printed as it moves.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,7 +28,13 @@ echo "PASS: greet.sh prints the greeting"
 const CODER: &str = r#"#!/bin/sh
 # A scripted coder. Its first round forgets the comma; a fixes round reads the points.
 echo "coder: reading $MC_PROMPT_FILE"
-if grep -q "returned for fixes" "$MC_PROMPT_FILE"; then
+if grep -q "usage comment" "$MC_PROMPT_FILE"; then
+  echo "coder: the reviewer's points:"
+  sed -n '/From the previous round/,$p' "$MC_PROMPT_FILE" | head -8
+  printf '#!/bin/sh\n# Usage: sh greet.sh\necho "Hello, World!"\n' > greet.sh
+  git add greet.sh && git commit -q -m "Document how to run greet.sh"
+  echo "DONE: added the usage comment"
+elif grep -q "returned for fixes" "$MC_PROMPT_FILE"; then
   echo "coder: the reviewer's points:"
   sed -n '/From the previous round/,$p' "$MC_PROMPT_FILE" | head -8
   printf '#!/bin/sh\necho "Hello, World!"\n' > greet.sh
@@ -41,17 +48,25 @@ fi
 "#;
 
 const REVIEWER: &str = r#"#!/bin/sh
-# A scripted reviewer: reads the branch's changes and signs off.
+# A scripted reviewer: reads the branch's changes and gives its verdict.
 echo "qa: changes on $MC_BRANCH:"
 git log --oneline main..HEAD
 git diff --stat main
-echo "DONE: reviewed greet.sh; the change matches the ask"
+if grep -q '^# Usage' greet.sh; then
+  echo "VERDICT: PASS"
+  echo "DONE: reviewed greet.sh; the change matches the ask"
+else
+  echo "VERDICT: FAIL"
+  echo "POINT: add a usage comment at the top of greet.sh (# Usage: sh greet.sh)"
+  echo "DONE: one change requested"
+fi
 "#;
 
 const TESTER: &str = r#"#!/bin/sh
 # A scripted tester: runs the thing like a user would.
 echo "tester: running greet.sh"
 sh greet.sh
+echo "VERDICT: PASS"
 echo "DONE: greet.sh greets the world"
 "#;
 

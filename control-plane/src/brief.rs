@@ -48,6 +48,16 @@ pub fn build(t: &Ticket, workflow: &Workflow, base_ref: &str, acceptance: &[Stri
          - To ask for a review of your work in progress, print a line starting with `REVIEW:`.\n",
         t.branch
     ));
+    if crate::domain::guardrails::is_review_lane(t.lane) {
+        s.push_str(
+            "\n## Your verdict\n\
+             Your review decides what happens next, so end it with exactly one verdict line:\n\
+             - `VERDICT: PASS` if the work meets the ask;\n\
+             - `VERDICT: FAIL` if it does not, followed by one `POINT: <required change>` line \
+             per change that must be made (each point goes to the coder as written).\n\
+             Then print `DONE: <summary>`. A review without a verdict is not a pass.\n",
+        );
+    }
     if !acceptance.is_empty() {
         s.push_str("\n## Acceptance\nThese commands must pass in the worktree; they are run on the host after you finish:\n");
         for c in acceptance {

@@ -184,8 +184,9 @@ else
   echo "DONE: added"
 fi
 "#;
-const REVIEWER: &str = "git log --oneline main..HEAD; echo 'DONE: looks right'";
-const TESTER: &str = "cat greeting.txt; echo 'DONE: tested'";
+const REVIEWER: &str =
+    "git log --oneline main..HEAD; echo 'VERDICT: PASS'; echo 'DONE: looks right'";
+const TESTER: &str = "cat greeting.txt; echo 'VERDICT: PASS'; echo 'DONE: tested'";
 const ACCEPT: &str = "grep -qx 'hello, world' greeting.txt || { echo \"FAIL: greeting.txt is '$(cat greeting.txt)'\"; exit 1; }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -259,6 +260,164 @@ async fn done_with_failing_tests_is_returned_with_points_fixed_and_advanced() {
             pb::Lane::Coder as i32,
             pb::Lane::Qa as i32,
             pb::Lane::Tester as i32
+        ]
+    );
+    l.check(&[t.id]).await;
+    w.stop().await;
+}
+
+const LOGIN_CODER: &str = r#"
+if grep -q "handle an empty password" "$MC_PROMPT_FILE" && grep -q "add a test for the empty password" "$MC_PROMPT_FILE"; then
+  echo "empty password handled" >> login.txt; git add -A; git commit -q -m "address the review"
+  echo "DONE: addressed both points"
+else
+  echo "login" > login.txt; git add -A; git commit -q -m "add login"
+  echo "DONE: added login"
+fi
+"#;
+const STRICT_REVIEWER: &str = r#"
+if git log --format=%s main..HEAD | grep -q "address the review"; then
+  echo "VERDICT: PASS"; echo "DONE: both points addressed"
+else
+  echo "VERDICT: FAIL"
+  echo "POINT: handle an empty password"
+  echo "POINT: add a test for the empty password"
+  echo "DONE: two changes requested"
+fi
+"#;
+
+/// A reviewer's FAIL counts: the ticket goes back to the coder with exactly the reviewer's
+/// points in its next brief, the fix passes review, and the ticket is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_review_reaches_the_coder_with_its_points() {
+    let l = start(
+        &[("coder", "coder"), ("qa", "reviewer"), ("tester", "tester")],
+        &[],
+        BrainMode::Rules,
+        |_| {},
+    )
+    .await;
+    let (w, _s) = l
+        .worker(
+            "host-a",
+            &[
+                ("coder", LOGIN_CODER),
+                ("reviewer", STRICT_REVIEWER),
+                ("tester", TESTER),
+            ],
+            RuntimeKind::Pty,
+        )
+        .await;
+    let mut c = l.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Add login"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let h = history(&mut c, t.id).await;
+    let returned = h
+        .decisions
+        .iter()
+        .find(|d| d.source == "guardrail/review_failed")
+        .expect("the review's FAIL was a decision");
+    assert_eq!(returned.kind, pb::DecisionKind::ReturnForFixes as i32);
+    assert_eq!(
+        &returned.points[..2],
+        [
+            "handle an empty password",
+            "add a test for the empty password"
+        ]
+    );
+    let review = h
+        .attempts
+        .iter()
+        .find(|a| a.lane == pb::Lane::Qa as i32)
+        .and_then(|a| a.evidence.as_ref())
+        .unwrap();
+    assert_eq!(review.verdict, "fail");
+    // The coder's next brief held both points: it only commits this when it read them.
+    assert_eq!(
+        commits_on(&l.checkout, &done.branch),
+        ["address the review", "add login"]
+    );
+    let lanes: Vec<i32> = h.attempts.iter().map(|a| a.lane).collect();
+    assert_eq!(
+        lanes,
+        [
+            pb::Lane::Coder as i32,
+            pb::Lane::Qa as i32,
+            pb::Lane::Coder as i32,
+            pb::Lane::Qa as i32,
+            pb::Lane::Tester as i32
+        ]
+    );
+    l.check(&[t.id]).await;
+    w.stop().await;
+}
+
+/// DONE without a verdict is not a pass: the review is asked again once (its brief says
+/// why), and a reviewer that still gives none goes to a human.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_review_without_a_verdict_is_asked_again_then_escalated() {
+    let l = start(
+        &[("coder", "coder"), ("qa", "reviewer"), ("tester", "tester")],
+        &[],
+        BrainMode::Rules,
+        |_| {},
+    )
+    .await;
+    let coder = "echo x > f.txt; git add -A; git commit -q -m work; echo 'DONE: ok'";
+    // Gives its verdict only when the brief says the last review had none.
+    let asked = "if grep -q 'ended without a verdict' \"$MC_PROMPT_FILE\"; then echo 'VERDICT: PASS'; fi; echo 'DONE: reviewed'";
+    let never = "echo 'DONE: looks fine to me'";
+    let (w, _s) = l
+        .worker(
+            "host-a",
+            &[("coder", coder), ("reviewer", asked), ("tester", never)],
+            RuntimeKind::Pty,
+        )
+        .await;
+    let mut c = l.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Review me"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let e = ticket_in(&mut c, t.id, pb::TicketState::Escalated, T).await;
+    assert!(
+        e.state_reason
+            .contains("tester review ended without a verdict twice"),
+        "{}",
+        e.state_reason
+    );
+    let h = history(&mut c, t.id).await;
+    let ds: Vec<(i32, String)> = h
+        .decisions
+        .iter()
+        .map(|d| (d.kind, d.source.clone()))
+        .collect();
+    assert_eq!(
+        ds,
+        [
+            (pb::DecisionKind::Advance as i32, "brain/rules".to_string()),
+            (
+                pb::DecisionKind::Unstick as i32,
+                "guardrail/no_verdict".to_string()
+            ),
+            (pb::DecisionKind::Advance as i32, "brain/rules".to_string()),
+            (
+                pb::DecisionKind::Unstick as i32,
+                "guardrail/no_verdict".to_string()
+            ),
+            (
+                pb::DecisionKind::Escalate as i32,
+                "guardrail/no_verdict".to_string()
+            ),
         ]
     );
     l.check(&[t.id]).await;
@@ -492,7 +651,7 @@ async fn a_reviewer_on_the_authors_runtime_is_refused() {
         },
     )
     .await;
-    let agent = "if [ \"$MC_LANE\" = coder ]; then echo x > f.txt; git add -A; git commit -q -m work; fi; echo \"DONE: $MC_LANE done\"";
+    let agent = "if [ \"$MC_LANE\" = coder ]; then echo x > f.txt; git add -A; git commit -q -m work; else echo 'VERDICT: PASS'; fi; echo \"DONE: $MC_LANE done\"";
     let (wa, _sa) = l
         .worker("host-a", &[("agent", agent)], RuntimeKind::Pty)
         .await;
@@ -729,13 +888,23 @@ fn mc_demo_runs_dev_review_qa_with_one_return_for_fixes() {
         stdout.contains("RETURN_FOR_FIXES  by guardrail/acceptance_failed"),
         "{stdout}"
     );
+    // The reviewer's FAIL counts, and its point reaches the coder's next brief.
+    assert!(
+        stdout.contains("RETURN_FOR_FIXES  by guardrail/review_failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("POINT") || stdout.contains("add a usage comment"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("✔ coder ━━ ✔ qa ━━ ✔ tester"),
         "the ribbon reached the end: {stdout}"
     );
-    assert!(stdout.contains("is done after 4 attempts"), "{stdout}");
+    assert!(stdout.contains("is done after 6 attempts"), "{stdout}");
     assert!(
-        stdout.contains("Fix the greeting's punctuation"),
+        stdout.contains("Fix the greeting's punctuation")
+            && stdout.contains("Document how to run greet.sh"),
         "{stdout}"
     );
 }

@@ -191,7 +191,7 @@ async fn history(c: &mut Tickets, id: i64) -> pb::GetTicketHistoryResponse {
         .into_inner()
 }
 
-const QUICK: &str = "echo \"$MC_LANE on $MC_WORKTREE\"; echo x > f.txt; git add -A; git commit -q -m \"work by $MC_LANE\"; echo 'DONE: ok'";
+const QUICK: &str = "echo \"$MC_LANE on $MC_WORKTREE\"; echo x > f.txt; git add -A; git commit -q -m \"work by $MC_LANE\"; echo 'VERDICT: PASS'; echo 'DONE: ok'";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tickets_go_to_the_host_with_their_project_and_profile() {

@@ -373,6 +373,8 @@ async fn start_fresh(
         questions: Vec::new(),
         pending_question: false,
         done_summary: None,
+        verdict: None,
+        review_points: Vec::new(),
         cost_usd: 0.0,
         cost_base_usd: 0.0,
         tokens_in: 0,
@@ -727,6 +729,41 @@ impl Task {
     }
 
     fn on_signal(&mut self, kind: SignalKind, text: String) {
+        // A verdict and its points travel in the evidence, not as signals of their own.
+        match kind {
+            SignalKind::Verdict => {
+                let word = text
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches(['.', ',', ';', ':'])
+                    .to_ascii_lowercase();
+                match word.as_str() {
+                    "pass" | "fail" => {
+                        // A new verdict starts a new list of points.
+                        if self.rec.verdict.is_some() {
+                            self.rec.review_points.clear();
+                        }
+                        self.rec.verdict = Some(word);
+                        self.save();
+                    }
+                    _ => {
+                        tracing::info!(attempt_id = self.id(), %text, "a VERDICT: line that is neither PASS nor FAIL is ignored")
+                    }
+                }
+                return;
+            }
+            SignalKind::Point => {
+                if self.rec.review_points.len() < 50 && !text.is_empty() {
+                    self.rec
+                        .review_points
+                        .push(text.chars().take(2000).collect());
+                    self.save();
+                }
+                return;
+            }
+            _ => {}
+        }
         let pb_kind = match kind {
             SignalKind::Question => {
                 self.rec.questions.push(text.clone());
@@ -738,6 +775,7 @@ impl Task {
                 self.rec.done_summary = Some(text.clone());
                 pb::SignalKind::Done
             }
+            SignalKind::Verdict | SignalKind::Point => return,
         };
         self.save();
         tracing::info!(attempt_id = self.id(), signal = ?kind, %text, "signal");

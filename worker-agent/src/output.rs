@@ -13,6 +13,10 @@ pub enum SignalKind {
     Question,
     Review,
     Done,
+    /// A review lane's `VERDICT: PASS|FAIL`.
+    Verdict,
+    /// One required change that goes with a FAIL verdict.
+    Point,
 }
 
 /// Splits a byte stream into text lines, escapes stripped, invalid UTF-8 replaced.
@@ -147,6 +151,8 @@ pub fn signal(line: &str) -> Option<(SignalKind, String)> {
         ("QUESTION:", SignalKind::Question),
         ("REVIEW:", SignalKind::Review),
         ("DONE:", SignalKind::Done),
+        ("VERDICT:", SignalKind::Verdict),
+        ("POINT:", SignalKind::Point),
     ] {
         if let Some(rest) = t.strip_prefix(prefix) {
             return Some((kind, rest.trim().to_string()));

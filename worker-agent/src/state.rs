@@ -63,6 +63,12 @@ pub struct Record {
     pub questions: Vec<String>,
     pub pending_question: bool,
     pub done_summary: Option<String>,
+    /// A review's `VERDICT:` ("pass" or "fail"), the last one given.
+    #[serde(default)]
+    pub verdict: Option<String>,
+    /// The `POINT:` lines given with it.
+    #[serde(default)]
+    pub review_points: Vec<String>,
     pub cost_usd: f64,
     /// Cost of the session's earlier processes (for CLIs that report per process).
     #[serde(default)]

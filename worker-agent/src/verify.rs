@@ -143,6 +143,8 @@ pub async fn evidence(
         changed_files: facts.changed_files,
         rescued_sha: rescued.sha,
         rescued_files: rescued.files,
+        verdict: rec.verdict.clone().unwrap_or_default(),
+        review_points: rec.review_points.clone(),
         acceptance,
         done_summary: rec.done_summary.clone().unwrap_or_default(),
         questions: rec.questions.clone(),

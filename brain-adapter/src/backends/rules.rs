@@ -40,7 +40,24 @@ pub fn decide(req: &pb::DecideRequest) -> pb::DecideResponse {
         pb::AttemptOutcome::try_from(req.outcome).unwrap_or(pb::AttemptOutcome::Unspecified);
     match point {
         P::AttemptFinished | P::Unspecified => {
-            if ev.done_claimed && outcome == pb::AttemptOutcome::Exited {
+            // A reviewer's verdict counts: FAIL goes back with its points, PASS advances.
+            if ev.verdict == "fail" {
+                let mut a = answer(
+                    K::ReturnForFixes,
+                    "the reviewer's verdict is FAIL; its points go back to the coder",
+                );
+                a.points = if ev.review_points.is_empty() {
+                    vec!["the review failed without naming a change".into()]
+                } else {
+                    ev.review_points.clone()
+                };
+                a
+            } else if ev.verdict == "pass" && outcome == pb::AttemptOutcome::Exited {
+                answer(
+                    K::Advance,
+                    "the reviewer's verdict is PASS and the host's checks passed",
+                )
+            } else if ev.done_claimed && outcome == pb::AttemptOutcome::Exited {
                 answer(
                     K::Advance,
                     "the agent signalled DONE and the host's checks passed",

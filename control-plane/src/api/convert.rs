@@ -278,6 +278,11 @@ pub fn evidence(e: &Evidence) -> pb::Evidence {
         changed_files: e.changed_files.clone(),
         rescued_sha: e.rescued_sha.clone(),
         rescued_files: e.rescued_files.clone(),
+        verdict: e
+            .verdict
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default(),
+        review_points: e.review_points.clone(),
         acceptance: e
             .acceptance
             .iter()
@@ -628,6 +633,21 @@ pub fn evidence_from_pb(e: &pb::Evidence) -> R<Evidence> {
             .iter()
             .take(500)
             .map(|f| clamp(f, 500))
+            .collect(),
+        verdict: match e.verdict.as_str() {
+            "" => None,
+            v => Some(crate::domain::ReviewVerdict::parse(v).ok_or_else(|| {
+                FieldError::new(
+                    "evidence.verdict",
+                    format!("must be pass, fail or empty, not {:?}", clamp(v, 40)),
+                )
+            })?),
+        },
+        review_points: e
+            .review_points
+            .iter()
+            .take(50)
+            .map(|p| clamp(p, 2 * 1024))
             .collect(),
         acceptance: e
             .acceptance

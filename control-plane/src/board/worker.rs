@@ -315,9 +315,21 @@ impl Board {
     ) -> Result<Ticket, BoardError> {
         let summary = match &evidence {
             Some(e) => format!(
-                "{}: {} commit(s){}, acceptance {}{}",
+                "{}: {} commit(s){}{}, acceptance {}{}",
                 outcome.as_str().replace('_', " "),
                 e.commits,
+                match e.verdict {
+                    Some(v) => format!(
+                        ", verdict {}{}",
+                        v.as_str().to_uppercase(),
+                        if e.review_points.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", e.review_points.join("; "))
+                        }
+                    ),
+                    None => String::new(),
+                },
                 if e.rescued_files.is_empty() {
                     String::new()
                 } else {

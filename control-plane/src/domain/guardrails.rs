@@ -4,7 +4,9 @@
 //! author's runtime, the round cap, unfinished dependencies, an exhausted budget, the same
 //! failure twice); anything else goes to the brain.
 
-use super::model::{AttemptOutcome, Decision, DecisionKind, DecisionLayer, Evidence, Lane, Ticket};
+use super::model::{
+    AttemptOutcome, Decision, DecisionKind, DecisionLayer, Evidence, Lane, ReviewVerdict, Ticket,
+};
 use super::workflow::{Phase, Workflow};
 
 /// Everything a guardrail may look at.
@@ -180,9 +182,51 @@ pub fn check(i: &GuardInput<'_>) -> Option<Verdict> {
         v.redispatch = true;
         return Some(v);
     }
-    let (name, reason, points, cause) = fix_reason(i, ev)?;
-    Some(returned(i, name, reason, points, cause))
+    if let Some((name, reason, points, cause)) = fix_reason(i, ev) {
+        return Some(returned(i, name, reason, points, cause));
+    }
+    // A review that gave no verdict is not a pass: asked again once, then a human decides.
+    if is_review_lane(i.phase.lane)
+        && let Some(e) = ev
+        && e.verdict.is_none()
+    {
+        let asked = i
+            .prior
+            .iter()
+            .rev()
+            .take_while(|d| !matches!(d.kind, DecisionKind::Advance | DecisionKind::ReturnForFixes))
+            .filter(|d| d.source == "guardrail/no_verdict")
+            .count();
+        if asked == 0 {
+            let mut v = verdict(
+                DecisionKind::Unstick,
+                "no_verdict",
+                format!(
+                    "the {} review ended without a verdict; asking for one",
+                    i.phase.lane
+                ),
+            );
+            v.points = vec![
+                "your review ended without a verdict".into(),
+                REVIEW_PROTOCOL.into(),
+            ];
+            v.redispatch = true;
+            return Some(v);
+        }
+        return Some(verdict(
+            DecisionKind::Escalate,
+            "no_verdict",
+            format!(
+                "the {} review ended without a verdict twice; a human decides",
+                i.phase.lane
+            ),
+        ));
+    }
+    None
 }
+
+/// What a review lane must end with (the brief says so too).
+pub const REVIEW_PROTOCOL: &str = "end your review with a line `VERDICT: PASS` if the work meets the ask, or `VERDICT: FAIL` followed by one `POINT: <required change>` line per change that must be made, then `DONE: <summary>`";
 
 /// A failure to send back: RETURN_FOR_FIXES, unless the round cap is exceeded or the same
 /// root cause failed the previous round too (circuit breaker), which ESCALATE.
@@ -286,6 +330,28 @@ fn fix_reason(i: &GuardInput<'_>, ev: Option<&Evidence>) -> Option<Failure> {
                 i.ticket.branch
             )],
             "no commits".into(),
+        ));
+    }
+    // A reviewer's FAIL sends the work back with exactly its points.
+    if is_review_lane(i.phase.lane) && e.verdict == Some(ReviewVerdict::Fail) {
+        let points = if e.review_points.is_empty() {
+            vec![format!(
+                "the {} review failed without naming a change; ask it for POINT: lines",
+                i.phase.lane
+            )]
+        } else {
+            e.review_points.clone()
+        };
+        let cause = format!("review: {}", points.join("; "));
+        return Some((
+            "review_failed",
+            format!(
+                "the {} review failed with {} point(s)",
+                i.phase.lane,
+                e.review_points.len()
+            ),
+            points,
+            cause,
         ));
     }
     if i.phase.acceptance_required && i.acceptance_commands.is_empty() {
@@ -421,6 +487,7 @@ mod tests {
             done_claimed: true,
             runtime_identity: "claude@a".into(),
             acceptance_configured: true,
+            verdict: Some(ReviewVerdict::Pass),
             ..Default::default()
         }
     }
@@ -578,6 +645,58 @@ mod tests {
                 },
                 commands: &[],
                 author: Some("claude@a"),
+                want: None,
+            },
+            Case {
+                name: "a review that fails returns the work with its points",
+                phase: 1,
+                setup: |_, e, _, _, _| {
+                    let e = e.as_mut().unwrap();
+                    e.commits = 0;
+                    e.runtime_identity = "codex@b".into();
+                    e.verdict = Some(ReviewVerdict::Fail);
+                    e.review_points = vec!["handle an empty password".into()];
+                },
+                commands: &[],
+                author: Some("claude@a"),
+                want: Some((K::ReturnForFixes, "review_failed")),
+            },
+            Case {
+                name: "a review without a verdict is asked for one",
+                phase: 1,
+                setup: |_, e, _, _, _| {
+                    let e = e.as_mut().unwrap();
+                    e.commits = 0;
+                    e.runtime_identity = "codex@b".into();
+                    e.verdict = None;
+                },
+                commands: &[],
+                author: Some("claude@a"),
+                want: Some((K::Unstick, "no_verdict")),
+            },
+            Case {
+                name: "a review without a verdict after being asked escalates",
+                phase: 1,
+                setup: |_, e, prior, _, _| {
+                    let e = e.as_mut().unwrap();
+                    e.commits = 0;
+                    e.runtime_identity = "codex@b".into();
+                    e.verdict = None;
+                    let mut d = fix_decision("x");
+                    d.kind = DecisionKind::Unstick;
+                    d.source = "guardrail/no_verdict".into();
+                    prior.push(d);
+                },
+                commands: &[],
+                author: Some("claude@a"),
+                want: Some((K::Escalate, "no_verdict")),
+            },
+            Case {
+                name: "a coder needs no verdict",
+                phase: 0,
+                setup: |_, e, _, _, _| e.as_mut().unwrap().verdict = None,
+                commands: &["cargo test"],
+                author: None,
                 want: None,
             },
             Case {
@@ -780,6 +899,41 @@ mod tests {
             v.points[0].contains("src/login.rs, README.md"),
             "{:?}",
             v.points
+        );
+    }
+
+    #[test]
+    fn a_failed_review_sends_exactly_its_points() {
+        let wfs = Workflows::builtin();
+        let wf = wfs.get("dev_review_qa").unwrap();
+        let mut t = ticket();
+        t.phase_index = 1;
+        t.lane = Lane::Qa;
+        let mut ev = passing();
+        ev.commits = 0;
+        ev.runtime_identity = "codex@b".into();
+        ev.verdict = Some(ReviewVerdict::Fail);
+        ev.review_points = vec![
+            "handle an empty password".into(),
+            "add a test for it".into(),
+        ];
+        let v = check(&GuardInput {
+            ticket: &t,
+            workflow: wf,
+            phase: &wf.phases[1],
+            outcome: AttemptOutcome::Exited,
+            evidence: Some(&ev),
+            acceptance_commands: &[],
+            author_runtime: Some("claude@a"),
+            unfinished_deps: &[],
+            prior: &[],
+        })
+        .unwrap();
+        assert_eq!(v.kind, DecisionKind::ReturnForFixes);
+        assert_eq!(v.reason, "the qa review failed with 2 point(s)");
+        assert_eq!(
+            &v.points[..2],
+            ["handle an empty password", "add a test for it"]
         );
     }
 }

@@ -117,6 +117,14 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// A reviewer's `VERDICT:` line.
+    ReviewVerdict {
+        Pass => "pass",
+        Fail => "fail",
+    }
+);
+
 string_enum!(WorkerState {
     Connected => "connected",
     Draining => "draining",
@@ -262,6 +270,10 @@ pub struct Evidence {
     pub rescued_sha: String,
     /// Files the agent left uncommitted and the host committed (not counted in `commits`).
     pub rescued_files: Vec<String>,
+    /// A review lane's verdict, if the agent gave one.
+    pub verdict: Option<ReviewVerdict>,
+    /// The required changes that came with the verdict.
+    pub review_points: Vec<String>,
     pub acceptance: Vec<AcceptanceResult>,
     pub done_summary: String,
     pub questions: Vec<String>,

@@ -129,14 +129,15 @@ mod tests {
             ..a.clone()
         };
         let p = |s: &str| Placement::Unplaceable(s.to_string());
-        let cases: Vec<(
-            &str,
+        type Case<'a> = (
+            &'a str,
             Lane,
-            Option<&str>,
-            Option<&str>,
-            Vec<Offerer<'_>>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Vec<Offerer<'a>>,
             Placement,
-        )> = vec![
+        );
+        let cases: Vec<Case<'_>> = vec![
             (
                 "web",
                 Lane::Coder,

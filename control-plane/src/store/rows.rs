@@ -193,6 +193,8 @@ pub(super) struct EvidenceDoc {
     changed_files: Vec<String>,
     rescued_sha: String,
     rescued_files: Vec<String>,
+    verdict: String,
+    review_points: Vec<String>,
     acceptance: Vec<AcceptanceDoc>,
     done_summary: String,
     questions: Vec<String>,
@@ -227,6 +229,11 @@ pub(super) fn evidence_json(e: &Evidence) -> String {
         changed_files: e.changed_files.clone(),
         rescued_sha: e.rescued_sha.clone(),
         rescued_files: e.rescued_files.clone(),
+        verdict: e
+            .verdict
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default(),
+        review_points: e.review_points.clone(),
         acceptance: e
             .acceptance
             .iter()
@@ -262,6 +269,8 @@ fn evidence_from(d: EvidenceDoc) -> Evidence {
         changed_files: d.changed_files,
         rescued_sha: d.rescued_sha,
         rescued_files: d.rescued_files,
+        verdict: crate::domain::ReviewVerdict::parse(&d.verdict),
+        review_points: d.review_points,
         acceptance: d
             .acceptance
             .into_iter()

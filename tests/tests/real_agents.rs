@@ -14,7 +14,7 @@ use mc_tests::fakes::{self, FakeApi};
 use mc_tests::wait::ticket_in;
 use mc_tests::worker::{self, commits_on, repo};
 use mc_worker_agent::WorkerAgent;
-use mc_worker_agent::profiles::{Profile, builtin};
+use mc_worker_agent::profiles::{Profile, RuntimeKind, builtin};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
@@ -237,6 +237,123 @@ async fn claude_saying_it_committed_without_committing_is_returned_for_fixes() {
         commits_on(&e.checkout, &done.branch),
         ["fix the login page", "WIP: auto-rescue"]
     );
+    w.stop().await;
+}
+
+/// The real claude CLI as the qa reviewer: its `VERDICT: FAIL` and `POINT:` lines (in its
+/// final answer) send the work back to the coder with exactly those points; its PASS after
+/// the fix ends the ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claude_as_reviewer_fails_the_work_and_its_points_reach_the_coder() {
+    use mc_control_plane::domain::workflow::{PhaseConfig, WorkflowConfig};
+    let cp = TestCp::start_with(Backend::Sqlite, |c| {
+        for (lane, profile) in [("coder", "coder"), ("qa", "claude-headless")] {
+            c.lanes.insert(
+                lane.into(),
+                LaneConfig {
+                    profile: profile.into(),
+                    preferred_hosts: vec![],
+                },
+            );
+        }
+        c.workflows.insert(
+            "review".into(),
+            WorkflowConfig {
+                phases: vec![
+                    PhaseConfig {
+                        lane: "coder".into(),
+                        round_cap: None,
+                        acceptance_required: None,
+                        requires_commits: None,
+                    },
+                    PhaseConfig {
+                        lane: "qa".into(),
+                        round_cap: None,
+                        acceptance_required: None,
+                        requires_commits: None,
+                    },
+                ],
+            },
+        );
+        c.dispatch.lease_ttl = Duration::from_secs(20);
+        c.dispatch.worker_ttl = Duration::from_secs(15);
+    })
+    .await;
+    cp.add_project("web", "review").await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = repo(&dir.path().join("web"));
+    let fake = FakeApi::anthropic(json!({"turns": [
+        {"content": [text("VERDICT: FAIL\nPOINT: handle an empty password\nPOINT: add a test for the empty password\nDONE: two changes requested")],
+         "usage": {"input_tokens": 2000, "output_tokens": 60}},
+        {"content": [text("VERDICT: PASS\nDONE: both points are addressed")],
+         "usage": {"input_tokens": 2100, "output_tokens": 20}}
+    ]}));
+    let home = fakes::claude_home(dir.path(), KEY);
+    let coder = worker::script(
+        dir.path(),
+        "coder.sh",
+        r#"if grep -q "handle an empty password" "$MC_PROMPT_FILE" && grep -q "add a test for the empty password" "$MC_PROMPT_FILE"; then
+  echo fixed >> login.txt; git add -A; git commit -q -m "address the review"; echo "DONE: addressed"
+else
+  echo login > login.txt; git add -A; git commit -q -m "add login"; echo "DONE: added"
+fi"#,
+    );
+    let cfg = worker::config(
+        &cp,
+        "host-a",
+        &dir.path().join("state"),
+        &[("web", &checkout)],
+        &[
+            (
+                "coder",
+                worker::profile(&["sh", coder.to_str().unwrap()], RuntimeKind::Pty),
+            ),
+            (
+                "claude-headless",
+                claude_profile("claude-headless", &fake, &home),
+            ),
+        ],
+    );
+    let w = WorkerAgent::start(cfg, mc_common::Clock::system())
+        .await
+        .unwrap();
+    let mut c = cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Add login"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let returned = h
+        .decisions
+        .iter()
+        .find(|d| d.source == "guardrail/review_failed")
+        .expect("claude's FAIL was a decision");
+    assert_eq!(
+        &returned.points[..2],
+        [
+            "handle an empty password",
+            "add a test for the empty password"
+        ]
+    );
+    assert_eq!(
+        commits_on(&checkout, &done.branch),
+        ["address the review", "add login"]
+    );
+    let reviews: Vec<&str> = h
+        .attempts
+        .iter()
+        .filter(|a| a.lane == pb::Lane::Qa as i32)
+        .filter_map(|a| a.evidence.as_ref().map(|e| e.verdict.as_str()))
+        .collect();
+    assert_eq!(reviews, ["fail", "pass"]);
     w.stop().await;
 }
 

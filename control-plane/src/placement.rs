@@ -1,6 +1,5 @@
 //! The placement watch (on the scheduler leader): every queued ticket that no connected
-//! worker can take gets a reason a person can act on (`state_reason`, and an event when it
-//! changes), and after `dispatch.unplaceable_after` it is escalated with that reason. The
+//! worker can take gets a reason a person can act on (`state_reason`), and after `dispatch.unplaceable_after` it is escalated with that reason. The
 //! workers are read from the store, so the answer is the same whichever replica they are
 //! connected to. The reasons come from the pure `domain::placement`.
 
@@ -11,7 +10,7 @@ use mc_common::Timestamp;
 
 use crate::board::{Board, BoardError};
 use crate::domain::placement::{Offerer, Placement, placement};
-use crate::domain::{EventKind, NewEvent, State, Trigger, WorkerState};
+use crate::domain::{EventKind, State, Trigger, WorkerState};
 use crate::store::TicketFilter;
 
 /// How often the queued tickets are looked at (the reaper ticks much faster).
@@ -74,7 +73,11 @@ impl PlacementWatch {
                     {
                         let _ = board
                             .annotate(t.id, None, |e| {
-                                e.change.ticket.state_reason.clear();
+                                if e.before.state == State::Queued
+                                    && e.before.state_reason == reason
+                                {
+                                    e.change.ticket.state_reason.clear();
+                                }
                                 Ok(())
                             })
                             .await;
@@ -105,14 +108,14 @@ impl PlacementWatch {
                     }
                     if t.state_reason != reason {
                         let r = reason.clone();
+                        // The reason only, no event: it is the ticket's state, refreshed as
+                        // workers come and go, not something that happened to it.
                         let res = board
                             .annotate(t.id, None, |e| {
-                                e.change.ticket.state_reason = r.clone();
-                                e.change.events.push(NewEvent::new(
-                                    EventKind::Flagged,
-                                    "control-plane",
-                                    format!("waiting: {r}"),
-                                ));
+                                // Dispatched meanwhile: the reason is moot.
+                                if e.before.state == State::Queued {
+                                    e.change.ticket.state_reason = r.clone();
+                                }
                                 Ok(())
                             })
                             .await;

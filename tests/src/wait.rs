@@ -175,3 +175,11 @@ pub async fn created(c: &mut Tickets, req: pb::CreateTicketRequest) -> pb::Ticke
         .ticket
         .expect("the created ticket")
 }
+
+/// The ticket's history (events, attempts, decisions); panics on an error.
+pub async fn history(c: &mut Tickets, id: i64) -> pb::GetTicketHistoryResponse {
+    c.get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: id })
+        .await
+        .expect("ticket history")
+        .into_inner()
+}

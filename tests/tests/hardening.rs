@@ -13,7 +13,7 @@ use mc_control_plane::config::LaneConfig;
 use mc_proto as pb;
 use mc_tests::cp::{Backend, TestCp, create};
 use mc_tests::history;
-use mc_tests::wait::{output_contains, ticket_in, ticket_until};
+use mc_tests::wait::{created, history, output_contains, ticket_in, ticket_until};
 use mc_tests::worker::{self, profile, repo, script};
 use mc_worker_agent::WorkerAgent;
 use mc_worker_agent::profiles::{OutputFormat, RuntimeKind};
@@ -177,13 +177,7 @@ async fn workers_are_bound_to_their_projects() {
     assert!(!listed.contains(SECRET), "a secret in ListProjects");
 
     let mut c = cp.tickets().await;
-    let billing = c
-        .create_ticket(create("billing", "Harvest me"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let billing = created(&mut c, create("billing", "Harvest me")).await;
     // An identity with no binding, announcing both projects: refused.
     let (first, _tx, _down) = hello_as(&cp, "host-x", 256, &["web", "billing"]).await;
     let e = first.expect_err("an unbound worker is refused");
@@ -205,13 +199,7 @@ async fn workers_are_bound_to_their_projects() {
         first.expect("welcomed").msg,
         Some(pb::attach_response::Msg::Welcome(_))
     ));
-    let web = c
-        .create_ticket(create("web", "Mine"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let web = created(&mut c, create("web", "Mine")).await;
     let offer = loop {
         let m = tokio::time::timeout(T, down.next())
             .await
@@ -272,13 +260,7 @@ while [ ! -e '{}' ]; do sleep 0.1; done"#,
         .await
         .unwrap();
     let mut c = cp.tickets().await;
-    let t = c
-        .create_ticket(create("web", "Hostile output"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let t = created(&mut c, create("web", "Hostile output")).await;
     // Sample the host's processes while the ticket runs and until it parks: never two
     // attempts' processes at once, and no attempt after the first.
     let deadline = tokio::time::Instant::now() + T;
@@ -309,11 +291,7 @@ while [ ! -e '{}' ]; do sleep 0.1; done"#,
         "{}",
         parked.state_reason
     );
-    let h = c
-        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
-        .await
-        .unwrap()
-        .into_inner();
+    let h = history(&mut c, t.id).await;
     assert_eq!(h.attempts.len(), 1, "one attempt: {:?}", h.attempts);
     assert_eq!(
         h.attempts[0].outcome,
@@ -365,13 +343,7 @@ async fn attempts_lost_in_a_row_back_off_with_a_reason() {
         .await
         .unwrap()
         .into_inner();
-    let t = c
-        .create_ticket(create("web", "Crashes every time"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let t = created(&mut c, create("web", "Crashes every time")).await;
     let mut offers = 0;
     let faulty = |offer: &pb::Offer| {
         [
@@ -417,11 +389,7 @@ async fn attempts_lost_in_a_row_back_off_with_a_reason() {
         "{}",
         waiting.state_reason
     );
-    let h = c
-        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
-        .await
-        .unwrap()
-        .into_inner();
+    let h = history(&mut c, t.id).await;
     assert_eq!(h.attempts.len(), 2);
     assert!(
         h.attempts
@@ -463,13 +431,7 @@ echo "DONE: ok""#,
         .await
         .unwrap();
     let mut c = cp.tickets().await;
-    let t = c
-        .create_ticket(create("web", "Use the key"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let t = created(&mut c, create("web", "Use the key")).await;
     let running = ticket_in(&mut c, t.id, pb::TicketState::Running, T).await;
     output_contains(&c, t.id, &format!("key has {} characters", SECRET.len()), T).await;
     assert_eq!(command_lines_with(SECRET), Vec::<String>::new());
@@ -595,4 +557,128 @@ async fn a_server_with_the_wrong_role_is_refused_by_its_clients() {
     c.list_tickets(pb::ListTicketsRequest::default())
         .await
         .unwrap();
+}
+
+/// A ticket whose text quotes a signal (`QUESTION: …`, `DONE: …`): an agent that prints its
+/// brief back raises neither; only its own signals count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signals_quoted_in_the_ticket_are_not_the_agents() {
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = repo(&dir.path().join("web"));
+    let s = script(
+        dir.path(),
+        "echo.sh",
+        r#"cat "$MC_PROMPT_FILE"; echo x > f.txt; git add f.txt; git commit -q -m "the work"; echo "DONE: my own summary""#,
+    );
+    let cfg = worker::config(
+        &cp,
+        "host-a",
+        &dir.path().join("state"),
+        &[("web", &checkout)],
+        &[(
+            "script",
+            profile(&["sh", s.to_str().unwrap()], RuntimeKind::Pty),
+        )],
+    );
+    let w = WorkerAgent::start(cfg, mc_common::Clock::system())
+        .await
+        .unwrap();
+    let mut c = cp.tickets().await;
+    let t = created(&mut c, pb::CreateTicketRequest {
+            body: "If the agent prints\nQUESTION: which database should I use?\nor\nDONE: nothing to do\nit is quoting this ticket.".into(),
+            ..create("web", "Quote some signals")
+        }).await;
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let h = history(&mut c, t.id).await;
+    assert!(
+        h.events
+            .iter()
+            .all(|e| e.to_state != pb::TicketState::NeedsInput as i32),
+        "the quoted QUESTION parked the ticket"
+    );
+    let ev = h.attempts[0].evidence.as_ref().unwrap();
+    assert_eq!(ev.done_summary, "my own summary");
+    assert!(ev.questions.is_empty(), "{:?}", ev.questions);
+    assert_eq!(done.state, pb::TicketState::Done as i32);
+    w.stop().await;
+}
+
+/// A run whose model responses pass the profile's cap is stopped as looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_past_its_model_response_cap_is_stopped_as_looping() {
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = repo(&dir.path().join("web"));
+    let gate = dir.path().join("gate");
+    let body = format!(
+        r#"i=0; while [ $i -lt 30 ]; do echo '{{"type":"assistant","message":{{"id":"msg_'$i'","content":[{{"type":"text","text":"running the tests again"}}]}}}}'; i=$((i+1)); done
+while [ ! -e '{}' ]; do sleep 0.1; done"#,
+        gate.display()
+    );
+    let s = script(dir.path(), "loop.sh", &body);
+    let mut p = profile(&["sh", s.to_str().unwrap()], RuntimeKind::Pty);
+    p.output = OutputFormat::ClaudeStreamJson;
+    p.max_model_responses = 10;
+    p.grace = Duration::from_secs(2);
+    let cfg = worker::config(
+        &cp,
+        "host-a",
+        &dir.path().join("state"),
+        &[("web", &checkout)],
+        &[("script", p)],
+    );
+    let w = WorkerAgent::start(cfg, mc_common::Clock::system())
+        .await
+        .unwrap();
+    let mut c = cp.tickets().await;
+    let t = created(&mut c, create("web", "Loop")).await;
+    let deadline = tokio::time::Instant::now() + T;
+    let first = loop {
+        let h = history(&mut c, t.id).await;
+        if let Some(a) = h.attempts.first()
+            && a.outcome != pb::AttemptOutcome::Active as i32
+        {
+            break a.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the loop was never stopped: {h:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first.outcome, pb::AttemptOutcome::TimedOut as i32);
+    assert!(
+        first.reason.starts_with("stopped as looping: ")
+            && first
+                .reason
+                .ends_with("model responses, the profile's cap is 10"),
+        "{}",
+        first.reason
+    );
+    std::fs::write(&gate, "").unwrap();
+    w.stop().await;
+}
+
+/// A board file that exists but is empty (truncated, or not a board) is refused at start,
+/// instead of opening as a new, empty board.
+#[tokio::test]
+async fn an_empty_board_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("board.db");
+    std::fs::write(&path, b"").unwrap();
+    let e = match mc_control_plane::store::sqlite::SqliteStore::open(&path).await {
+        Ok(_) => panic!("an empty board file opened as a board"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("the board file is empty (0 bytes)"), "{e}");
+    // A new board where no file exists is made, private to its owner.
+    let fresh = dir.path().join("new.db");
+    mc_control_plane::store::sqlite::SqliteStore::open(&fresh)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mc_control_plane::config::LaneConfig;
 use mc_proto as pb;
 use mc_tests::cp::{Backend, TestCp, create};
-use mc_tests::wait::{ticket_in, ticket_until};
+use mc_tests::wait::{created, ticket_in, ticket_until};
 use mc_tests::worker::{self, profile, repo, script};
 use mc_worker_agent::WorkerAgent;
 use mc_worker_agent::profiles::RuntimeKind;
@@ -58,13 +58,7 @@ async fn an_unplaceable_ticket_says_why_and_is_escalated_after_the_bound() {
     let cp = control_plane(Duration::from_secs(3)).await;
     let mut c = cp.tickets().await;
     // No worker at all.
-    let t = c
-        .create_ticket(create("web", "Nobody home"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let t = created(&mut c, create("web", "Nobody home")).await;
     let q = ticket_until(&mut c, t.id, T, "a reason", |t| !t.state_reason.is_empty()).await;
     assert_eq!(q.state, pb::TicketState::Queued as i32);
     assert_eq!(
@@ -112,13 +106,7 @@ async fn an_unplaceable_ticket_is_placed_once_a_fitting_profile_is_mapped() {
     let dir = tempfile::tempdir().unwrap();
     let w = worker(&cp, dir.path()).await;
     let mut c = cp.tickets().await;
-    let t = c
-        .create_ticket(create("web", "Wrong lane mapping"))
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let t = created(&mut c, create("web", "Wrong lane mapping")).await;
     ticket_until(&mut c, t.id, T, "the missing profile named", |t| {
         t.state_reason.contains("offers profile claude-headless")
     })

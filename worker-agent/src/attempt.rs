@@ -101,6 +101,8 @@ struct Task {
     brief_typed: bool,
     spawned_at: Instant,
     screen_seen: HashMap<String, usize>,
+    /// Signals the brief itself contains: an agent echoing its brief does not raise them.
+    brief_signals: std::collections::HashSet<(SignalKind, String)>,
     exit_asked: Option<Instant>,
     usage_dirty: bool,
     usage_sent: Instant,
@@ -457,6 +459,9 @@ pub async fn run(deps: Deps, start: Start, ctl: mpsc::Receiver<Control>) {
     );
     let deadline = Instant::now() + profile.soft_timeout.saturating_sub(elapsed);
     let now_wall = deps.clock.now();
+    let brief_signals = std::fs::read_to_string(&rec.prompt_file)
+        .map(|b| output::signals_in(&b))
+        .unwrap_or_default();
     let mut task = Task {
         deps,
         rec,
@@ -477,6 +482,7 @@ pub async fn run(deps: Deps, start: Start, ctl: mpsc::Receiver<Control>) {
         brief_typed: false,
         spawned_at: Instant::now(),
         screen_seen: HashMap::new(),
+        brief_signals,
         exit_asked: None,
         usage_dirty: false,
         usage_sent: Instant::now(),
@@ -729,6 +735,10 @@ impl Task {
     }
 
     fn on_signal(&mut self, kind: SignalKind, text: String) {
+        if self.brief_signals.contains(&(kind, text.clone())) {
+            tracing::info!(attempt_id = self.id(), signal = ?kind, %text, "a signal quoted from the brief is not the agent's");
+            return;
+        }
         // A verdict and its points travel in the evidence, not as signals of their own.
         match kind {
             SignalKind::Verdict => {

@@ -8,7 +8,7 @@ use crate::profiles::OutputFormat;
 /// Longest line kept for signal detection; longer lines are cut.
 pub const MAX_LINE: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SignalKind {
     Question,
     Review,
@@ -129,6 +129,12 @@ impl Tail {
             .collect();
         last.join("\n")
     }
+}
+
+/// The signals written in a brief (a ticket body may quote `QUESTION: …` or `DONE: …`): an
+/// agent that prints its brief back must not raise them.
+pub fn signals_in(brief: &str) -> std::collections::HashSet<(SignalKind, String)> {
+    brief.lines().filter_map(signal).collect()
 }
 
 /// Cleans a whole block of output (escapes stripped, lossy UTF-8), keeping its lines.

@@ -357,6 +357,83 @@ fi"#,
     w.stop().await;
 }
 
+/// The real claude TUI waiting on a model API that never answers keeps redrawing its
+/// spinner and timer; that is no progress, so the run is stopped as silent after the
+/// profile's silence timeout, not left to the soft timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_claude_tui_is_silent_although_its_timer_redraws() {
+    let e = env("claude-interactive").await;
+    let fake = FakeApi::anthropic(json!({"turns": [{"stall": true}]}));
+    let home = fakes::claude_home(e.dir.path(), KEY);
+    let mut p = claude_profile("claude-interactive", &fake, &home);
+    p.silence_timeout = Duration::from_secs(12);
+    let (w, socket) = e.worker("claude-interactive", p).await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Think forever")).await;
+    let deadline = tokio::time::Instant::now() + T;
+    let first = loop {
+        let h = mc_tests::wait::history(&mut c, t.id).await;
+        if let Some(a) = h.attempts.first()
+            && a.outcome != pb::AttemptOutcome::Active as i32
+        {
+            break a.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the hung TUI was never stopped: {:?}\n{}",
+            h.attempts,
+            mc_tests::wait::logs(&mut c, t.id, 0).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(first.outcome, pb::AttemptOutcome::TimedOut as i32);
+    assert_eq!(first.reason, "silent for 12s");
+    w.stop().await;
+    worker::kill_tmux(&socket);
+}
+
+/// The real claude TUI refused by the API (429) shows the error and an idle prompt: the
+/// ticket waits for the limit instead of staying `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claude_tui_refused_by_the_api_parks_the_ticket() {
+    let e = env("claude-interactive").await;
+    let fake = FakeApi::anthropic(json!({"turns": [
+        {"error": {"status": 429, "type": "rate_limit_error", "message": "rate limit"}}
+    ]}));
+    let home = fakes::claude_home(e.dir.path(), KEY);
+    let (w, socket) = e
+        .worker(
+            "claude-interactive",
+            claude_profile("claude-interactive", &fake, &home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Hit the limit")).await;
+    let waiting = ticket_in(&mut c, t.id, pb::TicketState::Waiting, T).await;
+    assert!(
+        waiting
+            .state_reason
+            .starts_with("usage limit reached; waiting until"),
+        "{}",
+        waiting.state_reason
+    );
+    let h = mc_tests::wait::history(&mut c, t.id).await;
+    assert_eq!(h.attempts.len(), 1);
+    assert_eq!(
+        h.attempts[0].outcome,
+        pb::AttemptOutcome::UsageLimited as i32
+    );
+    assert!(
+        h.attempts[0]
+            .reason
+            .contains("API Error: Request rejected (429)"),
+        "{}",
+        h.attempts[0].reason
+    );
+    w.stop().await;
+    worker::kill_tmux(&socket);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claude_interactive_in_tmux_asks_and_is_answered_with_mc_answer() {
     let e = env("claude-interactive").await;

@@ -11,6 +11,7 @@ pub mod profiles;
 pub mod runtime;
 pub mod session;
 pub mod state;
+pub mod trust;
 pub mod verify;
 
 use std::sync::{Arc, Mutex};

@@ -152,6 +152,7 @@ pub fn ribbon(t: &Ticket, wf: &Workflow, on_shift: &str) -> String {
 }
 
 pub async fn run(base: PathBuf) -> anyhow::Result<()> {
+    crate::up::private_umask();
     let home = base.join("demo");
     if home.exists() {
         std::fs::remove_dir_all(&home).with_context(|| format!("clearing {}", home.display()))?;

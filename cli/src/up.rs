@@ -151,9 +151,7 @@ pub fn worker_config(
 }
 
 pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
-    // Everything `mc up` writes (the board with its projects' secrets, certificates, the
-    // worker's state) is its user's alone.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    private_umask();
     let mut projects = Vec::new();
     for p in &args.projects {
         let (slug, path) = p
@@ -222,4 +220,10 @@ fn home_tag(home: &Path) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     h
+}
+
+/// Everything `mc up` and `mc demo` write (the board with its projects' secrets,
+/// certificates, the worker's state) is their user's alone.
+pub fn private_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
 }

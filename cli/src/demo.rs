@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mc_control_plane::config::LaneConfig;
-use mc_control_plane::domain::workflow::Workflow;
-use mc_control_plane::domain::{Lane, Money, Project, State, Ticket};
+use mc_control_plane::domain::{Lane, Money, Project, State};
 use mc_control_plane::store::EventFilter;
 use mc_worker_agent::profiles::{Billing, OutputFormat, Profile, RuntimeKind};
 
@@ -112,43 +111,6 @@ fn profile(script: &Path) -> Profile {
         prices: None,
         max_model_responses: 1000,
     }
-}
-
-/// The phase ribbon: where the ticket is, who is on shift, the round, what comes next.
-pub fn ribbon(t: &Ticket, wf: &Workflow, on_shift: &str) -> String {
-    let mut parts = Vec::new();
-    for (i, p) in wf.phases.iter().enumerate() {
-        let i = i as u32;
-        let mark = if t.state == State::Done || i < t.phase_index {
-            "✔"
-        } else if i == t.phase_index {
-            "●"
-        } else {
-            "○"
-        };
-        parts.push(format!("{mark} {}", p.lane));
-    }
-    let cap = wf.phase(t.phase_index).map(|p| p.round_cap).unwrap_or(3);
-    let next = match t.state {
-        State::Queued => "next: dispatch".to_string(),
-        State::Offered => "next: spawn".to_string(),
-        State::Running => "next: DONE → verify on the host".to_string(),
-        State::Verifying => "next: evidence".to_string(),
-        State::Deciding => "next: guardrails, then the brain".to_string(),
-        State::Done => "done".to_string(),
-        s => format!("{s}: {}", t.state_reason),
-    };
-    let shift = if on_shift.is_empty() {
-        String::new()
-    } else {
-        format!("   on shift: {on_shift}")
-    };
-    format!(
-        "{}   round {} of {cap}   [{}]{shift}   {next}",
-        parts.join(" ━━ "),
-        t.round(t.phase_index) + 1,
-        t.state
-    )
 }
 
 pub async fn run(base: PathBuf) -> anyhow::Result<()> {
@@ -268,15 +230,10 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
             "operator/demo",
         )
         .await?;
-    let wf = board
-        .workflows()
-        .get(&ticket.workflow)
-        .cloned()
-        .context("the demo workflow exists")?;
     say!("ticket {}: {}\n", ticket.id, ticket.title);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let mut after = 0;
-    let mut on_shift = String::new();
+    let mut shown = None;
     let final_ticket = loop {
         let events = board
             .store()
@@ -292,28 +249,16 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
         for e in &events {
             after = e.id;
             print_event(e);
-            if e.kind == mc_control_plane::domain::EventKind::Offered {
-                on_shift = e
-                    .message
-                    .split('(')
-                    .nth(1)
-                    .map(|s| s.trim_end_matches(')').to_string())
-                    .unwrap_or_default();
-            }
-            if let (Some(from), Some(to)) = (e.from_state, e.to_state)
-                && from != to
-            {
-                let mut t = board.ticket(ticket.id).await?;
-                t.state = to;
-                let shift = if matches!(to, State::Offered | State::Running) {
-                    on_shift.as_str()
-                } else {
-                    ""
-                };
-                say!("    {}", ribbon(&t, &wf, shift));
-            }
         }
-        let t = board.ticket(ticket.id).await?;
+        // The ribbon of the ticket as it is now, printed when it changes: read in one
+        // snapshot, so its round and state always belong together.
+        let (t, live) = board.ticket_with_attempt(ticket.id).await?;
+        if let Some(r) = board.ribbon(&t, live.as_ref())
+            && shown.as_ref() != Some(&r)
+        {
+            say!("    {r}");
+            shown = Some(r);
+        }
         if t.state.is_terminal() || t.state == State::Escalated {
             break t;
         }

@@ -10,6 +10,7 @@ macro_rules! say {
 }
 
 mod client;
+mod console;
 mod demo;
 mod output;
 mod up;
@@ -79,6 +80,9 @@ enum Cmd {
     /// Create a CA and issue certificates.
     #[command(subcommand)]
     Certs(CertsCmd),
+    /// The web console: sign-in links.
+    #[command(subcommand)]
+    Console(console::ConsoleCmd),
     /// Create, list, inspect, cancel and retry tickets.
     #[command(subcommand)]
     Ticket(TicketCmd),
@@ -361,6 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Up(args) => up::run(cfg.home.clone(), args).await,
         Cmd::Demo => demo::run(cfg.home.clone()).await,
         Cmd::Certs(c) => certs(&cfg, c),
+        Cmd::Console(c) => console::run(&cfg.home, c),
         cmd => remote(cfg, as_json, cmd).await,
     }
 }
@@ -471,6 +476,9 @@ async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::Result<()> {
                 print_json(&json("mc.v1.GetTicketResponse", &r));
             } else if let Some(t) = &r.ticket {
                 print!("{}", output::ticket_detail(t, r.attempt.as_ref()));
+                if let Some(rb) = &r.ribbon {
+                    println!("\n  {}", rb.text);
+                }
             }
         }
         Cmd::Ticket(TicketCmd::List {
@@ -997,7 +1005,9 @@ async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Up(_) | Cmd::Demo | Cmd::Certs(_) => unreachable!("handled locally"),
+        Cmd::Up(_) | Cmd::Demo | Cmd::Certs(_) | Cmd::Console(_) => {
+            unreachable!("handled locally")
+        }
     }
     Ok(())
 }

@@ -102,7 +102,9 @@ pub fn tickets(ts: &[pb::Ticket]) -> Table {
             .iter()
             .find(|r| r.phase_index == x.phase_index)
             .map(|r| r.rounds)
-            .unwrap_or(0);
+            .unwrap_or(0)
+            // Rounds count from 1, as on the ribbon: a phase never returned is in round 1.
+            .saturating_add(1);
         t.add_row(vec![
             x.id.to_string(),
             state_name(x.state),

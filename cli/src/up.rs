@@ -27,6 +27,12 @@ pub struct UpArgs {
     /// Do not start the local worker agent.
     #[arg(long)]
     pub no_worker: bool,
+    /// Address for the web console (empty: no console).
+    #[arg(long, default_value = "127.0.0.1:7480")]
+    pub console_listen: String,
+    /// Open the console in a browser once it is up.
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// Creates the dev CA and the local certificates that are missing.
@@ -166,7 +172,22 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
     } else {
         Some(worker_config(&home, &projects)?)
     };
-    let stack = start(&home, &args.trust_domain, &args.listen, |_| {}, worker).await?;
+    let console_listen = args.console_listen.clone();
+    let key_file = home.join("console.key");
+    if !console_listen.is_empty() {
+        mc_control_plane::console::auth::ensure_key_file(&key_file).map_err(anyhow::Error::msg)?;
+    }
+    let stack = start(
+        &home,
+        &args.trust_domain,
+        &args.listen,
+        |c| {
+            c.console_listen = console_listen;
+            c.console.key_file = key_file;
+        },
+        worker,
+    )
+    .await?;
     for (slug, _) in &projects {
         let board = &stack.cp.board;
         if board.store().get_project(slug).await?.is_none() {
@@ -202,6 +223,14 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
         ),
         None => say!("  no local worker"),
     }
+    if let Some(console) = &stack.cp.console {
+        let link = console_link(console)?;
+        say!("  console: {link}");
+        say!("    (a one-time sign-in link; another: mc console link --name <you>)");
+        if args.open {
+            open_browser(&home, &link);
+        }
+    }
     say!(
         "Try: mc ticket create --project <slug> \"Fix the login page\"; mc watch; mc inbox   (Ctrl-C stops)"
     );
@@ -209,6 +238,50 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
     eprintln!("stopping…");
     stack.stop().await;
     Ok(())
+}
+
+/// A one-time sign-in link for the local operator, valid for a day.
+pub fn console_link(c: &mc_control_plane::server::ConsoleHandle) -> anyhow::Result<String> {
+    let now = mc_common::Clock::system().now();
+    let token = c
+        .auth
+        .one_time_token(
+            "local",
+            now.saturating_add(std::time::Duration::from_secs(86_400)),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(format!("{}/login?token={token}", c.url("127.0.0.1")))
+}
+
+/// Opens the console in the desktop's browser, if there is one. The link is a password,
+/// so it never goes on a command line: the browser opens a private file that redirects to
+/// it (as notebook servers do).
+fn open_browser(home: &Path, url: &str) {
+    let file = home.join("console-open.html");
+    let page = format!(
+        "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=\"0;url={url}\"><a href=\"{url}\">Open the console</a>\n"
+    );
+    if let Err(e) = std::fs::write(&file, page) {
+        eprintln!(
+            "could not write {}: {e}; open the link above",
+            file.display()
+        );
+        return;
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    match std::process::Command::new(opener)
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(_) => {}
+        Err(e) => eprintln!("could not open a browser ({opener}: {e}); open the link above"),
+    }
 }
 
 /// A short, stable tag for an MC_HOME (FNV-1a of its path), for names that must differ

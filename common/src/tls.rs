@@ -141,6 +141,17 @@ impl TlsMaterial {
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
+    /// A TLS acceptor for a browser-facing HTTPS server (the console): this holder's
+    /// certificate, no client certificate asked for, HTTP/1.1.
+    pub fn web_acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(pem_certs(&self.cert_pem)?, pem_key(&self.key_pem)?)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
     /// The role a server this holder dials must have: the control plane calls the brain;
     /// everyone else (workers, operators, the brain's tests) calls the control plane.
     pub fn server_role(&self) -> Result<crate::identity::Role, TlsError> {

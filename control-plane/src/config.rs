@@ -24,6 +24,9 @@ pub struct Config {
     pub listen: String,
     /// Address to serve Prometheus `/metrics` on (plain HTTP). Empty: off.
     pub metrics_listen: String,
+    /// Address to serve the web console on (`host:port`). Empty: off.
+    pub console_listen: String,
+    pub console: crate::console::ConsoleConfig,
     /// `sqlite:<path>` (the embedded default) or `postgres://user@host/db`.
     pub database: String,
     pub tls: TlsFiles,
@@ -149,6 +152,8 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:7443".into(),
             metrics_listen: String::new(),
+            console_listen: String::new(),
+            console: crate::console::ConsoleConfig::default(),
             database: "sqlite:/var/lib/mission-control/board.db".into(),
             tls: TlsFiles {
                 ca: "/etc/mission-control/certs/ca.pem".into(),
@@ -261,6 +266,15 @@ impl Config {
                     self.metrics_listen
                 )
             })?;
+        }
+        if !self.console_listen.is_empty() {
+            self.console_listen.parse::<SocketAddr>().map_err(|e| {
+                format!(
+                    "console_listen: {:?} is not an address ({e})",
+                    self.console_listen
+                )
+            })?;
+            self.console.validate()?;
         }
         self.database()?;
         let d = &self.dispatch;

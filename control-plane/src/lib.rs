@@ -5,6 +5,7 @@ pub mod board;
 pub mod brain;
 pub mod brief;
 pub mod config;
+pub mod console;
 pub mod dispatcher;
 pub mod domain;
 pub mod metrics;

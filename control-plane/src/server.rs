@@ -38,11 +38,29 @@ pub enum StartError {
     Reflection(String),
 }
 
+/// Where the console is served and the key that signs its sign-in links.
+#[derive(Clone)]
+pub struct ConsoleHandle {
+    pub addr: SocketAddr,
+    pub https: bool,
+    pub auth: Arc<crate::console::auth::Auth>,
+}
+
+impl ConsoleHandle {
+    /// The console's base URL (`host` is what the link should name, e.g. `127.0.0.1`).
+    pub fn url(&self, host: &str) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", self.addr.port())
+    }
+}
+
 /// A running control plane.
 pub struct ControlPlane {
     pub addr: SocketAddr,
     /// Where `/metrics` is served, if it is.
     pub metrics_addr: Option<SocketAddr>,
+    /// The web console, if it is served.
+    pub console: Option<ConsoleHandle>,
     pub board: Board,
     pub workers: Registry,
     token: CancellationToken,
@@ -156,6 +174,14 @@ impl ControlPlane {
             ],
         )
         .map_err(|e| StartError::Reflection(e.to_string()))?;
+        let session_ctx = SessionCtx {
+            board: board.clone(),
+            workers: workers.clone(),
+            cfg: cfg.dispatch.clone(),
+            nudge: nudge.clone(),
+            shutdown: token.clone(),
+            bindings: bindings.clone(),
+        };
         let tickets =
             pb::ticket_service_server::TicketServiceServer::new(api::tickets::TicketApi {
                 board: board.clone(),
@@ -176,14 +202,7 @@ impl ControlPlane {
         });
         let worker_svc =
             pb::worker_service_server::WorkerServiceServer::new(api::workers::WorkerApi {
-                ctx: SessionCtx {
-                    board: board.clone(),
-                    workers: workers.clone(),
-                    cfg: cfg.dispatch.clone(),
-                    nudge: nudge.clone(),
-                    shutdown: token.clone(),
-                    bindings: bindings.clone(),
-                },
+                ctx: session_ctx.clone(),
             });
         health
             .set_serving::<pb::ticket_service_server::TicketServiceServer<api::tickets::TicketApi>>(
@@ -229,10 +248,64 @@ impl ControlPlane {
             )));
             Some(a)
         };
+        let console = if cfg.console_listen.is_empty() {
+            None
+        } else {
+            let l = tokio::net::TcpListener::bind(&cfg.console_listen)
+                .await
+                .map_err(|e| StartError::Listen(cfg.console_listen.clone(), e))?;
+            let a = l
+                .local_addr()
+                .map_err(|e| StartError::Listen(cfg.console_listen.clone(), e))?;
+            let https = cfg.console.https(&a);
+            let key = cfg.console.key().map_err(StartError::Config)?;
+            let auth = Arc::new(
+                crate::console::auth::Auth::new(&key, cfg.console.session_ttl)
+                    .map_err(StartError::Config)?,
+            );
+            let console = crate::console::Console::new(crate::console::ConsoleParts {
+                board: board.clone(),
+                workers: workers.clone(),
+                tickets: api::tickets::TicketApi {
+                    board: board.clone(),
+                    workers: workers.clone(),
+                    shutdown: token.clone(),
+                },
+                lanes: api::admin::LaneApi {
+                    board: board.clone(),
+                    workers: workers.clone(),
+                },
+                worker_list: api::workers::WorkerApi { ctx: session_ctx },
+                auth: auth.clone(),
+                trust_domain: me.trust_domain.clone(),
+                https,
+                silent_after: cfg.monitor.silent_after,
+                shutdown: token.clone(),
+            });
+            let tls = if https {
+                Some(material.web_acceptor()?)
+            } else {
+                None
+            };
+            loops.push(tokio::spawn(crate::console::serve(
+                l,
+                tls,
+                console.router(),
+                cfg.connections,
+                token.clone(),
+            )));
+            tracing::info!(addr = %a, https, "console serving");
+            Some(ConsoleHandle {
+                addr: a,
+                https,
+                auth,
+            })
+        };
         tracing::info!(%addr, ?metrics_addr, identity = %me, backend = board.store().backend(), "control plane serving");
         Ok(ControlPlane {
             addr,
             metrics_addr,
+            console,
             board,
             workers,
             token,

@@ -163,10 +163,13 @@ pub async fn run(
         let _ =
             s.tx.send(Err(Status::unavailable(format!("handshake failed: {e}"))))
                 .await;
-        s.close().await;
+        s.close(false).await;
         return;
     }
     s.ctx.nudge.nudge();
+    // The stream broke (the worker died or its host dropped off) rather than being closed
+    // by a worker that was leaving.
+    let mut broken = false;
     let mut flush = tokio::time::interval(Duration::from_millis(200));
     let mut reconcile = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -183,6 +186,7 @@ pub async fn run(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::info!(worker = %s.name, error = %e, "worker stream ended");
+                    broken = true;
                     break;
                 }
             },
@@ -206,7 +210,7 @@ pub async fn run(
             }
         }
     }
-    s.close().await;
+    s.close(broken).await;
 }
 
 impl Session {
@@ -232,26 +236,25 @@ impl Session {
         .await;
     }
 
-    async fn close(&mut self) {
+    /// Ends the session. A worker whose stream broke while it was not draining is shown
+    /// lost (it did not say it was leaving: killed, crashed, cut off); one that drained
+    /// and closed is disconnected.
+    async fn close(&mut self, broken: bool) {
         self.flush_all().await;
-        if self
-            .ctx
-            .workers
-            .unregister(&self.name, self.session)
-            .is_some()
-        {
+        if let Some(entry) = self.ctx.workers.unregister(&self.name, self.session) {
+            let state = if broken && !entry.draining {
+                tracing::warn!(worker = %self.name, held = entry.attempts.len(), "worker lost: its stream broke without a goodbye");
+                WorkerState::Lost
+            } else {
+                tracing::info!(worker = %self.name, "worker detached");
+                WorkerState::Disconnected
+            };
             let _ = self
                 .ctx
                 .board
                 .store()
-                .set_worker_state(
-                    &self.name,
-                    WorkerState::Disconnected,
-                    self.ctx.board.now(),
-                    self.connected_at,
-                )
+                .set_worker_state(&self.name, state, self.ctx.board.now(), self.connected_at)
                 .await;
-            tracing::info!(worker = %self.name, "worker detached");
         }
     }
 

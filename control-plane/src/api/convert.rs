@@ -202,6 +202,7 @@ pub fn event_kind_to_pb(k: EventKind) -> pb::EventKind {
         EventKind::Resolved => P::Resolved,
         EventKind::Cost => P::Cost,
         EventKind::Woken => P::Woken,
+        EventKind::Typed => P::Typed,
     }
 }
 
@@ -223,6 +224,29 @@ fn trace_id(traceparent: &str) -> String {
             id.to_string()
         }
         _ => String::new(),
+    }
+}
+
+pub fn ribbon(r: &crate::domain::ribbon::Ribbon) -> pb::Ribbon {
+    use crate::domain::ribbon::Mark;
+    pb::Ribbon {
+        steps: r
+            .steps
+            .iter()
+            .map(|s| pb::RibbonStep {
+                lane: lane_to_pb(s.lane) as i32,
+                mark: match s.mark {
+                    Mark::Passed => pb::RibbonMark::Passed,
+                    Mark::Current => pb::RibbonMark::Current,
+                    Mark::Ahead => pb::RibbonMark::Ahead,
+                } as i32,
+            })
+            .collect(),
+        round: r.round,
+        round_cap: r.round_cap,
+        on_shift: r.on_shift.clone().unwrap_or_default(),
+        next: r.next.clone(),
+        text: r.to_string(),
     }
 }
 

@@ -131,9 +131,11 @@ impl pb::ticket_service_server::TicketService for TicketApi {
         let id = convert::positive_id("ticket_id", req.get_ref().ticket_id).map_err(invalid)?;
         tracing::Span::current().record("ticket_id", id);
         let (t, a) = self.board.ticket_with_attempt(id).await.map_err(status)?;
+        let ribbon = self.board.ribbon(&t, a.as_ref());
         Ok(Response::new(pb::GetTicketResponse {
             ticket: Some(convert::ticket(&t)),
             attempt: a.as_ref().map(convert::attempt),
+            ribbon: ribbon.as_ref().map(convert::ribbon),
         }))
     }
 
@@ -174,6 +176,7 @@ impl pb::ticket_service_server::TicketService for TicketApi {
             label: (!r.label.is_empty()).then_some(r.label),
             after_id: page_token(&r.page_token)?,
             limit: i64::from(size) + 1,
+            newest_first: false,
         };
         let mut tickets = self.board.list_tickets(&filter).await.map_err(status)?;
         let more = tickets.len() > size as usize;

@@ -6,7 +6,7 @@ use crate::domain::{
     Attempt, Decision, DecisionKind, DecisionLayer, DecisionPoint, Event, EventKind,
     LaneAssignment, Money, NewEvent, NewTicket, Project, Source, State, Ticket, Trigger,
 };
-use crate::store::{EventFilter, NewAnswer, NewDecision, TicketFilter};
+use crate::store::{EventFilter, Fence, NewAnswer, NewDecision, TicketFilter};
 
 /// A validated create request.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +198,68 @@ impl Board {
         Ok((t, attempt))
     }
 
+    /// An operator typed into the ticket's live interactive runtime: recorded (how much,
+    /// never what: it may be a password) under their name. Returns the attempt and epoch
+    /// the text is for; delivering it is the caller's.
+    pub async fn typed(
+        &self,
+        id: i64,
+        chars: usize,
+        actor: &str,
+    ) -> Result<(i64, i64), BoardError> {
+        let t = self.ticket(id).await?;
+        let Some(attempt) = t.current_attempt_id else {
+            return Err(BoardError::FailedPrecondition(format!(
+                "ticket {id} has no live runtime to type into (it is {})",
+                t.state
+            )));
+        };
+        if !matches!(
+            t.state,
+            State::Running | State::NeedsInput | State::InReview
+        ) {
+            return Err(BoardError::FailedPrecondition(format!(
+                "ticket {id} is {}: only a running runtime can be typed into",
+                t.state
+            )));
+        }
+        let epoch = t.epoch;
+        let actor = actor.to_string();
+        self.annotate(
+            id,
+            Some(Fence {
+                attempt_id: attempt,
+                epoch,
+            }),
+            |e| {
+                let mut ev = NewEvent::new(
+                    EventKind::Typed,
+                    actor.clone(),
+                    format!("{chars} characters typed into the runtime"),
+                );
+                ev.attempt_id = Some(attempt);
+                ev.epoch = Some(epoch);
+                e.change.events.push(ev);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok((attempt, epoch))
+    }
+
+    /// The ticket's phase ribbon (`domain::ribbon`), the live attempt's runtime on shift.
+    pub fn ribbon(
+        &self,
+        t: &Ticket,
+        live: Option<&Attempt>,
+    ) -> Option<crate::domain::ribbon::Ribbon> {
+        let wf = self.workflows().get(&t.workflow)?;
+        let shift = live
+            .filter(|a| a.outcome == crate::domain::AttemptOutcome::Active)
+            .map(Attempt::runtime_identity);
+        Some(crate::domain::ribbon::ribbon(t, wf, shift.as_deref()))
+    }
+
     pub async fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, BoardError> {
         Ok(self.store().list_tickets(f).await?)
     }
@@ -324,6 +386,7 @@ impl Board {
                 label: None,
                 after_id: 0,
                 limit: 500,
+                newest_first: false,
             })
             .await?;
         let mut out = Vec::new();

@@ -103,6 +103,7 @@ string_enum!(EventKind {
     Resolved => "resolved",
     Cost => "cost",
     Woken => "woken",
+    Typed => "typed",
 });
 
 string_enum!(
@@ -439,4 +440,43 @@ pub struct LaneAssignment {
     pub lane: Lane,
     pub profile: String,
     pub preferred_hosts: Vec<String>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A plain ticket for table tests.
+    pub fn ticket() -> Ticket {
+        Ticket {
+            id: 1,
+            project: "web".into(),
+            title: "t".into(),
+            body: String::new(),
+            workflow: "solo".into(),
+            phase_index: 0,
+            lane: Lane::Coder,
+            state: State::Queued,
+            state_reason: String::new(),
+            priority: 0,
+            depends_on: vec![],
+            rounds: vec![],
+            branch: "mc/1-t".into(),
+            pr_url: String::new(),
+            cost: Money::ZERO,
+            budget: Money::from_usd(5.0),
+            source: Source::Cli,
+            labels: vec![],
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            wake_at: None,
+            epoch: 0,
+            current_attempt_id: None,
+            version: 1,
+            avoid_runtime: None,
+            next_brief: String::new(),
+            idempotency_key: None,
+            trace_context: String::new(),
+        }
+    }
 }

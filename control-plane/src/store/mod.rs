@@ -154,6 +154,8 @@ pub struct TicketFilter {
     /// Tickets with id greater than this (keyset paging).
     pub after_id: i64,
     pub limit: i64,
+    /// The newest first (the console's columns of finished work); oldest first otherwise.
+    pub newest_first: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

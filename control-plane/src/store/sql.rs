@@ -284,7 +284,8 @@ macro_rules! impl_store {
                         .push_bind(l.clone())
                         .push(")");
                 }
-                qb.push(" ORDER BY id LIMIT ").push_bind(f.limit);
+                qb.push(if f.newest_first { " ORDER BY id DESC LIMIT " } else { " ORDER BY id LIMIT " })
+                    .push_bind(f.limit);
                 let rows: Vec<TicketRow> = qb.build_query_as().fetch_all(&self.read).await?;
                 rows.into_iter().map(Ticket::try_from).collect()
             }

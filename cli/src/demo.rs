@@ -113,7 +113,17 @@ fn profile(script: &Path) -> Profile {
     }
 }
 
-pub async fn run(base: PathBuf) -> anyhow::Result<()> {
+#[derive(clap::Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Address for the web console (empty: none); the sign-in link is printed.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub console_listen: String,
+    /// Keep serving (the console, the board) after the ticket is done, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+}
+
+pub async fn run(base: PathBuf, args: DemoArgs) -> anyhow::Result<()> {
     crate::up::private_umask();
     let home = base.join("demo");
     if home.exists() {
@@ -182,6 +192,7 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
                     },
                 );
             }
+            c.console_listen = args.console_listen.clone();
             c.dispatch.heartbeat_interval = Duration::from_secs(1);
             c.dispatch.reap_interval = Duration::from_millis(500);
             c.dispatch.lease_flush = Duration::from_secs(1);
@@ -213,6 +224,17 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
         "project demo ({}) with acceptance `sh test.sh`; workflow dev_review_qa: coder → qa → tester\n",
         repo.display()
     );
+    if let Some(console) = &stack.cp.console {
+        say!(
+            "watch it in the console: {}{}\n",
+            crate::up::console_link(console)?,
+            if args.serve {
+                ""
+            } else {
+                "   (mc demo --serve keeps it up afterwards)"
+            }
+        );
+    }
     let ticket = board
         .create_ticket(
             mc_control_plane::board::CreateTicket {
@@ -235,6 +257,10 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
     let mut after = 0;
     let mut shown = None;
     let final_ticket = loop {
+        // The ticket is read before its events: every event that led to this snapshot is
+        // printed before the snapshot's ribbon, so the ribbon is never ahead of the story
+        // (its round and state always belong together: one read).
+        let (t, live) = board.ticket_with_attempt(ticket.id).await?;
         let events = board
             .store()
             .events_after(
@@ -250,9 +276,6 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
             after = e.id;
             print_event(e);
         }
-        // The ribbon of the ticket as it is now, printed when it changes: read in one
-        // snapshot, so its round and state always belong together.
-        let (t, live) = board.ticket_with_attempt(ticket.id).await?;
         if let Some(r) = board.ribbon(&t, live.as_ref())
             && shown.as_ref() != Some(&r)
         {
@@ -298,6 +321,15 @@ pub async fn run(base: PathBuf) -> anyhow::Result<()> {
     {
         use std::io::Write as _;
         let _ = std::io::stdout().write_all(&log.stdout);
+    }
+    if args.serve {
+        if let Some(console) = &stack.cp.console {
+            say!(
+                "\nserving until Ctrl-C; the console: {}",
+                crate::up::console_link(console)?
+            );
+        }
+        crate::wait_for_signal().await;
     }
     stack.stop().await;
     if final_ticket.state != State::Done {

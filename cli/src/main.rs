@@ -76,7 +76,7 @@ enum Cmd {
     /// with dev certificates.
     Up(up::UpArgs),
     /// Watch a ticket go through dev_review_qa with scripted agents (no agent CLI needed).
-    Demo,
+    Demo(demo::DemoArgs),
     /// Create a CA and issue certificates.
     #[command(subcommand)]
     Certs(CertsCmd),
@@ -286,7 +286,7 @@ fn quiet_on_broken_pipe() {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.cmd, Cmd::Up(_) | Cmd::Demo) {
+    if !matches!(cli.cmd, Cmd::Up(_) | Cmd::Demo(_)) {
         quiet_on_broken_pipe();
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -363,7 +363,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let as_json = cli.global.json;
     match cli.cmd {
         Cmd::Up(args) => up::run(cfg.home.clone(), args).await,
-        Cmd::Demo => demo::run(cfg.home.clone()).await,
+        Cmd::Demo(args) => demo::run(cfg.home.clone(), args).await,
         Cmd::Certs(c) => certs(&cfg, c),
         Cmd::Console(c) => console::run(&cfg.home, c),
         cmd => remote(cfg, as_json, cmd).await,
@@ -1005,7 +1005,7 @@ async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Up(_) | Cmd::Demo | Cmd::Certs(_) | Cmd::Console(_) => {
+        Cmd::Up(_) | Cmd::Demo(_) | Cmd::Certs(_) | Cmd::Console(_) => {
             unreachable!("handled locally")
         }
     }

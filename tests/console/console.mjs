@@ -102,6 +102,7 @@ const scenarios = {
       return t && !t.textContent.includes("waiting for output") ? t.textContent : null;
     });
     result.decisions = await page.evaluate(() => document.querySelectorAll("table.decisions tr").length);
+    result.commitLog = await page.evaluate(() => [...document.querySelectorAll("ul.log li")].map((li) => li.textContent));
     await page.screenshot({ path: path.join(artifacts, "ticket.png"), fullPage: true });
   },
 
@@ -140,6 +141,21 @@ const scenarios = {
     result.flash = await until(page, "the resolve flash", () => document.getElementById("flash").textContent || null);
     await until(page, "the ticket to be done", () =>
       document.querySelector("section.ticket .badge")?.textContent === "done", undefined, 90000);
+  },
+
+  // Typing into the running agent's terminal from its page.
+  async typing(page) {
+    const id = env("MC_TICKET");
+    await page.goto(`${base}/tickets/${id}`);
+    await until(page, "the agent's prompt in the terminal", () =>
+      document.getElementById("term")?.textContent.includes("say something:"));
+    await page.fill("form.type input[name=text]", "hello there");
+    await page.click("form.type button[type=submit]");
+    result.flash = await until(page, "the typing flash", () => document.getElementById("flash").textContent || null);
+    result.term = await until(page, "the agent's echo", () => {
+      const t = document.getElementById("term")?.textContent || "";
+      return t.includes("got: hello there") ? t : null;
+    });
   },
 
   // The health grid: a worker's row turns lost when its agent is killed (the test kills

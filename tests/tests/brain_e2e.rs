@@ -902,6 +902,29 @@ fn mc_demo_runs_dev_review_qa_with_one_return_for_fixes() {
         "the ribbon reached the end: {stdout}"
     );
     assert!(stdout.contains("is done after 6 attempts"), "{stdout}");
+    // The ribbon's round is never ahead of the story: while the coder is on shift, its
+    // round is one more than the returns printed before it.
+    let mut returns = 0;
+    let mut coder_rounds = Vec::new();
+    for line in stdout.lines() {
+        if line.contains("RETURN_FOR_FIXES") {
+            returns += 1;
+        }
+        if let Some(rest) = line.trim().strip_prefix("● coder") {
+            let round: u32 = rest
+                .split("round ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no round in {line:?}"));
+            assert_eq!(round, returns + 1, "{line}\n{stdout}");
+            coder_rounds.push(round);
+        }
+    }
+    assert!(
+        coder_rounds.contains(&3),
+        "the coder's third round was shown: {stdout}"
+    );
     assert!(
         stdout.contains("Fix the greeting's punctuation")
             && stdout.contains("Document how to run greet.sh"),

@@ -30,13 +30,17 @@ struct Stack {
 const ACCEPT: &str = "grep -qx 'hello, world' greeting.txt || { echo \"FAIL: greeting.txt is '$(cat greeting.txt)'\"; exit 1; }";
 
 async fn stack() -> Stack {
+    stack_on(Backend::Sqlite).await
+}
+
+async fn stack_on(backend: Backend) -> Stack {
     let pki = std::sync::Arc::new(mc_tests::pki::Pki::new());
     let dir = tempfile::tempdir().unwrap();
     let brain = mc_tests::brain::start(mc_tests::brain::config(&pki)).await;
     let endpoint = format!("https://127.0.0.1:{}", brain.addr.port());
     let key_file = dir.path().join("console.key");
     let key = ensure_key_file(&key_file).unwrap();
-    let cp = TestCp::start_full(Backend::Sqlite, pki, |c| {
+    let cp = TestCp::start_full(backend, pki, |c| {
         for lane in ["coder", "qa", "tester"] {
             c.lanes.insert(
                 lane.into(),
@@ -329,6 +333,22 @@ async fn a_ticket_created_from_the_page_goes_through_dev_review_qa_while_the_pag
         pb::TicketSource::Console as i32
     );
     assert!(r["decisions"].as_i64().unwrap() >= 5, "{r:#}");
+    // Each coding attempt's evidence lists its own commit with its message.
+    let log: Vec<String> = r["commitLog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().split_once(' ').unwrap().1.to_string())
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "document the greeting",
+            "fix the greeting",
+            "add the greeting"
+        ],
+        "{r:#}"
+    );
     assert_eq!(
         commits_on(&s.checkout, &h.ticket.unwrap().branch).len(),
         3,
@@ -672,4 +692,268 @@ async fn requests_without_a_session_a_valid_link_or_the_csrf_token_are_refused_a
             .unwrap()
             .contains("Max-Age=0")
     );
+}
+
+/// `mc up` serves the console and prints a one-time sign-in link that works once; its key
+/// is private to the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mc_up_prints_a_one_time_link_to_its_console() {
+    let home = tempfile::tempdir().unwrap();
+    let mut up = tokio::process::Command::new(mc_tests::bin::path("mc"))
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "127.0.0.1:0",
+            "--no-worker",
+        ])
+        .env("MC_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(up.stdout.take().unwrap()).lines();
+    let link = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(link) = l.trim().strip_prefix("console: ") {
+                return link.to_string();
+            }
+        }
+        panic!("mc up ended without printing the console link");
+    })
+    .await
+    .expect("mc up printed its console link within a minute");
+    assert!(
+        link.starts_with("http://127.0.0.1:") && link.contains("/login?token="),
+        "{link}"
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let base = link.split("/login").next().unwrap();
+    let page = http
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("signed in as <strong>local</strong>")
+    );
+    assert_eq!(
+        http.get(&link).send().await.unwrap().status(),
+        403,
+        "the link works once"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.path().join("console.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the console key is the user's alone: {mode:o}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), up.wait())
+        .await
+        .expect("mc up stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// Reads a server-sent event stream until `want` shows up in it (or the deadline passes).
+async fn sse_until(mut r: reqwest::Response, want: &str) -> String {
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(want) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(found, "{want:?} never came on the event stream: {seen}");
+    seen
+}
+
+/// Two replicas on one Postgres: the second serves its console over HTTPS with the control
+/// plane's certificate; a link and a session signed with the shared key work on either,
+/// and each shows the whole board and follows events written through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_serves_the_whole_board_over_https_with_the_shared_key() {
+    let s = stack_on(Backend::Postgres).await;
+    let mut cfg2 = s.cp.config.clone();
+    cfg2.replica = "replica-2".into();
+    cfg2.listen = "127.0.0.1:0".into();
+    cfg2.console_listen = "127.0.0.1:0".into();
+    cfg2.console.tls = mc_control_plane::console::TlsMode::On;
+    let cp2 = mc_control_plane::ControlPlane::start(cfg2, mc_common::Clock::system())
+        .await
+        .unwrap();
+    let console2 = cp2.console.clone().unwrap();
+    assert!(console2.https);
+    let base2 = console2.url("localhost");
+    // A client that trusts only the test CA, as a browser given the CA would.
+    let ca = std::fs::read(&s.cp.config.tls.ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in mc_common::tls::pem_certs(&ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let https = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap();
+    // A link signed for replica 1's console opens a session on replica 2 (same key).
+    let link = s.link("alice", 600).replace(&s.base(), &base2);
+    let r = https.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("; Secure"),
+        "an HTTPS session cookie is Secure: {set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    // A ticket created through replica 1 is on replica 2's board.
+    let mut c = s.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Made on replica one"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let page = https
+        .get(format!("{base2}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Made on replica one"), "{page}");
+    // Replica 2's event stream follows what replica 1 writes: the past, then the new.
+    let events = https
+        .get(format!("{base2}/live/events?after=0"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let t2_title = "Made on replica one, later";
+    let (seen, t2) = tokio::join!(sse_until(events, t2_title), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut c = s.tickets().await;
+        c.create_ticket(create("web", t2_title))
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap()
+    });
+    assert!(seen.contains(&format!("\"ticket_id\":{}", t.id)), "{seen}");
+    assert!(
+        seen.contains(&format!("id: ")),
+        "events carry ids to resume from: {seen}"
+    );
+    // Resuming after the first ticket's events gives only the later ones.
+    let first_id: i64 = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let resumed = https
+        .get(format!("{base2}/live/events"))
+        .header("cookie", &cookie)
+        .header("last-event-id", first_id.to_string())
+        .send()
+        .await
+        .unwrap();
+    let again = sse_until(resumed, t2_title).await;
+    assert!(
+        !again.contains(&format!("id: {first_id}\n")),
+        "resumed after {first_id}: {again}"
+    );
+    assert!(again.contains(&format!("\"ticket_id\":{}", t2.id)));
+    // Plain HTTP to the HTTPS console is not served.
+    let plain = reqwest::Client::new()
+        .get(base2.replace("https://", "http://"))
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "plain HTTP is refused"
+    );
+    cp2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typing_into_the_terminal_reaches_the_runtime_and_is_recorded_without_the_text() {
+    let s = stack().await;
+    let chatty = "printf 'say something: '; read line; echo \"got: $line\"; echo 'hello, world' > greeting.txt; git add -A; git commit -q -m \"heard $line\"; echo 'DONE: heard it'";
+    let w = s.worker("h1", &[("coder", chatty)]).await;
+    let mut c = s.tickets().await;
+    let t = c
+        .create_ticket(pb::CreateTicketRequest {
+            workflow: "solo".into(),
+            ..create("web", "Listen")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    ticket_in(&mut c, t.id, pb::TicketState::Running, T).await;
+    let r = run_browser(s.browser("typing", &[("MC_TICKET", t.id.to_string())])).await;
+    assert!(r["flash"].as_str().unwrap().contains("typed into"), "{r:#}");
+    ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    assert_eq!(commits_on(&s.checkout, &t.branch), ["heard hello there"]);
+    let h = history(&mut c, t.id).await;
+    let typed = h
+        .events
+        .iter()
+        .find(|e| e.kind == pb::EventKind::Typed as i32)
+        .expect("the typing is recorded");
+    assert_eq!(typed.actor, "operator/alice");
+    assert_eq!(typed.message, "11 characters typed into the runtime");
+    assert!(
+        h.events.iter().all(|e| !e.message.contains("hello there")),
+        "what was typed is not recorded"
+    );
+    w.stop().await;
 }

@@ -170,6 +170,8 @@ pub struct Facts {
     pub head: String,
     pub diffstat: String,
     pub changed_files: Vec<String>,
+    /// This attempt's commits, newest first: full sha and subject.
+    pub log: Vec<(String, String)>,
 }
 
 pub async fn facts(worktree: &Path, start: &str, base: &str) -> Result<Facts, GitError> {
@@ -190,12 +192,29 @@ pub async fn facts(worktree: &Path, start: &str, base: &str) -> Result<Facts, Gi
         .lines()
         .map(str::to_string)
         .collect();
+    let log = git(
+        worktree,
+        &[
+            "log",
+            "--format=%H %s",
+            "-n",
+            "50",
+            &format!("{start}..HEAD"),
+        ],
+    )
+    .await
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .map(|(sha, subject)| (sha.to_string(), subject.to_string()))
+    .collect();
     Ok(Facts {
         commits,
         branch_commits,
         head,
         diffstat,
         changed_files,
+        log,
     })
 }
 

@@ -141,7 +141,14 @@ pub async fn evidence(
         head_sha: facts.head,
         diffstat: facts.diffstat,
         changed_files: facts.changed_files,
-        rescued_sha: rescued.sha,
+        rescued_sha: rescued.sha.clone(),
+        commit_log: facts
+            .log
+            .iter()
+            // The agent's own commits: the host's rescue commit is listed apart.
+            .filter(|(sha, _)| *sha != rescued.sha)
+            .map(|(sha, subject)| format!("{} {subject}", sha.get(..12).unwrap_or(sha)))
+            .collect(),
         rescued_files: rescued.files,
         verdict: rec.verdict.clone().unwrap_or_default(),
         review_points: rec.review_points.clone(),

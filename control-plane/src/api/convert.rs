@@ -302,6 +302,7 @@ pub fn evidence(e: &Evidence) -> pb::Evidence {
         changed_files: e.changed_files.clone(),
         rescued_sha: e.rescued_sha.clone(),
         rescued_files: e.rescued_files.clone(),
+        commit_log: e.commit_log.clone(),
         verdict: e
             .verdict
             .map(|v| v.as_str().to_string())
@@ -657,6 +658,12 @@ pub fn evidence_from_pb(e: &pb::Evidence) -> R<Evidence> {
             .iter()
             .take(500)
             .map(|f| clamp(f, 500))
+            .collect(),
+        commit_log: e
+            .commit_log
+            .iter()
+            .take(50)
+            .map(|c| clamp(c, 300))
             .collect(),
         verdict: match e.verdict.as_str() {
             "" => None,

@@ -271,6 +271,8 @@ pub struct Evidence {
     pub rescued_sha: String,
     /// Files the agent left uncommitted and the host committed (not counted in `commits`).
     pub rescued_files: Vec<String>,
+    /// This attempt's own commits, newest first: "<sha12> <subject>".
+    pub commit_log: Vec<String>,
     /// A review lane's verdict, if the agent gave one.
     pub verdict: Option<ReviewVerdict>,
     /// The required changes that came with the verdict.

@@ -193,6 +193,7 @@ pub(super) struct EvidenceDoc {
     changed_files: Vec<String>,
     rescued_sha: String,
     rescued_files: Vec<String>,
+    commit_log: Vec<String>,
     verdict: String,
     review_points: Vec<String>,
     acceptance: Vec<AcceptanceDoc>,
@@ -229,6 +230,7 @@ pub(super) fn evidence_json(e: &Evidence) -> String {
         changed_files: e.changed_files.clone(),
         rescued_sha: e.rescued_sha.clone(),
         rescued_files: e.rescued_files.clone(),
+        commit_log: e.commit_log.clone(),
         verdict: e
             .verdict
             .map(|v| v.as_str().to_string())
@@ -269,6 +271,7 @@ fn evidence_from(d: EvidenceDoc) -> Evidence {
         changed_files: d.changed_files,
         rescued_sha: d.rescued_sha,
         rescued_files: d.rescued_files,
+        commit_log: d.commit_log,
         verdict: crate::domain::ReviewVerdict::parse(&d.verdict),
         review_points: d.review_points,
         acceptance: d

@@ -96,6 +96,19 @@ const scenarios = {
         .map((li) => Number(li.dataset.event)), id);
     result.sameDocument = await page.evaluate(() => window.__sameDocument === "yes");
     await page.screenshot({ path: path.join(artifacts, "board.png"), fullPage: true });
+    // Readable on a phone: one column, nothing wider than the screen.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.waitForTimeout(200);
+    result.phoneOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    await page.screenshot({ path: path.join(artifacts, "board-phone.png"), fullPage: true });
+    await page.setViewportSize({ width: 1400, height: 900 });
+    // Usable with the keyboard: on a fresh page the first Tab reaches the skip link,
+    // which moves focus to the main zone.
+    await page.goto(base + "/");
+    await page.keyboard.press("Tab");
+    result.firstTab = await page.evaluate(() => document.activeElement?.textContent || "");
+    await page.keyboard.press("Enter");
+    result.afterSkip = await page.evaluate(() => document.activeElement?.id || "");
     await page.goto(`${base}/tickets/${id}`);
     await until(page, "the ticket page's terminal", () => {
       const t = document.getElementById("term");

@@ -259,6 +259,12 @@ async fn a_ticket_created_from_the_page_goes_through_dev_review_qa_while_the_pag
     let r = run_browser(s.browser("journey", &[("MC_GATES", gates.display().to_string())])).await;
     let id = r["ticket"].as_i64().expect("the page created a ticket");
     assert_eq!(r["sameDocument"], true, "the page never reloaded: {r:#}");
+    assert!(
+        r["phoneOverflow"].as_i64().unwrap() <= 0,
+        "nothing is wider than a phone's screen: {r:#}"
+    );
+    assert_eq!(r["firstTab"], "Skip to the main zone", "{r:#}");
+    assert_eq!(r["afterSkip"], "main", "{r:#}");
     // Every step the card showed is one the ticket really went through, in order, with
     // its round counted from 1: coder fails acceptance (round 1), fixes (2), the reviewer
     // returns it (qa round 1), the coder documents it (3), reviewed, tested.
@@ -661,6 +667,8 @@ async fn requests_without_a_session_a_valid_link_or_the_csrf_token_are_refused_a
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "no such ticket");
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["message"], "ticket 1 not found", "{j}");
     assert_eq!(count().await, before, "nothing was created");
     // The same request with the token goes through, under the operator's name.
     let r = http
@@ -676,6 +684,20 @@ async fn requests_without_a_session_a_valid_link_or_the_csrf_token_are_refused_a
     let mut c = s.tickets().await;
     let h = history(&mut c, 1).await;
     assert_eq!(h.events[0].actor, "operator/alice");
+    // What the board refuses is refused with its words, and changes nothing.
+    let r = http
+        .post(format!("{base}/tickets/1/resolve"))
+        .header("cookie", &cookie)
+        .header("x-requested-with", "fetch")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_csrf={csrf}&decision=advance&reason=ship+it"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["message"], "ticket 1 is queued, not escalated", "{j}");
+    assert_eq!(history(&mut c, 1).await.events.len(), h.events.len());
     // Signing out ends the cookie in the browser.
     let r = http
         .post(format!("{base}/logout"))

@@ -42,7 +42,7 @@ fn evidence_summary(a: &Attempt) -> Markup {
     html! {
         div.evidence {
             span title="commits on the branch" { (e.branch_commits) " commit" @if e.branch_commits != 1 { "s" } }
-            span { (e.changed_files.len()) " file" @if e.changed_files.len() != 1 { "s" } }
+            @if !e.changed_files.is_empty() { span { (e.changed_files.len()) " file" @if e.changed_files.len() != 1 { "s" } } }
             @if !e.rescued_files.is_empty() { span.warn { "rescued " (e.rescued_files.len()) " files" } }
             @if !e.acceptance.is_empty() {
                 span class=(if red == 0 { "ok" } else { "bad" }) { "acceptance " (green) "✓ " (red) "✗" }

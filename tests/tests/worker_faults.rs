@@ -594,6 +594,105 @@ async fn kill9_worker_mid_run_pty_runtime_is_requeued_with_partial_work() {
     );
 }
 
+/// A control plane that stops reading its worker streams (SIGSTOP: the TCP connection
+/// stays up, the worker's sends block under back-pressure) must not keep the worker's
+/// runtime alive past the lease: the lease watchdog is its own task (ADR 0006).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_control_plane_that_stops_reading_cannot_keep_a_runtime_past_its_lease() {
+    mc_tests::init_logs();
+    let pki = mc_tests::pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = mc_tests::cp::config(&pki, Backend::Sqlite, dir.path()).await;
+    cfg.lanes.insert(
+        "coder".into(),
+        LaneConfig {
+            profile: "script".into(),
+            preferred_hosts: vec![],
+        },
+    );
+    let lease = cfg.dispatch.lease_ttl;
+    let (path, port) = write_config(&cfg, dir.path());
+    let op = pki.material(Role::Operator, "alice");
+    let mut proc = CpProc::spawn(&path, port);
+    let ch = proc.wait_ready(&op).await;
+    mc_tests::cp::add_project_on(ch.clone(), "web", "solo").await;
+    let checkout = repo(&dir.path().join("web"));
+    let pid_file = dir.path().join("agent.pid");
+    // A chatty agent: megabytes a second, so the stream fills as soon as nobody reads it.
+    let agent = script(
+        dir.path(),
+        "chatty.sh",
+        &format!(
+            "echo $$ > {}; while :; do head -c 50000 /dev/zero | tr '\\0' x; echo; sleep 0.01; done",
+            pid_file.display()
+        ),
+    );
+    let wcfg = mc_worker_agent::Config {
+        control_plane: format!("https://127.0.0.1:{port}"),
+        server_name: Some("localhost".into()),
+        tls: pki.files(Role::Worker, "host-a"),
+        host: "host-a".into(),
+        slots: 1,
+        state_dir: dir.path().join("state"),
+        tmux_socket: format!("mct-bp-{}", std::process::id()),
+        projects: [(
+            "web".to_string(),
+            mc_worker_agent::config::ProjectCheckout {
+                path: checkout.clone(),
+            },
+        )]
+        .into(),
+        profiles: [(
+            "script".to_string(),
+            profile(&["sh", agent.to_str().unwrap()], RuntimeKind::Pty),
+        )]
+        .into(),
+        offer: vec!["script".into()],
+        ..Default::default()
+    };
+    let w = WorkerAgent::start(wcfg, mc_common::Clock::system())
+        .await
+        .unwrap();
+    let mut c = pb::ticket_service_client::TicketServiceClient::new(ch);
+    let t = c
+        .create_ticket(create("web", "Talk a lot"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    ticket_in(&mut c, t.id, pb::TicketState::Running, T).await;
+    until(T, || pid_file.exists(), || "the agent started".into()).await;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert!(alive());
+    proc.signal(Signal::SIGSTOP);
+    let stopped_at = tokio::time::Instant::now();
+    // The runtime stops one heartbeat short of the lease after the last ack, plus the
+    // SIGTERM grace (3 s) and scheduling slack; a blocked session must not delay it.
+    let bound = lease + Duration::from_secs(3) + Duration::from_secs(4);
+    until(
+        bound,
+        || !alive(),
+        || {
+            format!(
+                "the agent still runs {:?} after the control plane stopped reading",
+                stopped_at.elapsed()
+            )
+        },
+    )
+    .await;
+    proc.signal(Signal::SIGCONT);
+    // Nothing is lost: the ticket is requeued with the attempt reported lost, or still
+    // being handed over; either way no second runtime runs alongside the first.
+    w.stop().await;
+    proc.terminate(Duration::from_secs(20));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_control_plane_mid_claim_loses_nothing() {
     mc_tests::init_logs();

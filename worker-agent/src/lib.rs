@@ -6,6 +6,7 @@ pub mod agent;
 pub mod attempt;
 pub mod config;
 pub mod git;
+pub mod lease;
 pub mod output;
 pub mod profiles;
 pub mod runtime;
@@ -66,8 +67,18 @@ impl WorkerAgent {
         agent.recover().await;
         let token = CancellationToken::new();
         let (attached_tx, attached) = tokio::sync::watch::channel(false);
-        let client = session::Client::new(agent.clone(), tls, queue, attached_tx);
-        let task = tokio::spawn(client.run(token.clone()));
+        // Until the first welcome, the defaults (the control plane's are learnt then).
+        let lease = lease::LeaseClock::new(session::Client::fence_after(
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(30),
+        ));
+        let watchdog = tokio::spawn(lease::watchdog(lease.clone(), agent.clone(), token.clone()));
+        let client = session::Client::new(agent.clone(), tls, queue, attached_tx, lease);
+        let client_token = token.clone();
+        let task = tokio::spawn(async move {
+            client.run(client_token).await;
+            let _ = watchdog.await;
+        });
         Ok(WorkerAgent {
             agent,
             token,

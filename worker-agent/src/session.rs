@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
+use crate::lease::LeaseClock;
 
 pub struct Client {
     pub agent: Arc<Agent>,
@@ -28,10 +29,9 @@ pub struct Client {
     heartbeat: Duration,
     lease_ttl: Duration,
     next_endpoint: usize,
-    /// The last sign the control plane holds our leases (a welcome or a heartbeat ack).
-    last_ack: Instant,
-    /// The attempts were stopped for want of acks; cleared by the next welcome.
-    fenced: bool,
+    /// The last sign the control plane holds our leases (a welcome or a heartbeat ack),
+    /// watched by the lease watchdog (`lease.rs`), which stops the runtimes.
+    lease: Arc<LeaseClock>,
     /// True once attached (for readiness).
     attached: tokio::sync::watch::Sender<bool>,
 }
@@ -59,6 +59,7 @@ impl Client {
         tls: TlsMaterial,
         queue: mpsc::UnboundedReceiver<pb::AttachRequest>,
         attached: tokio::sync::watch::Sender<bool>,
+        lease: Arc<LeaseClock>,
     ) -> Client {
         Client {
             agent,
@@ -68,8 +69,7 @@ impl Client {
             heartbeat: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(30),
             next_endpoint: 0,
-            last_ack: Instant::now(),
-            fenced: false,
+            lease,
             attached,
         }
     }
@@ -78,25 +78,8 @@ impl Client {
     /// lease for `lease_ttl` from each flush while we beat, and drops us only after its
     /// worker TTL: stopping one heartbeat short of `lease_ttl` after the last ack is always
     /// before the earliest requeue.
-    fn fence_after(&self) -> Duration {
-        self.lease_ttl
-            .saturating_sub(self.heartbeat)
-            .max(self.heartbeat)
-    }
-
-    /// Stops the running attempts once no ack came for `fence_after`.
-    fn fence_if_expired(&mut self) {
-        if !self.fenced && self.last_ack.elapsed() > self.fence_after() && self.agent.running() > 0
-        {
-            tracing::warn!(
-                since_ack = ?self.last_ack.elapsed(),
-                "lease lost: no word from the control plane for nearly the lease; stopping the runtimes"
-            );
-            self.agent.lease_lost_all(
-                "lease lost: cut off from the control plane for as long as the lease runs",
-            );
-            self.fenced = true;
-        }
+    pub fn fence_after(heartbeat: Duration, lease_ttl: Duration) -> Duration {
+        lease_ttl.saturating_sub(heartbeat).max(heartbeat)
     }
 
     pub async fn run(mut self, token: CancellationToken) {
@@ -114,7 +97,6 @@ impl Client {
                 }
                 Ended::Before(e) => tracing::warn!(error = %e, "cannot reach the control plane"),
             }
-            self.fence_if_expired();
             let jitter = Duration::from_millis(u64::from(nanos_now() % 200));
             tokio::select! {
                 _ = tokio::time::sleep(backoff + jitter) => {}
@@ -185,8 +167,8 @@ impl Client {
             "attached to the control plane"
         );
         let connected = self.agent.deps.clock.now().millis();
-        self.last_ack = Instant::now();
-        self.fenced = false;
+        self.lease
+            .welcomed(Self::fence_after(self.heartbeat, self.lease_ttl));
         self.agent.on_message(Down::Welcome(welcome)).await;
         self.attached.send_replace(true);
         let mut beat = tokio::time::interval(self.heartbeat);
@@ -202,7 +184,7 @@ impl Client {
             }
             tokio::select! {
                 m = inbound.message() => match m {
-                    Ok(Some(pb::AttachResponse { msg: Some(Down::HeartbeatAck(_)) })) => self.last_ack = Instant::now(),
+                    Ok(Some(pb::AttachResponse { msg: Some(Down::HeartbeatAck(_)) })) => self.lease.acked(),
                     Ok(Some(pb::AttachResponse { msg: Some(msg) })) => self.agent.on_message(msg).await,
                     Ok(Some(_)) => {}
                     Ok(None) => return Ended::AfterWelcome,
@@ -221,10 +203,9 @@ impl Client {
                     None => return Ended::AfterWelcome,
                 },
                 _ = beat.tick() => {
-                    // A connection that stopped answering (half-open) is dropped and redialled;
-                    // past the fence point the runtimes stop first.
-                    if self.last_ack.elapsed() > self.fence_after() {
-                        self.fence_if_expired();
+                    // A connection that stopped answering (half-open) is dropped and redialled
+                    // (the watchdog has stopped the runtimes by then).
+                    if self.lease.since_ack() > self.lease.fence_after() {
                         tracing::warn!("no heartbeat ack for nearly the lease; reconnecting");
                         return Ended::AfterWelcome;
                     }

@@ -932,6 +932,18 @@ async fn every_replica_serves_the_whole_board_over_https_with_the_shared_key() {
         "resumed after {first_id}: {again}"
     );
     assert!(again.contains(&format!("\"ticket_id\":{}", t2.id)));
+    // The rail starts with the recent past only: the newest event, here.
+    let recent = https
+        .get(format!("{base2}/live/events?recent=1"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let recent = sse_until(recent, t2_title).await;
+    assert!(
+        !recent.contains(&format!("\"ticket_id\":{},", t.id)),
+        "only the newest event: {recent}"
+    );
     // Plain HTTP to the HTTPS console is not served.
     let plain = reqwest::Client::new()
         .get(base2.replace("https://", "http://"))

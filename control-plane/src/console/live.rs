@@ -25,6 +25,10 @@ pub(crate) struct EventsQuery {
     after: Option<String>,
     #[serde(default)]
     ticket: Option<String>,
+    /// Start this many events before the newest (the rail's recent history), unless the
+    /// browser resumes from `Last-Event-ID`.
+    #[serde(default)]
+    recent: Option<String>,
 }
 
 fn number(field: &str, v: Option<&str>) -> Result<i64, String> {
@@ -55,10 +59,23 @@ pub(crate) async fn events(
             number("ticket", q.ticket.as_deref())?,
         ))
     });
-    let (after, ticket_id) = match parsed {
+    let (mut after, ticket_id) = match parsed {
         Ok(v) => v,
         Err(e) => return (axum::http::StatusCode::BAD_REQUEST, e).into_response(),
     };
+    let recent = match number("recent", q.recent.as_deref()) {
+        Ok(n) => n.min(1000),
+        Err(e) => return (axum::http::StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    if recent > 0 && resume.is_none() && after == 0 {
+        match c.board.store().last_event_id().await {
+            Ok(last) => after = last.saturating_sub(recent).max(0),
+            Err(e) => {
+                let s = crate::api::status(e.into());
+                return (super::actions_status(s.code()), s.message().to_string()).into_response();
+            }
+        }
+    }
     let req = c.call(
         &op,
         pb::WatchEventsRequest {

@@ -58,7 +58,7 @@
     while (rail.children.length > 200) rail.lastChild.remove();
   }
   if (rail && window.EventSource) {
-    const es = new EventSource("/live/events?after=0");
+    const es = new EventSource("/live/events?recent=100");
     es.addEventListener("event", (e) => {
       try { railItem(JSON.parse(e.data)); } catch (_) {}
       schedule();

@@ -159,6 +159,9 @@ pub fn ticket_detail(x: &pb::Ticket, a: Option<&pb::Attempt>) -> String {
         time(&x.created_at),
         time(&x.updated_at),
     );
+    if !x.pr_url.is_empty() {
+        s.push_str(&format!("  pull req  {}\n", x.pr_url));
+    }
     if !x.trace_id.is_empty() {
         s.push_str(&format!("  trace     {}\n", x.trace_id));
     }

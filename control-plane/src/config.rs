@@ -40,6 +40,8 @@ pub struct Config {
     /// Lane → profile defaults for the lane registry (`mc lanes set` overrides at run time).
     pub lanes: BTreeMap<String, LaneConfig>,
     pub brain: BrainConfig,
+    /// Pull requests for verified work (off without a token file).
+    pub github: crate::github::GithubConfig,
     pub monitor: MonitorConfig,
     /// The gRPC listener's connection cap and idle timeout.
     pub connections: mc_common::tls::ConnLimits,
@@ -167,6 +169,7 @@ impl Default for Config {
             workflows: BTreeMap::new(),
             lanes: BTreeMap::new(),
             brain: BrainConfig::default(),
+            github: crate::github::GithubConfig::default(),
             monitor: MonitorConfig::default(),
             connections: mc_common::tls::ConnLimits::default(),
             workers: BTreeMap::new(),
@@ -276,6 +279,7 @@ impl Config {
             })?;
             self.console.validate()?;
         }
+        self.github.validate()?;
         self.database()?;
         let d = &self.dispatch;
         for (k, v) in [

@@ -34,6 +34,8 @@ pub struct Reactor {
     pub workers: Registry,
     pub nudge: DispatchNudge,
     pub decider: Decider,
+    /// Pull requests for verified work, if configured.
+    pub github: Option<Arc<crate::github::Github>>,
 }
 
 impl Reactor {
@@ -58,6 +60,23 @@ impl Reactor {
                 Action::WakeDependents => wake_dependents(&self.board, id).await,
                 Action::Notify => {
                     tracing::info!(ticket_id = id, state = %effect.after.state, reason = %effect.after.state_reason, "ticket needs attention or finished");
+                    if effect.after.state == State::Done
+                        && effect.before.state != State::Done
+                        && let Some(gh) = self.github.clone()
+                    {
+                        let (board, workers, t) = (
+                            self.board.clone(),
+                            self.workers.clone(),
+                            effect.after.clone(),
+                        );
+                        tokio::spawn(async move {
+                            if let Err(e) =
+                                crate::publish::request_push(&board, &workers, &gh, &t).await
+                            {
+                                tracing::warn!(ticket_id = t.id, error = %e, "asking for the push failed");
+                            }
+                        });
+                    }
                     Ok(())
                 }
                 Action::StopRuntime => {

@@ -108,11 +108,19 @@ impl ControlPlane {
         } else {
             cfg.replica.clone()
         };
+        let github = if cfg.github.enabled() {
+            Some(Arc::new(
+                crate::github::Github::new(&cfg.github).map_err(StartError::Config)?,
+            ))
+        } else {
+            None
+        };
         let reactor = Reactor {
             board: board.clone(),
             workers: workers.clone(),
             nudge: nudge.clone(),
             decider: decider.clone(),
+            github: github.clone(),
         };
         let bindings =
             std::sync::Arc::new(crate::domain::binding::Bindings::new(cfg.workers.clone()));
@@ -181,6 +189,7 @@ impl ControlPlane {
             nudge: nudge.clone(),
             shutdown: token.clone(),
             bindings: bindings.clone(),
+            github,
         };
         let tickets =
             pb::ticket_service_server::TicketServiceServer::new(api::tickets::TicketApi {

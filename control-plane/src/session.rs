@@ -39,6 +39,8 @@ pub struct SessionCtx {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Which worker identities may serve which projects.
     pub bindings: std::sync::Arc<crate::domain::binding::Bindings>,
+    /// Pull requests for verified work, if configured.
+    pub github: Option<std::sync::Arc<crate::github::Github>>,
 }
 
 struct Session {
@@ -432,7 +434,7 @@ impl Session {
             Up::Signal(m) => Some(("signal", m.attempt_id)),
             Up::Finished(m) => Some(("finished", m.attempt_id)),
             Up::Usage(m) => Some(("usage", m.attempt_id)),
-            Up::Hello(_) | Up::Heartbeat(_) | Up::Output(_) => None,
+            Up::Hello(_) | Up::Heartbeat(_) | Up::Output(_) | Up::Pushed(_) => None,
         };
         let Some((kind, attempt_id)) = about else {
             return self.handle_inner(msg).await;
@@ -636,6 +638,22 @@ impl Session {
                 }
             }
             Up::Finished(fin) => self.finished(fin).await,
+            Up::Pushed(p) => {
+                match self.ctx.github.clone() {
+                    Some(gh) => {
+                        // Opening the pull request waits on GitHub: not on this stream.
+                        let (board, worker) = (board.clone(), self.name.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = crate::publish::pushed(&board, &gh, &worker, p).await {
+                                tracing::warn!(%worker, error = %e, "publishing failed");
+                            }
+                        });
+                    }
+                    None => {
+                        tracing::warn!(worker = %self.name, "a push report with no GitHub configured is ignored")
+                    }
+                }
+            }
             Up::Usage(u) => {
                 let Some(ticket_id) = self.owned(u.attempt_id, u.epoch).await else {
                     return Ok(());

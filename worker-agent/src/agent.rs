@@ -350,6 +350,43 @@ impl Agent {
             }
             Down::Confirmed(c) => self.route(c.attempt_id, c.epoch, Control::Confirmed),
             Down::HeartbeatAck(_) => {}
+            Down::Push(p) => {
+                let out = self.deps.out.clone();
+                let checkout = self
+                    .deps
+                    .cfg
+                    .config
+                    .projects
+                    .get(&p.project)
+                    .map(|c| c.path.clone());
+                tokio::spawn(async move {
+                    let result = match checkout {
+                        None => Err(format!(
+                            "project {} has no checkout on this host",
+                            p.project
+                        )),
+                        Some(path) => crate::push::push(&path, &p.remote, &p.branch).await,
+                    };
+                    let (head_sha, error) = match result {
+                        Ok(h) => {
+                            tracing::info!(ticket_id = p.ticket_id, branch = %p.branch, remote = %p.remote, "branch pushed");
+                            (h, String::new())
+                        }
+                        Err(e) => {
+                            tracing::warn!(ticket_id = p.ticket_id, branch = %p.branch, error = %e, "push failed");
+                            (String::new(), e)
+                        }
+                    };
+                    let _ = out.send(pb::AttachRequest {
+                        msg: Some(pb::attach_request::Msg::Pushed(pb::BranchPushed {
+                            ticket_id: p.ticket_id,
+                            branch: p.branch,
+                            head_sha,
+                            error,
+                        })),
+                    });
+                });
+            }
             Down::Input(i) => self.route(i.attempt_id, i.epoch, Control::Input(i.text)),
             Down::Unstick(u) => self.route(u.attempt_id, u.epoch, Control::Unstick(u.prompt)),
             Down::Cancel(c) => self.route(c.attempt_id, c.epoch, Control::Cancel(c.reason)),

@@ -9,6 +9,7 @@ pub mod git;
 pub mod lease;
 pub mod output;
 pub mod profiles;
+pub mod push;
 pub mod runtime;
 pub mod session;
 pub mod state;

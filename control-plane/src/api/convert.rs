@@ -203,6 +203,7 @@ pub fn event_kind_to_pb(k: EventKind) -> pb::EventKind {
         EventKind::Cost => P::Cost,
         EventKind::Woken => P::Woken,
         EventKind::Typed => P::Typed,
+        EventKind::Published => P::Published,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod guardrails;
 pub mod losses;
 pub mod model;
 pub mod placement;
+pub mod pull_request;
 pub mod ribbon;
 pub mod state;
 pub mod validate;

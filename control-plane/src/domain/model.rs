@@ -104,6 +104,7 @@ string_enum!(EventKind {
     Cost => "cost",
     Woken => "woken",
     Typed => "typed",
+    Published => "published",
 });
 
 string_enum!(

@@ -68,6 +68,13 @@ fn control(field: &str, c: char) -> FieldError {
     )
 }
 
+/// Text from outside shown as one line: control characters become spaces.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// Multi-line text: non-empty after trimming, at most `max` bytes, no control characters
 /// but newline, tab and a carriage return ending a line (CRLF). A lone carriage return
 /// would let the text overwrite what a terminal already shows.

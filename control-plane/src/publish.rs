@@ -1,0 +1,163 @@
+//! Publishing verified work: when a ticket is done and its project names a GitHub
+//! repository, the worker host that has the branch (the one that ran its last attempt) is
+//! asked to push it with its own credentials; when it reports the push, the pull request
+//! is opened with a body built from the evidence (`domain::pull_request`), and its URL is
+//! stored on the ticket. Every step, and every reason it stopped, is an event.
+
+use std::sync::Arc;
+
+use mc_proto as pb;
+
+use crate::board::{Board, BoardError};
+use crate::domain::validate;
+use crate::domain::{EventKind, NewEvent, State, Ticket};
+use crate::github::Github;
+use crate::workers::Registry;
+
+async fn note(board: &Board, id: i64, actor: &str, message: String) -> Result<(), BoardError> {
+    let actor = actor.to_string();
+    board
+        .annotate(id, None, |e| {
+            e.change.events.push(NewEvent::new(
+                EventKind::Published,
+                actor.clone(),
+                message.clone(),
+            ));
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+/// The worker that ran the ticket's last attempt: its host has the branch.
+async fn branch_holder(board: &Board, t: &Ticket) -> Result<Option<String>, BoardError> {
+    Ok(board
+        .store()
+        .list_attempts(t.id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|a| a.evidence.is_some())
+        .map(|a| a.worker))
+}
+
+/// A ticket just became done: asks its branch's host to push it, if the project publishes.
+pub async fn request_push(
+    board: &Board,
+    workers: &Registry,
+    github: &Github,
+    t: &Ticket,
+) -> Result<(), BoardError> {
+    let project = board.project(&t.project).await?;
+    if project.github_repo.is_empty() || t.branch.is_empty() {
+        return Ok(());
+    }
+    let Some(worker) = branch_holder(board, t).await? else {
+        return note(
+            board,
+            t.id,
+            "control-plane/github",
+            "pull request not opened: no attempt left the branch on a host".into(),
+        )
+        .await;
+    };
+    let sent = workers.send(
+        &worker,
+        pb::attach_response::Msg::Push(pb::PushBranch {
+            ticket_id: t.id,
+            project: t.project.clone(),
+            branch: t.branch.clone(),
+            remote: github.remote.clone(),
+        }),
+    );
+    let message = if sent {
+        format!("asked {worker} to push {} to {}", t.branch, github.remote)
+    } else {
+        format!(
+            "pull request not opened: {worker}, whose checkout has {}, is not connected to this replica",
+            t.branch
+        )
+    };
+    note(board, t.id, "control-plane/github", message).await
+}
+
+/// The host reports the push. Only the host that was asked is heard, about the ticket's
+/// own branch; then the pull request is opened.
+pub async fn pushed(
+    board: &Board,
+    github: &Arc<Github>,
+    worker: &str,
+    p: pb::BranchPushed,
+) -> Result<(), BoardError> {
+    let t = board.ticket(p.ticket_id).await?;
+    if t.state != State::Done || p.branch != t.branch {
+        tracing::warn!(
+            worker,
+            ticket_id = t.id,
+            "a push report for a ticket not being published is ignored"
+        );
+        return Ok(());
+    }
+    if branch_holder(board, &t).await?.as_deref() != Some(worker) {
+        tracing::warn!(
+            worker,
+            ticket_id = t.id,
+            "a push report from a host that was not asked is ignored"
+        );
+        return Ok(());
+    }
+    let actor = format!("worker/{worker}");
+    if !p.error.is_empty() {
+        let why = crate::board::preview(&validate::printable(&p.error), 600);
+        return note(
+            board,
+            t.id,
+            &actor,
+            format!("push failed on {worker}: {why}"),
+        )
+        .await;
+    }
+    let sha = crate::board::preview(&validate::printable(&p.head_sha), 12);
+    note(
+        board,
+        t.id,
+        &actor,
+        format!("pushed {} ({sha}) from {worker}", t.branch),
+    )
+    .await?;
+    let project = board.project(&t.project).await?;
+    let h = board.history(t.id).await?;
+    let pr = crate::domain::pull_request::pull_request(
+        &t,
+        &project.default_branch,
+        &h.attempts,
+        &h.decisions,
+    );
+    match github.open(&project.github_repo, &pr).await {
+        Ok(url) => {
+            let u = url.clone();
+            board
+                .annotate(t.id, None, |e| {
+                    e.change.ticket.pr_url = u.clone();
+                    e.change.events.push(NewEvent::new(
+                        EventKind::Published,
+                        "control-plane/github",
+                        format!("pull request opened: {u}"),
+                    ));
+                    Ok(())
+                })
+                .await?;
+            tracing::info!(ticket_id = t.id, %url, "pull request opened");
+            Ok(())
+        }
+        Err(e) => {
+            note(
+                board,
+                t.id,
+                "control-plane/github",
+                format!("pull request not opened: {e}"),
+            )
+            .await
+        }
+    }
+}

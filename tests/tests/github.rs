@@ -1,0 +1,306 @@
+//! Verified work becomes a pull request: the worker host that has the branch pushes it to
+//! the project's remote (a real bare repository here) with its own credentials, and the
+//! control plane opens the pull request through the GitHub API (a loopback fake speaking
+//! its REST protocol), stores its URL on the ticket and shows it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mc_control_plane::config::LaneConfig;
+use mc_proto as pb;
+use mc_tests::cp::{Backend, TestCp, create};
+use mc_tests::wait::{ticket_in, ticket_until};
+use mc_tests::worker::{self, git, profile, repo, script};
+use mc_worker_agent::profiles::RuntimeKind;
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const T: Duration = Duration::from_secs(60);
+const TOKEN: &str = "ghp_test_token_never_shown";
+
+struct Stack {
+    cp: TestCp,
+    dir: tempfile::TempDir,
+    checkout: std::path::PathBuf,
+    remote: std::path::PathBuf,
+    github: MockServer,
+}
+
+async fn stack(github_repo: &str) -> Stack {
+    let github = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("github.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let uri = github.uri();
+    let cp = TestCp::start_with(Backend::Sqlite, |c| {
+        c.lanes.insert(
+            "coder".into(),
+            LaneConfig {
+                profile: "coder".into(),
+                preferred_hosts: vec![],
+            },
+        );
+        c.github.api_url = uri;
+        c.github.token_file = token_file;
+    })
+    .await;
+    cp.projects()
+        .await
+        .add_project(pb::AddProjectRequest {
+            project: Some(pb::Project {
+                slug: "web".into(),
+                default_workflow: "solo".into(),
+                github_repo: github_repo.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let checkout = repo(&dir.path().join("web"));
+    let remote = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", remote.to_str().unwrap()],
+    );
+    git(
+        &checkout,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
+    Stack {
+        cp,
+        dir,
+        checkout,
+        remote,
+        github,
+    }
+}
+
+impl Stack {
+    async fn worker(&self, body: &str) -> mc_worker_agent::WorkerAgent {
+        let s = script(self.dir.path(), "coder.sh", body);
+        let cfg = worker::config(
+            &self.cp,
+            "h1",
+            &self.dir.path().join("state-h1"),
+            &[("web", &self.checkout)],
+            &[(
+                "coder",
+                profile(&["sh", s.to_str().unwrap()], RuntimeKind::Pty),
+            )],
+        );
+        mc_worker_agent::WorkerAgent::start(cfg, mc_common::Clock::system())
+            .await
+            .unwrap()
+    }
+}
+
+fn branch_in(remote: &Path, branch: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(remote)
+        .args(["log", "--format=%s", branch])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+const CODER: &str = "echo 'hello, world' > greeting.txt; git add -A; git commit -q -m 'add the greeting'; echo 'DONE: added'";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_verified_ticket_is_pushed_by_its_host_and_opened_as_a_pull_request() {
+    let s = stack("acme/web").await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/pulls"))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(body_partial_json(serde_json::json!({
+            "title": "Greet the world",
+            "base": "main",
+        })))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "number": 7,
+            "html_url": "https://github.example/acme/web/pull/7",
+        })))
+        .expect(1)
+        .mount(&s.github)
+        .await;
+    let w = s.worker(CODER).await;
+    let mut c = s.cp.tickets().await;
+    let t = c
+        .create_ticket(pb::CreateTicketRequest {
+            body: "greeting.txt says hello, world".into(),
+            ..create("web", "Greet the world")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let done = ticket_until(&mut c, t.id, T, "the PR URL on the ticket", |t| {
+        !t.pr_url.is_empty()
+    })
+    .await;
+    assert_eq!(done.pr_url, "https://github.example/acme/web/pull/7");
+    // The host pushed the branch, with the agent's commit, to the project's remote.
+    assert_eq!(
+        branch_in(&s.remote, &t.branch)
+            .as_deref()
+            .map(|l| l.lines().next().unwrap()),
+        Some("add the greeting")
+    );
+    // The pull request was asked for once, with the branch and a body from the evidence.
+    let reqs = s.github.received_requests().await.unwrap();
+    let pulls: Vec<serde_json::Value> = reqs
+        .iter()
+        .filter(|r| r.url.path() == "/repos/acme/web/pulls")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(pulls[0]["head"], t.branch);
+    let body = pulls[0]["body"].as_str().unwrap();
+    assert!(body.contains("add the greeting"), "{body}");
+    assert!(body.contains("greeting.txt says hello, world"), "{body}");
+    // The story is in the events; the token never is.
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let published: Vec<&str> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == pb::EventKind::Published as i32)
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(
+        published
+            .iter()
+            .any(|m| m.starts_with("pushed ") && m.contains("from h1")),
+        "{published:?}"
+    );
+    assert!(
+        published.contains(&"pull request opened: https://github.example/acme/web/pull/7"),
+        "{published:?}"
+    );
+    assert!(h.events.iter().all(|e| !e.message.contains(TOKEN)));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_push_opens_no_pull_request_and_says_why() {
+    let s = stack("acme/web").await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(serde_json::json!({"html_url": "https://x/pull/1"})),
+        )
+        .expect(0)
+        .mount(&s.github)
+        .await;
+    // The remote is gone: the push fails on the host.
+    std::fs::remove_dir_all(&s.remote).unwrap();
+    let w = s.worker(CODER).await;
+    let mut c = s.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Greet the world"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let deadline = tokio::time::Instant::now() + T;
+    let failed = loop {
+        let h = c
+            .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(e) = h
+            .events
+            .iter()
+            .find(|e| e.message.starts_with("push failed"))
+        {
+            break e.message.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no push failure recorded: {:?}",
+            h.events
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(failed.contains("git push"), "{failed}");
+    let t = c
+        .get_ticket(pb::GetTicketRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(t.pr_url, "");
+    assert_eq!(
+        t.state,
+        pb::TicketState::Done as i32,
+        "the work stays verified"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn github_refusing_the_pull_request_is_recorded_in_its_words() {
+    let s = stack("acme/web").await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/pulls"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
+            "message": "Resource not accessible by integration",
+            "documentation_url": "https://docs.github.com/rest",
+        })))
+        .mount(&s.github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/web/pulls"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([])))
+        .mount(&s.github)
+        .await;
+    let w = s.worker(CODER).await;
+    let mut c = s.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Greet the world"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let h = c
+            .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(e) = h
+            .events
+            .iter()
+            .find(|e| e.message.starts_with("pull request not opened"))
+        {
+            assert!(
+                e.message.contains("Resource not accessible by integration"),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains(TOKEN));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusal recorded: {:?}",
+            h.events
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.stop().await;
+}

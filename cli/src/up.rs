@@ -108,6 +108,7 @@ pub async fn start(
     };
     cfg.brain.endpoint = format!("https://127.0.0.1:{}", brain.addr.port());
     cfg.brain.server_name = Some("localhost".into());
+    apply_home_config(home, &mut cfg)?;
     tweak_cp(&mut cfg);
     let cp = ControlPlane::start(cfg, clock.clone())
         .await
@@ -237,6 +238,30 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
     crate::wait_for_signal().await;
     eprintln!("stopping…");
     stack.stop().await;
+    Ok(())
+}
+
+/// `$MC_HOME/control-plane.toml`, if present, adds what `mc up` does not decide itself:
+/// lanes, workflows, budgets, the monitor, worker bindings, GitHub and the chat bot (its
+/// listeners, database, certificates and brain stay `mc up`'s own).
+fn apply_home_config(home: &Path, cfg: &mut Config) -> anyhow::Result<()> {
+    let file = home.join("control-plane.toml");
+    if !file.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
+    let mine: Config = toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+    cfg.lanes = mine.lanes;
+    cfg.workflows = mine.workflows;
+    cfg.budget = mine.budget;
+    cfg.monitor = mine.monitor;
+    cfg.workers = mine.workers;
+    cfg.github = mine.github;
+    cfg.chat = mine.chat;
+    if cfg.chat.telegram.enabled() && cfg.chat.telegram.console_url.is_empty() {
+        cfg.chat.telegram.console_url = "http://127.0.0.1:7480".into();
+    }
+    eprintln!("read {}", file.display());
     Ok(())
 }
 

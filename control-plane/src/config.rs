@@ -42,6 +42,8 @@ pub struct Config {
     pub brain: BrainConfig,
     /// Pull requests for verified work (off without a token file).
     pub github: crate::github::GithubConfig,
+    /// The chat bot (off without a bot token file).
+    pub chat: crate::chat::ChatConfig,
     pub monitor: MonitorConfig,
     /// The gRPC listener's connection cap and idle timeout.
     pub connections: mc_common::tls::ConnLimits,
@@ -170,6 +172,7 @@ impl Default for Config {
             lanes: BTreeMap::new(),
             brain: BrainConfig::default(),
             github: crate::github::GithubConfig::default(),
+            chat: crate::chat::ChatConfig::default(),
             monitor: MonitorConfig::default(),
             connections: mc_common::tls::ConnLimits::default(),
             workers: BTreeMap::new(),
@@ -280,6 +283,7 @@ impl Config {
             self.console.validate()?;
         }
         self.github.validate()?;
+        self.chat.telegram.validate()?;
         self.database()?;
         let d = &self.dispatch;
         for (k, v) in [

@@ -140,7 +140,7 @@ impl ControlPlane {
             board: board.clone(),
             workers: workers.clone(),
             cfg: cfg.dispatch.clone(),
-            replica,
+            replica: replica.clone(),
             decider: decider.clone(),
             retry: cfg.brain.retry,
         };
@@ -257,6 +257,30 @@ impl ControlPlane {
             )));
             Some(a)
         };
+        if cfg.chat.telegram.enabled() {
+            let telegram = crate::chat::telegram::Telegram::new(&cfg.chat.telegram)
+                .map_err(StartError::Config)?;
+            let bot = Arc::new(crate::chat::Bot::new(
+                board.clone(),
+                api::tickets::TicketApi {
+                    board: board.clone(),
+                    workers: workers.clone(),
+                    shutdown: token.clone(),
+                },
+                api::admin::BudgetApi {
+                    board: board.clone(),
+                },
+                me.trust_domain.clone(),
+                cfg.chat.telegram.clone(),
+            ));
+            loops.push(tokio::spawn(crate::chat::run(
+                bot,
+                Arc::new(telegram),
+                replica.clone(),
+                token.clone(),
+            )));
+            tracing::info!("chat bot (Telegram) on");
+        }
         let console = if cfg.console_listen.is_empty() {
             None
         } else {

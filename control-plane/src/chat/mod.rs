@@ -1,0 +1,587 @@
+//! The chat bot: English in, tickets and answers out, notifications back. A messaging
+//! port (`Messenger`: receive messages, send one) with a Telegram adapter
+//! (`telegram.rs`, teloxide); the commands (`commands.rs`) run through the same service
+//! handlers as gRPC and the console, under the operator identity the allow-list maps the
+//! sender to, so every action is in the ticket's events under that name. Anyone not on
+//! the allow-list is refused and nothing happens. One replica at a time takes updates
+//! (its own lease, `chat`); the token is never logged.
+
+pub mod commands;
+pub mod telegram;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mc_common::identity::{Identity, Role};
+use mc_proto as pb;
+use pb::budget_service_server::BudgetService;
+use pb::ticket_service_server::TicketService;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::api;
+use crate::board::Board;
+use crate::domain::{EventKind, State};
+use crate::store::{EventFilter, TicketFilter};
+use commands::{Command, Resolution};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    pub telegram: TelegramConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// A file holding the bot's token. Empty: no Telegram bot.
+    pub token_file: PathBuf,
+    /// The Bot API's base URL.
+    pub api_url: String,
+    /// Telegram user id → the operator name their actions are recorded under. Nobody else
+    /// may use the bot.
+    pub allow: BTreeMap<String, String>,
+    /// Chats that get notifications (questions, escalations, done, failed, budget).
+    pub notify: Vec<i64>,
+    /// The project `/task <ask>` goes to.
+    pub default_project: String,
+    /// How long one getUpdates call waits for messages.
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
+    /// The console's address, for links in long messages (empty: none).
+    pub console_url: String,
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        TelegramConfig {
+            token_file: PathBuf::new(),
+            api_url: "https://api.telegram.org".into(),
+            allow: BTreeMap::new(),
+            notify: Vec::new(),
+            default_project: String::new(),
+            poll: Duration::from_secs(25),
+            console_url: String::new(),
+        }
+    }
+}
+
+impl TelegramConfig {
+    pub fn enabled(&self) -> bool {
+        !self.token_file.as_os_str().is_empty()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        reqwest_like_url(&self.api_url).map_err(|e| format!("chat.telegram.api_url: {e}"))?;
+        for (user, name) in &self.allow {
+            if user.parse::<i64>().is_err() {
+                return Err(format!(
+                    "chat.telegram.allow: {user:?} is not a Telegram user id"
+                ));
+            }
+            mc_common::identity::validate_name("name", name)
+                .map_err(|e| format!("chat.telegram.allow.{user}: {e}"))?;
+        }
+        if self.allow.is_empty() {
+            return Err(
+                "chat.telegram.allow: name the Telegram user ids that may use the bot".into(),
+            );
+        }
+        if self.poll > Duration::from_secs(50) {
+            return Err("chat.telegram.poll: at most 50s".into());
+        }
+        Ok(())
+    }
+}
+
+fn reqwest_like_url(u: &str) -> Result<(), String> {
+    http::Uri::try_from(u)
+        .ok()
+        .filter(|x| matches!(x.scheme_str(), Some("https" | "http")) && x.host().is_some())
+        .map(|_| ())
+        .ok_or_else(|| format!("{u:?} is not an http(s) URL"))
+}
+
+/// A message someone sent the bot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub chat: i64,
+    pub user: i64,
+    pub text: String,
+    pub message_id: i64,
+    /// The bot message this one replies to.
+    pub reply_to: Option<i64>,
+}
+
+/// The messaging port: what the bot needs from a chat platform.
+#[async_trait::async_trait]
+pub trait Messenger: Send + Sync {
+    /// The next messages (waits up to the platform's poll time; may return none).
+    async fn receive(&self) -> Result<Vec<Inbound>, String>;
+    /// Sends one message; returns its id.
+    async fn send(&self, chat: i64, text: &str) -> Result<i64, String>;
+    /// The platform's longest message, in characters.
+    fn max_len(&self) -> usize;
+}
+
+/// The bot: commands and notifications over a `Messenger`.
+pub struct Bot {
+    pub(crate) board: Board,
+    tickets: api::tickets::TicketApi,
+    budget: api::admin::BudgetApi,
+    trust_domain: String,
+    cfg: TelegramConfig,
+    /// Question messages the bot sent: (chat, message) → ticket, so a reply answers it.
+    questions: Mutex<HashMap<(i64, i64), i64>>,
+}
+
+impl Bot {
+    pub fn new(
+        board: Board,
+        tickets: api::tickets::TicketApi,
+        budget: api::admin::BudgetApi,
+        trust_domain: String,
+        cfg: TelegramConfig,
+    ) -> Bot {
+        Bot {
+            board,
+            tickets,
+            budget,
+            trust_domain,
+            cfg,
+            questions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn call<T>(&self, operator: &str, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.extensions_mut().insert(mc_common::auth::Caller(Identity {
+            trust_domain: self.trust_domain.clone(),
+            role: Role::Operator,
+            name: operator.to_string(),
+        }));
+        r
+    }
+
+    /// The answer to one message (empty: nothing to say).
+    pub async fn handle(&self, m: &Inbound) -> String {
+        let Some(operator) = self.cfg.allow.get(&m.user.to_string()).cloned() else {
+            tracing::info!(
+                user = m.user,
+                chat = m.chat,
+                "a message from someone not on the allow-list refused"
+            );
+            return format!(
+                "You are not allowed to use this bot (Telegram user {}). Ask an operator to add you to chat.telegram.allow.",
+                m.user
+            );
+        };
+        // A reply to a question the bot relayed answers that ticket.
+        if let Some(to) = m.reply_to {
+            let ticket = self
+                .questions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(m.chat, to))
+                .copied();
+            if let Some(ticket) = ticket
+                && !m.text.trim().starts_with('/')
+            {
+                return self
+                    .run(
+                        &operator,
+                        Command::Answer {
+                            ticket,
+                            text: m.text.trim().to_string(),
+                        },
+                    )
+                    .await;
+            }
+        }
+        match commands::parse(&m.text) {
+            Ok(Some(c)) => self.run(&operator, c).await,
+            Ok(None) => String::new(),
+            Err(e) => e,
+        }
+    }
+
+    async fn run(&self, op: &str, c: Command) -> String {
+        let r: Result<String, tonic::Status> = match c {
+            Command::Help => Ok(commands::HELP.to_string()),
+            Command::Task { project, ask } => {
+                let project = project.unwrap_or_else(|| self.cfg.default_project.clone());
+                if project.is_empty() {
+                    return "no default project is configured: /task <project>: <ask>".into();
+                }
+                let first = ask.lines().next().unwrap_or("").trim();
+                let title: String = first.chars().take(120).collect();
+                self.tickets
+                    .create_ticket(self.call(
+                        op,
+                        pb::CreateTicketRequest {
+                            project,
+                            title,
+                            body: ask.clone(),
+                            source: pb::TicketSource::Chat as i32,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map(|r| {
+                        let t = r.into_inner().ticket.unwrap_or_default();
+                        format!(
+                            "created ticket #{} on {} ({}): {}",
+                            t.id,
+                            t.branch,
+                            state(t.state),
+                            t.title
+                        )
+                    })
+            }
+            Command::Status => return self.status().await,
+            Command::Cancel(id) => self
+                .tickets
+                .cancel_ticket(self.call(
+                    op,
+                    pb::CancelTicketRequest {
+                        ticket_id: id,
+                        reason: "cancelled from chat".into(),
+                    },
+                ))
+                .await
+                .map(|_| format!("ticket #{id} cancelled")),
+            Command::Retry(id) => self
+                .tickets
+                .retry_ticket(self.call(op, pb::RetryTicketRequest { ticket_id: id }))
+                .await
+                .map(|_| format!("ticket #{id} queued again")),
+            Command::Logs(id) => self
+                .tickets
+                .get_logs(self.call(
+                    op,
+                    pb::GetLogsRequest {
+                        ticket_id: id,
+                        tail_bytes: 64 * 1024,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|r| {
+                    let bytes: Vec<u8> = r
+                        .into_inner()
+                        .chunks
+                        .into_iter()
+                        .flat_map(|c| c.data)
+                        .collect();
+                    let text =
+                        String::from_utf8_lossy(&strip_ansi_escapes::strip(&bytes)).to_string();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(50)..].join("\n");
+                    if tail.trim().is_empty() {
+                        format!("ticket #{id} has no output yet")
+                    } else {
+                        format!("ticket #{id}, last lines:\n{tail}")
+                    }
+                }),
+            Command::Budget => self
+                .budget
+                .get_budget(self.call(op, pb::GetBudgetRequest {}))
+                .await
+                .map(|r| {
+                    let b = r.into_inner();
+                    let mut s = format!(
+                        "spent today ({}): ${:.2} of ${:.2}, ${:.2} left",
+                        b.day,
+                        b.spent_today_usd,
+                        b.daily_cap_usd,
+                        (b.daily_cap_usd - b.spent_today_usd).max(0.0)
+                    );
+                    for t in b.today.iter().take(10) {
+                        s.push_str(&format!(
+                            "\n#{} ${:.2} {}",
+                            t.ticket_id, t.cost_usd, t.title
+                        ));
+                    }
+                    s
+                }),
+            Command::Inbox => self
+                .tickets
+                .list_inbox(self.call(op, pb::ListInboxRequest::default()))
+                .await
+                .map(|r| {
+                    let items = r.into_inner().items;
+                    if items.is_empty() {
+                        return "nothing needs a human".to_string();
+                    }
+                    items
+                        .iter()
+                        .map(|i| {
+                            let t = i.ticket.clone().unwrap_or_default();
+                            format!("#{} {} — {}", t.id, t.title, i.reason)
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }),
+            Command::Answer { ticket, text } => self
+                .tickets
+                .answer_ticket(self.call(
+                    op,
+                    pb::AnswerTicketRequest {
+                        ticket_id: ticket,
+                        text,
+                    },
+                ))
+                .await
+                .map(|_| format!("answer sent to ticket #{ticket}")),
+            Command::Resolve { ticket, how } => match how {
+                Resolution::Cancel => self
+                    .tickets
+                    .cancel_ticket(self.call(
+                        op,
+                        pb::CancelTicketRequest {
+                            ticket_id: ticket,
+                            reason: "cancelled from chat".into(),
+                        },
+                    ))
+                    .await
+                    .map(|_| format!("ticket #{ticket} cancelled")),
+                Resolution::Advance | Resolution::Return(_) => {
+                    let (decision, points) = match how {
+                        Resolution::Return(p) => (pb::DecisionKind::ReturnForFixes, p),
+                        _ => (pb::DecisionKind::Advance, vec![]),
+                    };
+                    self.tickets
+                        .resolve_escalation(self.call(
+                            op,
+                            pb::ResolveEscalationRequest {
+                                ticket_id: ticket,
+                                decision: decision as i32,
+                                reason: "resolved from chat".into(),
+                                points,
+                            },
+                        ))
+                        .await
+                        .map(|_| format!("ticket #{ticket} resolved"))
+                }
+            },
+        };
+        match r {
+            Ok(s) => s,
+            Err(s) => format!("refused: {}", s.message()),
+        }
+    }
+
+    async fn status(&self) -> String {
+        let count = |states: Vec<State>| async move {
+            self.board
+                .list_tickets(&TicketFilter {
+                    states,
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .await
+                .map(|v| v.len())
+                .unwrap_or(0)
+        };
+        let running = count(vec![
+            State::Offered,
+            State::Running,
+            State::Verifying,
+            State::Deciding,
+            State::InReview,
+        ])
+        .await;
+        let queued = count(vec![State::Queued]).await;
+        let needs = count(vec![State::NeedsInput, State::Escalated]).await;
+        let recent = self
+            .board
+            .list_tickets(&TicketFilter {
+                states: vec![State::Done, State::Failed],
+                limit: 5,
+                newest_first: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default();
+        let mut s = format!("{running} running, {queued} queued, {needs} need you");
+        if !recent.is_empty() {
+            s.push_str("\nrecently finished:");
+            for t in recent {
+                s.push_str(&format!("\n#{} {} — {}", t.id, t.state, t.title));
+                if !t.pr_url.is_empty() {
+                    s.push_str(&format!(" {}", t.pr_url));
+                }
+            }
+        }
+        s
+    }
+
+    /// The notification an event deserves, if any (and whether it is a question).
+    async fn notification(&self, e: &crate::domain::Event) -> Option<(String, bool)> {
+        let t = self.board.ticket(e.ticket_id).await.ok()?;
+        let moved = e.from_state != e.to_state;
+        let text = match (e.kind, e.to_state) {
+            (_, Some(State::NeedsInput)) if moved => {
+                let q = self
+                    .board
+                    .inbox(None)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find(|i| i.ticket.id == t.id)
+                    .map(|i| i.question)
+                    .unwrap_or_default();
+                return Some((
+                    format!(
+                        "❓ #{} {} asks:\n{q}\n(reply to this message to answer)",
+                        t.id, t.title
+                    ),
+                    true,
+                ));
+            }
+            (_, Some(State::Escalated)) if moved => format!(
+                "⚠️ #{} {} needs you: {}\n/resolve {} advance | return <points> | cancel",
+                t.id, t.title, t.state_reason, t.id
+            ),
+            (_, Some(State::Done)) if moved => {
+                format!("✅ #{} {} is done (branch {})", t.id, t.title, t.branch)
+            }
+            (_, Some(State::Failed)) if moved => {
+                format!("❌ #{} {} failed: {}", t.id, t.title, t.state_reason)
+            }
+            (EventKind::Published, _) if e.message.starts_with("pull request opened: ") => {
+                format!("🔀 #{} {}: {}", t.id, t.title, e.message)
+            }
+            (EventKind::Escalated, _) if e.message.contains("budget") => {
+                format!("💸 #{} {}: {}", t.id, t.title, e.message)
+            }
+            _ => return None,
+        };
+        Some((text, false))
+    }
+
+    fn console_link(&self, ticket: i64) -> String {
+        if self.cfg.console_url.is_empty() {
+            "mc history".to_string()
+        } else {
+            format!(
+                "{}/tickets/{ticket}",
+                self.cfg.console_url.trim_end_matches('/')
+            )
+        }
+    }
+}
+
+/// Sends a text, split to the platform's limit (three messages at most, then a pointer to
+/// the rest); returns the first message's id.
+async fn say(m: &dyn Messenger, chat: i64, text: &str, rest_at: &str) -> Result<i64, String> {
+    let mut first = None;
+    for part in commands::split(text, m.max_len(), 3, rest_at) {
+        let id = m.send(chat, &part).await?;
+        first.get_or_insert(id);
+    }
+    Ok(first.unwrap_or(0))
+}
+
+/// Runs the bot until `token` is cancelled, while this replica holds the `chat` lease.
+pub async fn run(
+    bot: Arc<Bot>,
+    messenger: Arc<dyn Messenger>,
+    replica: String,
+    token: CancellationToken,
+) {
+    let mut after = bot.board.store().last_event_id().await.unwrap_or(0);
+    let mut leading = false;
+    let mut lease = tokio::time::interval(Duration::from_secs(2));
+    lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = tokio::time::interval(Duration::from_millis(500));
+    events.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut signal = bot.board.event_signal();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = lease.tick() => {
+                let now = bot.board.now();
+                let was = leading;
+                leading = bot.board.store().try_lead("chat", &replica, now, now.saturating_add(Duration::from_secs(10))).await.unwrap_or(false);
+                if leading && !was {
+                    // Notifications start from now: a new leader does not replay the past.
+                    after = bot.board.store().last_event_id().await.unwrap_or(after);
+                    tracing::info!(%replica, "chat bot taking updates");
+                }
+            }
+            r = messenger.receive(), if leading => match r {
+                Ok(msgs) => {
+                    for m in msgs {
+                        let reply = bot.handle(&m).await;
+                        if !reply.is_empty() && let Err(e) = say(messenger.as_ref(), m.chat, &reply, "the console").await {
+                            tracing::warn!(error = %e, "chat reply not sent");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "chat updates failed");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            },
+            _ = events.tick(), if leading => {
+                after = notify(&bot, messenger.as_ref(), after).await;
+            }
+            _ = signal.changed(), if leading => {
+                after = notify(&bot, messenger.as_ref(), after).await;
+            }
+        }
+    }
+}
+
+async fn notify(bot: &Bot, m: &dyn Messenger, mut after: i64) -> i64 {
+    if bot.cfg.notify.is_empty() {
+        return bot.board.store().last_event_id().await.unwrap_or(after);
+    }
+    let page = match bot
+        .board
+        .store()
+        .events_after(after, &EventFilter::default(), 200)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading events for notifications failed");
+            return after;
+        }
+    };
+    for e in page {
+        after = e.id;
+        let Some((text, question)) = bot.notification(&e).await else {
+            continue;
+        };
+        for chat in &bot.cfg.notify {
+            match say(m, *chat, &text, &bot.console_link(e.ticket_id)).await {
+                Ok(id) if question => {
+                    bot.questions
+                        .lock()
+                        .unwrap_or_else(|x| x.into_inner())
+                        .insert((*chat, id), e.ticket_id);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(chat, error = %err, "notification not sent"),
+            }
+        }
+    }
+    after
+}
+
+fn state(s: i32) -> String {
+    pb::TicketState::try_from(s)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("TICKET_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}

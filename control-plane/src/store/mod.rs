@@ -26,6 +26,7 @@ use crate::domain::{
 pub mod postgres;
 mod rows;
 mod sql;
+mod sql_rest;
 pub mod sqlite;
 
 pub use postgres::PgStore;

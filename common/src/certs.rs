@@ -155,13 +155,7 @@ pub struct CertDir {
     pub dir: PathBuf,
 }
 
-/// Paths of one holder's certificate, its key and the CA that anchors trust.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
+pub use crate::tls_files::TlsFiles;
 
 impl CertDir {
     pub fn new(dir: impl Into<PathBuf>) -> CertDir {

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod service;
 pub mod telemetry;
 pub mod tls;
+pub mod tls_files;
 
 pub use clock::{Clock, Timestamp};
 pub use identity::{Identity, Role};

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 
-use crate::certs::TlsFiles;
+use crate::tls_files::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -120,18 +120,9 @@ impl Dispatcher {
                 lease_expires_at: now.saturating_add(self.cfg.offer_timeout),
                 global_cap: (self.cfg.global_cap > 0).then_some(self.cfg.global_cap),
                 actor: "control-plane/dispatcher".into(),
+                moves: None,
             };
-            if let Some(c) = self.board.store().claim(&q).await? {
-                self.board
-                    .metrics()
-                    .dispatch_latency
-                    .observe(now.since(c.queued_since).as_secs_f64());
-                self.board.published(&crate::store::Committed {
-                    ticket: c.ticket.clone(),
-                    events: vec![c.event.clone()],
-                    decision_id: None,
-                    answer_id: None,
-                });
+            if let Some(c) = self.board.claim(q).await? {
                 self.send_offer(w, c, now).await?;
                 return Ok(true);
             }

@@ -16,6 +16,7 @@ pub mod placement;
 pub mod publish;
 pub mod reactor;
 pub mod reaper;
+pub mod scrape;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -249,7 +249,7 @@ impl ControlPlane {
             let a = l
                 .local_addr()
                 .map_err(|e| StartError::Listen(cfg.metrics_listen.clone(), e))?;
-            loops.push(tokio::spawn(crate::metrics::serve(
+            loops.push(tokio::spawn(crate::scrape::serve(
                 l,
                 board.clone(),
                 workers.clone(),

@@ -126,6 +126,7 @@ fn claim_q(projects: &[&str], lane: Lane, host: &str) -> ClaimQuery {
         lease_expires_at: Timestamp(T0.0 + 30_000),
         global_cap: None,
         actor: "control-plane".into(),
+        moves: Some((State::Queued, State::Offered)),
     }
 }
 
@@ -530,6 +531,20 @@ async fn claim_order_and_matching(s: Arc<dyn Store>) {
     qa.lane = Lane::Qa;
     let qa = s.create_ticket(&qa, T0, created()).await.unwrap().0;
     let other = mk(&s, "api", "other project").await;
+
+    // A claim moves a ticket only through the board's state machine.
+    let not_through_the_board = ClaimQuery {
+        moves: None,
+        ..claim_q(&["web"], Lane::Coder, "a")
+    };
+    assert!(matches!(
+        s.claim(&not_through_the_board).await,
+        Err(StoreError::FailedPrecondition(m)) if m.contains("through the board")
+    ));
+    assert_eq!(
+        s.get_ticket(first.id).await.unwrap().unwrap().state,
+        State::Queued
+    );
 
     assert!(
         s.claim(&claim_q(&[], Lane::Coder, "a"))

@@ -619,6 +619,7 @@ mod tests {
                 lease_expires_at: Timestamp(T0.0 + 30_000),
                 global_cap: None,
                 actor: "control-plane".into(),
+                moves: Some((State::Queued, State::Offered)),
             })
             .await
             .expect("claim")

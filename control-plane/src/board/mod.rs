@@ -250,6 +250,30 @@ impl Board {
             .ok_or_else(|| BoardError::NotFound(format!("ticket {id}")))
     }
 
+    /// Claims the first queued ticket `q` may take, for a worker: the move is the state
+    /// machine's (`queued` + offer), committed atomically by the store with the new attempt,
+    /// epoch and lease; then the dispatch latency is measured and watchers are told.
+    pub async fn claim(
+        &self,
+        mut q: crate::store::ClaimQuery,
+    ) -> Result<Option<crate::store::Claimed>, BoardError> {
+        let (to, _) = transition(State::Queued, Trigger::Offer)?;
+        q.moves = Some((State::Queued, to));
+        let Some(c) = self.inner.store.claim(&q).await? else {
+            return Ok(None);
+        };
+        self.metrics()
+            .dispatch_latency
+            .observe(q.now.since(c.queued_since).as_secs_f64());
+        self.published(&Committed {
+            ticket: c.ticket.clone(),
+            events: vec![c.event.clone()],
+            decision_id: None,
+            answer_id: None,
+        });
+        Ok(Some(c))
+    }
+
     /// Applies `trigger` to ticket `id`: the pure transition, then `edit` for everything
     /// else that must commit with it, compare-and-set against the version read. `fence`
     /// makes it a worker report that is refused unless its attempt and epoch are current.

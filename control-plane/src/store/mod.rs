@@ -178,6 +178,9 @@ pub struct ClaimQuery {
     /// At most this many live attempts on the whole board.
     pub global_cap: Option<u32>,
     pub actor: String,
+    /// The move the state machine allows a claim (`queued → offered`), set by
+    /// `Board::claim`: the store refuses a claim that did not come through the board.
+    pub moves: Option<(State, State)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

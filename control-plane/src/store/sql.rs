@@ -432,6 +432,11 @@ macro_rules! impl_store {
             }
 
             async fn claim(&self, q: &ClaimQuery) -> Result<Option<Claimed>, StoreError> {
+                let Some((from, to)) = q.moves else {
+                    return Err(StoreError::FailedPrecondition(
+                        "a claim must come through the board (no state move given)".into(),
+                    ));
+                };
                 if q.projects.is_empty() {
                     return Ok(None);
                 }
@@ -446,8 +451,10 @@ macro_rules! impl_store {
                     }
                 }
                 let identity = format!("{}@{}", q.profile, q.host);
-                let mut qb = QueryBuilder::<$db>::new("SELECT id, updated_at FROM tickets WHERE state = 'queued' AND lane = ");
-                qb.push_bind(q.lane.as_str())
+                let mut qb = QueryBuilder::<$db>::new("SELECT id, updated_at FROM tickets WHERE state = ");
+                qb.push_bind(from.as_str())
+                    .push(" AND lane = ")
+                    .push_bind(q.lane.as_str())
                     .push(" AND (budget_micros = 0 OR cost_micros < budget_micros)")
                     .push(
                         " AND NOT EXISTS (SELECT 1 FROM ticket_deps d JOIN tickets dt ON dt.id = d.depends_on \
@@ -466,12 +473,14 @@ macro_rules! impl_store {
                     return Ok(None);
                 };
                 let (epoch,): (i64,) = sqlx::query_as(
-                    "UPDATE tickets SET state = 'offered', epoch = epoch + 1, version = version + 1, \
-                     updated_at = $2, state_reason = '', wake_at = NULL WHERE id = $1 AND state = 'queued' \
+                    "UPDATE tickets SET state = $3, epoch = epoch + 1, version = version + 1, \
+                     updated_at = $2, state_reason = '', wake_at = NULL WHERE id = $1 AND state = $4 \
                      RETURNING epoch",
                 )
                 .bind(ticket_id)
                 .bind(q.now.0)
+                .bind(to.as_str())
+                .bind(from.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
                 let (attempt_id,): (i64,) = sqlx::query_as(
@@ -504,7 +513,7 @@ macro_rules! impl_store {
                     q.actor.clone(),
                     format!("offered to {} ({} on {})", q.worker, q.profile, q.host),
                 )
-                .states(State::Queued, State::Offered)
+                .states(from, to)
                 .attempt(attempt_id, epoch);
                 let mut events = Self::insert_events(&mut tx, ticket_id, &ticket.project, q.now, &[ev]).await?;
                 tx.commit().await?;

@@ -284,6 +284,7 @@ impl Config {
         }
         self.github.validate()?;
         self.chat.telegram.validate()?;
+        self.chat.slack.validate()?;
         self.database()?;
         let d = &self.dispatch;
         for (k, v) in [

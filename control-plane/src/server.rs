@@ -61,6 +61,8 @@ pub struct ControlPlane {
     pub metrics_addr: Option<SocketAddr>,
     /// The web console, if it is served.
     pub console: Option<ConsoleHandle>,
+    /// Where Slack's requests arrive, if the Slack bot is on.
+    pub slack_addr: Option<SocketAddr>,
     pub board: Board,
     pub workers: Registry,
     token: CancellationToken,
@@ -271,16 +273,59 @@ impl ControlPlane {
                     board: board.clone(),
                 },
                 me.trust_domain.clone(),
-                cfg.chat.telegram.clone(),
+                cfg.chat.telegram.policy(),
             ));
             loops.push(tokio::spawn(crate::chat::run(
                 bot,
                 Arc::new(telegram),
+                "chat-telegram",
                 replica.clone(),
                 token.clone(),
             )));
             tracing::info!("chat bot (Telegram) on");
         }
+        let slack_addr = if cfg.chat.slack.enabled() {
+            let (slack, secret) =
+                crate::chat::slack::Slack::new(&cfg.chat.slack).map_err(StartError::Config)?;
+            let slack = Arc::new(slack);
+            let bot = Arc::new(crate::chat::Bot::new(
+                board.clone(),
+                api::tickets::TicketApi {
+                    board: board.clone(),
+                    workers: workers.clone(),
+                    shutdown: token.clone(),
+                },
+                api::admin::BudgetApi {
+                    board: board.clone(),
+                },
+                me.trust_domain.clone(),
+                cfg.chat.slack.policy(),
+            ));
+            let l = tokio::net::TcpListener::bind(&cfg.chat.slack.listen)
+                .await
+                .map_err(|e| StartError::Listen(cfg.chat.slack.listen.clone(), e))?;
+            let a = l
+                .local_addr()
+                .map_err(|e| StartError::Listen(cfg.chat.slack.listen.clone(), e))?;
+            loops.push(tokio::spawn(crate::console::serve(
+                l,
+                None,
+                crate::chat::slack::router(bot.clone(), slack.clone(), secret),
+                cfg.connections,
+                token.clone(),
+            )));
+            loops.push(tokio::spawn(crate::chat::run(
+                bot,
+                slack,
+                "chat-slack",
+                replica.clone(),
+                token.clone(),
+            )));
+            tracing::info!(addr = %a, "chat bot (Slack) on");
+            Some(a)
+        } else {
+            None
+        };
         let console = if cfg.console_listen.is_empty() {
             None
         } else {
@@ -339,6 +384,7 @@ impl ControlPlane {
             addr,
             metrics_addr,
             console,
+            slack_addr,
             board,
             workers,
             token,

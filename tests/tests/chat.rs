@@ -160,3 +160,202 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
     let _ = pb::TicketState::Done;
     w.stop().await;
 }
+
+/// The same bot on Slack: slash commands and events signed with the app's secret (anything
+/// unsigned, forged or stale is refused and changes nothing), replies through a loopback
+/// Slack Web API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slack_commands_and_events_are_verified_and_answered() {
+    use mc_control_plane::chat::slack::sign;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const BOT: &str = "xoxb-test-token-never-shown";
+    const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/chat.postMessage"))
+        .and(header("authorization", format!("Bearer {BOT}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"ok": true, "channel": "C1", "ts": "1700000000.000100"}),
+        ))
+        .mount(&api)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bot"), BOT).unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let uri = api.uri();
+    let cp = TestCp::start_with(Backend::Sqlite, |c| {
+        let s = &mut c.chat.slack;
+        s.bot_token_file = dir.path().join("bot");
+        s.signing_secret_file = dir.path().join("secret");
+        s.listen = "127.0.0.1:0".into();
+        s.api_url = uri;
+        s.allow.insert("U1".into(), "alice".into());
+        s.default_project = "web".into();
+    })
+    .await;
+    cp.add_project("web", "solo").await;
+    let base = format!("http://{}", cp.cp.slack_addr.unwrap());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let now = || cp.cp.board.now().millis() / 1000;
+    let post = |url: String, body: String, ts: i64, sig: Option<String>| {
+        let mut r = http
+            .post(url)
+            .header("x-slack-request-timestamp", ts.to_string())
+            .body(body);
+        if let Some(s) = sig {
+            r = r.header("x-slack-signature", s);
+        }
+        r.send()
+    };
+    let form = |user: &str, command: &str, text: &str| {
+        format!(
+            "command={}&text={}&user_id={user}&channel_id=C1",
+            urlenc(command),
+            urlenc(text)
+        )
+    };
+    let tickets = || async {
+        cp.cp
+            .board
+            .store()
+            .list_tickets(&mc_control_plane::store::TicketFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
+    // Unsigned, forged and stale requests are refused before anything is read.
+    let body = form("U1", "/task", "web: Sneaky");
+    let t = now();
+    for (what, sig, ts) in [
+        ("unsigned", None, t),
+        (
+            "forged",
+            Some(sign(b"not the secret", t, body.as_bytes())),
+            t,
+        ),
+        (
+            "stale",
+            Some(sign(SECRET.as_bytes(), t - 600, body.as_bytes())),
+            t - 600,
+        ),
+    ] {
+        let r = post(format!("{base}/slack/commands"), body.clone(), ts, sig)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+    }
+    // A body changed after signing fails too.
+    let sig = sign(SECRET.as_bytes(), t, body.as_bytes());
+    let r = post(
+        format!("{base}/slack/commands"),
+        form("U1", "/task", "web: Other"),
+        t,
+        Some(sig),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(tickets().await.is_empty(), "nothing was created");
+    // A stranger is refused by name; nothing happens.
+    let body = form("U2", "/task", "web: Delete everything");
+    let r = post(
+        format!("{base}/slack/commands"),
+        body.clone(),
+        t,
+        Some(sign(SECRET.as_bytes(), t, body.as_bytes())),
+    )
+    .await
+    .unwrap();
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        j["text"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed to use this bot (user U2)"),
+        "{j}"
+    );
+    assert!(tickets().await.is_empty());
+    // Alice's signed command creates her ticket and is answered in the response.
+    let body = form("U1", "/task", "web: Greet the world\nhello, world");
+    let r = post(
+        format!("{base}/slack/commands"),
+        body.clone(),
+        t,
+        Some(sign(SECRET.as_bytes(), t, body.as_bytes())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        j["text"].as_str().unwrap().starts_with("created ticket #1"),
+        "{j}"
+    );
+    let all = tickets().await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].title, "Greet the world");
+    let h = cp.cp.board.history(all[0].id).await.unwrap();
+    assert_eq!(h.events[0].actor, "operator/alice");
+    // The Events API: the URL check, then a message answered through chat.postMessage.
+    let body = serde_json::json!({"type": "url_verification", "challenge": "c-123"}).to_string();
+    let r = post(
+        format!("{base}/slack/events"),
+        body.clone(),
+        t,
+        Some(sign(SECRET.as_bytes(), t, body.as_bytes())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["challenge"],
+        "c-123"
+    );
+    let body = serde_json::json!({
+        "type": "event_callback",
+        "event": {"type": "message", "user": "U1", "channel": "D1", "text": "/status", "ts": "1700000001.000200"}
+    })
+    .to_string();
+    let r = post(
+        format!("{base}/slack/events"),
+        body.clone(),
+        t,
+        Some(sign(SECRET.as_bytes(), t, body.as_bytes())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let posted = loop {
+        let reqs = api.received_requests().await.unwrap();
+        if let Some(r) = reqs.iter().find(|r| r.url.path() == "/chat.postMessage") {
+            break serde_json::from_slice::<serde_json::Value>(&r.body).unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reply was posted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(posted["channel"], "D1");
+    assert!(
+        posted["text"].as_str().unwrap().contains("1 queued"),
+        "{posted}"
+    );
+    assert!(!posted.to_string().contains(BOT));
+}
+
+fn urlenc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

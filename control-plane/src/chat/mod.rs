@@ -7,6 +7,7 @@
 //! (its own lease, `chat`); the token is never logged.
 
 pub mod commands;
+pub mod slack;
 pub mod telegram;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +32,7 @@ use commands::{Command, Resolution};
 #[serde(default, deny_unknown_fields)]
 pub struct ChatConfig {
     pub telegram: TelegramConfig,
+    pub slack: slack::SlackConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,15 +109,41 @@ fn reqwest_like_url(u: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{u:?} is not an http(s) URL"))
 }
 
-/// A message someone sent the bot.
+/// A message someone sent the bot. Ids are the platform's, as text (Telegram's numbers,
+/// Slack's `C…`/`U…` and timestamps).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inbound {
-    pub chat: i64,
-    pub user: i64,
+    pub chat: String,
+    pub user: String,
     pub text: String,
-    pub message_id: i64,
+    pub message_id: String,
     /// The bot message this one replies to.
-    pub reply_to: Option<i64>,
+    pub reply_to: Option<String>,
+}
+
+/// Who may talk to a bot and where it speaks, whatever the platform.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Policy {
+    /// Platform user id → operator name.
+    pub allow: BTreeMap<String, String>,
+    /// Chats (channels) told about questions, escalations, done, failed.
+    pub notify: Vec<String>,
+    pub default_project: String,
+    pub console_url: String,
+    /// How the platform's users see their own id named in a refusal.
+    pub allow_key: &'static str,
+}
+
+impl TelegramConfig {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            allow: self.allow.clone(),
+            notify: self.notify.iter().map(|c| c.to_string()).collect(),
+            default_project: self.default_project.clone(),
+            console_url: self.console_url.clone(),
+            allow_key: "chat.telegram.allow",
+        }
+    }
 }
 
 /// The messaging port: what the bot needs from a chat platform.
@@ -124,7 +152,7 @@ pub trait Messenger: Send + Sync {
     /// The next messages (waits up to the platform's poll time; may return none).
     async fn receive(&self) -> Result<Vec<Inbound>, String>;
     /// Sends one message; returns its id.
-    async fn send(&self, chat: i64, text: &str) -> Result<i64, String>;
+    async fn send(&self, chat: &str, text: &str) -> Result<String, String>;
     /// The platform's longest message, in characters.
     fn max_len(&self) -> usize;
 }
@@ -135,9 +163,9 @@ pub struct Bot {
     tickets: api::tickets::TicketApi,
     budget: api::admin::BudgetApi,
     trust_domain: String,
-    cfg: TelegramConfig,
+    cfg: Policy,
     /// Question messages the bot sent: (chat, message) → ticket, so a reply answers it.
-    questions: Mutex<HashMap<(i64, i64), i64>>,
+    questions: Mutex<HashMap<(String, String), i64>>,
 }
 
 impl Bot {
@@ -146,7 +174,7 @@ impl Bot {
         tickets: api::tickets::TicketApi,
         budget: api::admin::BudgetApi,
         trust_domain: String,
-        cfg: TelegramConfig,
+        cfg: Policy,
     ) -> Bot {
         Bot {
             board,
@@ -170,24 +198,20 @@ impl Bot {
 
     /// The answer to one message (empty: nothing to say).
     pub async fn handle(&self, m: &Inbound) -> String {
-        let Some(operator) = self.cfg.allow.get(&m.user.to_string()).cloned() else {
-            tracing::info!(
-                user = m.user,
-                chat = m.chat,
-                "a message from someone not on the allow-list refused"
-            );
+        let Some(operator) = self.cfg.allow.get(&m.user).cloned() else {
+            tracing::info!(user = %m.user, chat = %m.chat, "a message from someone not on the allow-list refused");
             return format!(
-                "You are not allowed to use this bot (Telegram user {}). Ask an operator to add you to chat.telegram.allow.",
-                m.user
+                "You are not allowed to use this bot (user {}). Ask an operator to add you to {}.",
+                m.user, self.cfg.allow_key
             );
         };
         // A reply to a question the bot relayed answers that ticket.
-        if let Some(to) = m.reply_to {
+        if let Some(to) = &m.reply_to {
             let ticket = self
                 .questions
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .get(&(m.chat, to))
+                .get(&(m.chat.clone(), to.clone()))
                 .copied();
             if let Some(ticket) = ticket
                 && !m.text.trim().starts_with('/')
@@ -479,19 +503,21 @@ impl Bot {
 
 /// Sends a text, split to the platform's limit (three messages at most, then a pointer to
 /// the rest); returns the first message's id.
-async fn say(m: &dyn Messenger, chat: i64, text: &str, rest_at: &str) -> Result<i64, String> {
+async fn say(m: &dyn Messenger, chat: &str, text: &str, rest_at: &str) -> Result<String, String> {
     let mut first = None;
     for part in commands::split(text, m.max_len(), 3, rest_at) {
         let id = m.send(chat, &part).await?;
         first.get_or_insert(id);
     }
-    Ok(first.unwrap_or(0))
+    Ok(first.unwrap_or_default())
 }
 
-/// Runs the bot until `token` is cancelled, while this replica holds the `chat` lease.
+/// Runs the bot until `token` is cancelled, while this replica holds the lease `lease_name`
+/// (one per platform).
 pub async fn run(
     bot: Arc<Bot>,
     messenger: Arc<dyn Messenger>,
+    lease_name: &'static str,
     replica: String,
     token: CancellationToken,
 ) {
@@ -508,7 +534,7 @@ pub async fn run(
             _ = lease.tick() => {
                 let now = bot.board.now();
                 let was = leading;
-                leading = bot.board.store().try_lead("chat", &replica, now, now.saturating_add(Duration::from_secs(10))).await.unwrap_or(false);
+                leading = bot.board.store().try_lead(lease_name, &replica, now, now.saturating_add(Duration::from_secs(10))).await.unwrap_or(false);
                 if leading && !was {
                     // Notifications start from now: a new leader does not replay the past.
                     after = bot.board.store().last_event_id().await.unwrap_or(after);
@@ -519,7 +545,7 @@ pub async fn run(
                 Ok(msgs) => {
                     for m in msgs {
                         let reply = bot.handle(&m).await;
-                        if !reply.is_empty() && let Err(e) = say(messenger.as_ref(), m.chat, &reply, "the console").await {
+                        if !reply.is_empty() && let Err(e) = say(messenger.as_ref(), &m.chat, &reply, "the console").await {
                             tracing::warn!(error = %e, "chat reply not sent");
                         }
                     }
@@ -561,15 +587,15 @@ async fn notify(bot: &Bot, m: &dyn Messenger, mut after: i64) -> i64 {
             continue;
         };
         for chat in &bot.cfg.notify {
-            match say(m, *chat, &text, &bot.console_link(e.ticket_id)).await {
+            match say(m, chat, &text, &bot.console_link(e.ticket_id)).await {
                 Ok(id) if question => {
                     bot.questions
                         .lock()
                         .unwrap_or_else(|x| x.into_inner())
-                        .insert((*chat, id), e.ticket_id);
+                        .insert((chat.clone(), id), e.ticket_id);
                 }
                 Ok(_) => {}
-                Err(err) => tracing::warn!(chat, error = %err, "notification not sent"),
+                Err(err) => tracing::warn!(%chat, error = %err, "notification not sent"),
             }
         }
     }

@@ -90,11 +90,11 @@ impl Messenger for Telegram {
                 continue;
             };
             out.push(Inbound {
-                chat: m.chat.id.0,
-                user: i64::try_from(from.id.0).unwrap_or(-1),
+                chat: m.chat.id.0.to_string(),
+                user: from.id.0.to_string(),
                 text: text.to_string(),
-                message_id: i64::from(m.id.0),
-                reply_to: m.reply_to_message().map(|r| i64::from(r.id.0)),
+                message_id: m.id.0.to_string(),
+                reply_to: m.reply_to_message().map(|r| r.id.0.to_string()),
             });
         }
         // A server that answers at once with nothing (no long polling) is not hammered.
@@ -104,10 +104,13 @@ impl Messenger for Telegram {
         Ok(out)
     }
 
-    async fn send(&self, chat: i64, text: &str) -> Result<i64, String> {
+    async fn send(&self, chat: &str, text: &str) -> Result<String, String> {
+        let chat: i64 = chat
+            .parse()
+            .map_err(|_| format!("{chat:?} is not a Telegram chat id"))?;
         for _ in 0..3 {
             match self.bot.send_message(ChatId(chat), text).await {
-                Ok(m) => return Ok(i64::from(m.id.0)),
+                Ok(m) => return Ok(m.id.0.to_string()),
                 Err(RequestError::RetryAfter(s)) => {
                     tokio::time::sleep(Duration::from_secs(u64::from(s.seconds()))).await;
                 }

@@ -255,6 +255,7 @@ fn apply_home_config(home: &Path, cfg: &mut Config) -> anyhow::Result<()> {
     cfg.workflows = mine.workflows;
     cfg.budget = mine.budget;
     cfg.monitor = mine.monitor;
+    cfg.patience = mine.patience;
     cfg.workers = mine.workers;
     cfg.github = mine.github;
     cfg.chat = mine.chat;

@@ -45,6 +45,9 @@ pub struct Config {
     /// The chat bot (off without a bot token file).
     pub chat: crate::chat::ChatConfig,
     pub monitor: MonitorConfig,
+    /// How long a ticket may wait on someone else (a question, a review, a dependency, a
+    /// wake-up) before it is escalated.
+    pub patience: crate::domain::patience::Bounds,
     /// The gRPC listener's connection cap and idle timeout.
     pub connections: mc_common::tls::ConnLimits,
     /// Worker identity → the projects it may serve and its most slots. Empty: any worker
@@ -174,6 +177,7 @@ impl Default for Config {
             github: crate::github::GithubConfig::default(),
             chat: crate::chat::ChatConfig::default(),
             monitor: MonitorConfig::default(),
+            patience: crate::domain::patience::Bounds::default(),
             connections: mc_common::tls::ConnLimits::default(),
             workers: BTreeMap::new(),
         }
@@ -283,6 +287,7 @@ impl Config {
             self.console.validate()?;
         }
         self.github.validate()?;
+        self.patience.validate()?;
         self.chat.telegram.validate()?;
         self.chat.slack.validate()?;
         self.database()?;

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod github;
 pub mod metrics;
 pub mod monitor;
+pub mod patience;
 pub mod placement;
 pub mod publish;
 pub mod reactor;

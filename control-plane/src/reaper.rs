@@ -124,6 +124,8 @@ pub struct Reaper {
     pub replica: String,
     pub decider: crate::board::Decider,
     pub retry: std::time::Duration,
+    /// How long waits on someone else may last.
+    pub patience: crate::domain::patience::Bounds,
 }
 
 impl Reaper {
@@ -165,6 +167,9 @@ impl Reaper {
                         }
                         if let Err(e) = placement.check(&self.board, self.cfg.unplaceable_after).await {
                             tracing::warn!(error = %e, "placement pass failed");
+                        }
+                        if let Err(e) = crate::patience::check(&self.board, &self.patience).await {
+                            tracing::warn!(error = %e, "patience pass failed");
                         }
                     }
                 }

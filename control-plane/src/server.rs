@@ -145,6 +145,7 @@ impl ControlPlane {
             replica: replica.clone(),
             decider: decider.clone(),
             retry: cfg.brain.retry,
+            patience: cfg.patience.clone(),
         };
         let monitor = Monitor {
             decider,

@@ -139,3 +139,98 @@ async fn an_unplaceable_ticket_is_placed_once_a_fitting_profile_is_mapped() {
     assert_eq!(done.state_reason, "");
     w.stop().await;
 }
+
+/// A question nobody answers and a dependency that never finishes: each wait is escalated
+/// after its (shortened) bound, with the reason — and the asking runtime is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_on_someone_else_are_escalated_after_their_bound() {
+    let cp = TestCp::start_with(Backend::Sqlite, |c| {
+        c.lanes.insert(
+            "coder".into(),
+            LaneConfig {
+                profile: "script".into(),
+                preferred_hosts: vec![],
+            },
+        );
+        c.patience.needs_input = Duration::from_secs(3);
+        c.patience.blocked = Duration::from_secs(3);
+    })
+    .await;
+    cp.add_project("web", "solo").await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = repo(&dir.path().join("web"));
+    let pid_file = dir.path().join("asker.pid");
+    let asking = script(
+        dir.path(),
+        "asker.sh",
+        &format!(
+            "echo $$ > {}; echo 'QUESTION: postgres or sqlite?'; read a; echo 'DONE: never'",
+            pid_file.display()
+        ),
+    );
+    let cfg = worker::config(
+        &cp,
+        "host-a",
+        &dir.path().join("state"),
+        &[("web", &checkout)],
+        &[(
+            "script",
+            profile(&["sh", asking.to_str().unwrap()], RuntimeKind::Pty),
+        )],
+    );
+    let w = WorkerAgent::start(cfg, mc_common::Clock::system())
+        .await
+        .unwrap();
+    let mut c = cp.tickets().await;
+    let asker = created(&mut c, create("web", "Ask and wait")).await.id;
+    // A ticket that depends on the asker is blocked until it finishes, which it will not.
+    let dependent = created(
+        &mut c,
+        pb::CreateTicketRequest {
+            depends_on: vec![asker],
+            ..create("web", "After the asker")
+        },
+    )
+    .await
+    .id;
+    ticket_in(&mut c, asker, pb::TicketState::NeedsInput, T).await;
+    let blocked = ticket_in(&mut c, dependent, pb::TicketState::Blocked, T).await;
+    assert!(!blocked.state_reason.is_empty(), "blocked says why");
+    let esc = ticket_in(&mut c, asker, pb::TicketState::Escalated, T).await;
+    assert!(
+        esc.state_reason.starts_with("no answer within 3s"),
+        "{}",
+        esc.state_reason
+    );
+    let esc = ticket_in(&mut c, dependent, pb::TicketState::Escalated, T).await;
+    assert!(
+        esc.state_reason.starts_with("still blocked after 3s"),
+        "{}",
+        esc.state_reason
+    );
+    // The escalation stopped the runtime that was waiting for an answer.
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    mc_tests::wait::until(
+        T,
+        || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+        || "the asking runtime still runs after the escalation".into(),
+    )
+    .await;
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: asker })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        h.events
+            .iter()
+            .any(|e| e.kind == pb::EventKind::Escalated as i32
+                && e.actor == "control-plane/patience"),
+        "the escalation names who made it"
+    );
+    w.stop().await;
+}

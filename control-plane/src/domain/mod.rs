@@ -5,6 +5,7 @@ pub mod binding;
 pub mod guardrails;
 pub mod losses;
 pub mod model;
+pub mod patience;
 pub mod placement;
 pub mod pull_request;
 pub mod ribbon;

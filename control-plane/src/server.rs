@@ -263,19 +263,13 @@ impl ControlPlane {
         if cfg.chat.telegram.enabled() {
             let telegram = crate::chat::telegram::Telegram::new(&cfg.chat.telegram)
                 .map_err(StartError::Config)?;
-            let bot = Arc::new(crate::chat::Bot::new(
-                board.clone(),
-                api::tickets::TicketApi {
-                    board: board.clone(),
-                    workers: workers.clone(),
-                    shutdown: token.clone(),
-                },
-                api::admin::BudgetApi {
-                    board: board.clone(),
-                },
-                me.trust_domain.clone(),
+            let bot = chat_bot(
+                &board,
+                &workers,
+                &token,
+                &me.trust_domain,
                 cfg.chat.telegram.policy(),
-            ));
+            );
             loops.push(tokio::spawn(crate::chat::run(
                 bot,
                 Arc::new(telegram),
@@ -289,19 +283,13 @@ impl ControlPlane {
             let (slack, secret) =
                 crate::chat::slack::Slack::new(&cfg.chat.slack).map_err(StartError::Config)?;
             let slack = Arc::new(slack);
-            let bot = Arc::new(crate::chat::Bot::new(
-                board.clone(),
-                api::tickets::TicketApi {
-                    board: board.clone(),
-                    workers: workers.clone(),
-                    shutdown: token.clone(),
-                },
-                api::admin::BudgetApi {
-                    board: board.clone(),
-                },
-                me.trust_domain.clone(),
+            let bot = chat_bot(
+                &board,
+                &workers,
+                &token,
+                &me.trust_domain,
                 cfg.chat.slack.policy(),
-            ));
+            );
             let l = tokio::net::TcpListener::bind(&cfg.chat.slack.listen)
                 .await
                 .map_err(|e| StartError::Listen(cfg.chat.slack.listen.clone(), e))?;
@@ -418,6 +406,29 @@ impl ControlPlane {
     pub fn cancellation(&self) -> CancellationToken {
         self.token.clone()
     }
+}
+
+/// A chat bot on this replica's board, acting through the same handlers as gRPC.
+fn chat_bot(
+    board: &Board,
+    workers: &Registry,
+    token: &CancellationToken,
+    trust_domain: &str,
+    policy: crate::chat::Policy,
+) -> Arc<crate::chat::Bot> {
+    Arc::new(crate::chat::Bot::new(
+        board.clone(),
+        api::tickets::TicketApi {
+            board: board.clone(),
+            workers: workers.clone(),
+            shutdown: token.clone(),
+        },
+        api::admin::BudgetApi {
+            board: board.clone(),
+        },
+        trust_domain.to_string(),
+        policy,
+    ))
 }
 
 fn hostname() -> String {

@@ -128,19 +128,30 @@ fn back_to(f: &Form, default: &str) -> String {
     }
 }
 
+/// A state-changing request's form, once its CSRF token is checked; or the refusal.
+fn checked_form(
+    c: &Console,
+    op: &Operator,
+    headers: &HeaderMap,
+    body: &str,
+    back: &str,
+) -> Result<Form, Box<Response>> {
+    let form = parse_form(body)
+        .map_err(|e| Box::new(answer(op, back, Err((StatusCode::BAD_REQUEST, e)))))?;
+    check_csrf(c, op, headers, &form).map_err(|d| Box::new(d.into_response()))?;
+    Ok(form)
+}
+
 pub(crate) async fn create(
     State(c): State<Console>,
     op: Operator,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let form = match parse_form(&body) {
+    let form = match checked_form(&c, &op, &headers, &body, "/") {
         Ok(f) => f,
-        Err(e) => return answer(&op, "/", Err((StatusCode::BAD_REQUEST, e))),
+        Err(r) => return *r,
     };
-    if let Err(d) = check_csrf(&c, &op, &headers, &form) {
-        return d.into_response();
-    }
     let back = back_to(&form, "/");
     let r = async {
         let priority = match field(&form, "priority") {
@@ -199,13 +210,10 @@ pub(crate) async fn act(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let form = match parse_form(&body) {
+    let form = match checked_form(&c, &op, &headers, &body, "/") {
         Ok(f) => f,
-        Err(e) => return answer(&op, "/", Err((StatusCode::BAD_REQUEST, e))),
+        Err(r) => return *r,
     };
-    if let Err(d) = check_csrf(&c, &op, &headers, &form) {
-        return d.into_response();
-    }
     let Ok(ticket_id) = id.parse::<i64>() else {
         return answer(
             &op,
@@ -330,13 +338,10 @@ pub(crate) async fn set_lane(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let form = match parse_form(&body) {
+    let form = match checked_form(&c, &op, &headers, &body, "/lanes") {
         Ok(f) => f,
-        Err(e) => return answer(&op, "/lanes", Err((StatusCode::BAD_REQUEST, e))),
+        Err(r) => return *r,
     };
-    if let Err(d) = check_csrf(&c, &op, &headers, &form) {
-        return d.into_response();
-    }
     let lane = field(&form, "lane");
     let r = match crate::domain::Lane::parse(lane) {
         None => Err(bad("lane", format!("{lane:?} is not a lane"))),

@@ -521,6 +521,15 @@ pub async fn run(
     replica: String,
     token: CancellationToken,
 ) {
+    let (leading_tx, leading_rx) = tokio::sync::watch::channel(false);
+    // Receiving runs in its own task: a receive is never dropped half-way for a timer (a
+    // platform that counts a fetched update as delivered would lose it).
+    let receiver = tokio::spawn(receive_loop(
+        bot.clone(),
+        messenger.clone(),
+        leading_rx,
+        token.clone(),
+    ));
     let mut after = bot.board.store().last_event_id().await.unwrap_or(0);
     let mut leading = false;
     let mut lease = tokio::time::interval(Duration::from_secs(2));
@@ -530,7 +539,7 @@ pub async fn run(
     let mut signal = bot.board.event_signal();
     loop {
         tokio::select! {
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => break,
             _ = lease.tick() => {
                 let now = bot.board.now();
                 let was = leading;
@@ -540,26 +549,50 @@ pub async fn run(
                     after = bot.board.store().last_event_id().await.unwrap_or(after);
                     tracing::info!(%replica, "chat bot taking updates");
                 }
+                leading_tx.send_replace(leading);
             }
-            r = messenger.receive(), if leading => match r {
-                Ok(msgs) => {
-                    for m in msgs {
-                        let reply = bot.handle(&m).await;
-                        if !reply.is_empty() && let Err(e) = say(messenger.as_ref(), &m.chat, &reply, "the console").await {
-                            tracing::warn!(error = %e, "chat reply not sent");
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "chat updates failed");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            },
             _ = events.tick(), if leading => {
                 after = notify(&bot, messenger.as_ref(), after).await;
             }
             _ = signal.changed(), if leading => {
                 after = notify(&bot, messenger.as_ref(), after).await;
+            }
+        }
+    }
+    let _ = receiver.await;
+}
+
+/// Takes messages while this replica leads, answers each.
+async fn receive_loop(
+    bot: Arc<Bot>,
+    messenger: Arc<dyn Messenger>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    token: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+        }
+        let r = tokio::select! {
+            _ = token.cancelled() => return,
+            r = messenger.receive() => r,
+        };
+        match r {
+            Ok(msgs) => {
+                for m in msgs {
+                    let reply = bot.handle(&m).await;
+                    if !reply.is_empty()
+                        && let Err(e) =
+                            say(messenger.as_ref(), &m.chat, &reply, "the console").await
+                    {
+                        tracing::warn!(error = %e, "chat reply not sent");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "chat updates failed");
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
     }

@@ -26,7 +26,7 @@ pub struct Config {
     pub metrics_listen: String,
     /// Address to serve the web console on (`host:port`). Empty: off.
     pub console_listen: String,
-    pub console: crate::console::ConsoleConfig,
+    pub console: crate::console::settings::ConsoleConfig,
     /// `sqlite:<path>` (the embedded default) or `postgres://user@host/db`.
     pub database: String,
     pub tls: TlsFiles,
@@ -160,7 +160,7 @@ impl Default for Config {
             listen: "127.0.0.1:7443".into(),
             metrics_listen: String::new(),
             console_listen: String::new(),
-            console: crate::console::ConsoleConfig::default(),
+            console: crate::console::settings::ConsoleConfig::default(),
             database: "sqlite:/var/lib/mission-control/board.db".into(),
             tls: TlsFiles {
                 ca: "/etc/mission-control/certs/ca.pem".into(),

@@ -127,6 +127,22 @@ where
         .map_err(|e| ConfigError::from_figment(e, file))
 }
 
+/// Reads a secret kept in a file of its own (a token, a signing secret): one word,
+/// surrounding whitespace ignored. Errors name the setting and the file, never the content.
+pub fn read_secret_file(path: &Path, setting: &str) -> Result<String, String> {
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| format!("{setting} {}: {e}", path.display()))?
+        .trim()
+        .to_string();
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(format!(
+            "{setting} {}: empty or not one token",
+            path.display()
+        ));
+    }
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,10 +44,7 @@ impl GithubConfig {
         if !self.enabled() {
             return Ok(());
         }
-        http::Uri::try_from(self.api_url.as_str())
-            .ok()
-            .filter(|u| matches!(u.scheme_str(), Some("https" | "http")))
-            .ok_or_else(|| format!("github.api_url: {:?} is not an http(s) URL", self.api_url))?;
+        crate::domain::validate::http_url("github.api_url", &self.api_url)?;
         if self.remote.is_empty()
             || self.remote.starts_with('-')
             || self.remote.contains(char::is_whitespace)
@@ -97,16 +94,7 @@ pub fn split_repo(repo: &str) -> Result<(&str, &str), String> {
 
 impl Github {
     pub fn new(cfg: &GithubConfig) -> Result<Github, String> {
-        let token = std::fs::read_to_string(&cfg.token_file)
-            .map_err(|e| format!("github.token_file {}: {e}", cfg.token_file.display()))?
-            .trim()
-            .to_string();
-        if token.is_empty() {
-            return Err(format!(
-                "github.token_file {}: the file is empty",
-                cfg.token_file.display()
-            ));
-        }
+        let token = mc_common::config::read_secret_file(&cfg.token_file, "github.token_file")?;
         let client = octocrab::Octocrab::builder()
             .base_uri(cfg.api_url.as_str())
             .map_err(|e| format!("github.api_url: {e}"))?

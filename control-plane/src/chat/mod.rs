@@ -79,7 +79,7 @@ impl TelegramConfig {
         if !self.enabled() {
             return Ok(());
         }
-        reqwest_like_url(&self.api_url).map_err(|e| format!("chat.telegram.api_url: {e}"))?;
+        crate::domain::validate::http_url("chat.telegram.api_url", &self.api_url)?;
         for (user, name) in &self.allow {
             if user.parse::<i64>().is_err() {
                 return Err(format!(
@@ -99,14 +99,6 @@ impl TelegramConfig {
         }
         Ok(())
     }
-}
-
-fn reqwest_like_url(u: &str) -> Result<(), String> {
-    http::Uri::try_from(u)
-        .ok()
-        .filter(|x| matches!(x.scheme_str(), Some("https" | "http")) && x.host().is_some())
-        .map(|_| ())
-        .ok_or_else(|| format!("{u:?} is not an http(s) URL"))
 }
 
 /// A message someone sent the bot. Ids are the platform's, as text (Telegram's numbers,

@@ -87,7 +87,7 @@ impl SlackConfig {
                 self.listen
             )
         })?;
-        super::reqwest_like_url(&self.api_url).map_err(|e| format!("chat.slack.api_url: {e}"))?;
+        crate::domain::validate::http_url("chat.slack.api_url", &self.api_url)?;
         if self.allow.is_empty() {
             return Err("chat.slack.allow: name the Slack user ids that may use the bot".into());
         }
@@ -117,17 +117,6 @@ impl SlackConfig {
             allow_key: "chat.slack.allow",
         }
     }
-}
-
-fn read_secret(path: &std::path::Path, what: &str) -> Result<String, String> {
-    let s = std::fs::read_to_string(path)
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?
-        .trim()
-        .to_string();
-    if s.is_empty() || s.contains(char::is_whitespace) {
-        return Err(format!("{what} {}: empty or not one token", path.display()));
-    }
-    Ok(s)
 }
 
 /// Checks a request's Slack signature: `v0=` and the hex HMAC-SHA256 of
@@ -178,8 +167,12 @@ pub struct Slack {
 
 impl Slack {
     pub fn new(cfg: &SlackConfig) -> Result<(Slack, Vec<u8>), String> {
-        let token = read_secret(&cfg.bot_token_file, "chat.slack.bot_token_file")?;
-        let secret = read_secret(&cfg.signing_secret_file, "chat.slack.signing_secret_file")?;
+        let token =
+            mc_common::config::read_secret_file(&cfg.bot_token_file, "chat.slack.bot_token_file")?;
+        let secret = mc_common::config::read_secret_file(
+            &cfg.signing_secret_file,
+            "chat.slack.signing_secret_file",
+        )?;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))

@@ -25,16 +25,8 @@ pub struct Telegram {
 
 impl Telegram {
     pub fn new(cfg: &TelegramConfig) -> Result<Telegram, String> {
-        let token = std::fs::read_to_string(&cfg.token_file)
-            .map_err(|e| format!("chat.telegram.token_file {}: {e}", cfg.token_file.display()))?
-            .trim()
-            .to_string();
-        if token.is_empty() || token.contains(char::is_whitespace) {
-            return Err(format!(
-                "chat.telegram.token_file {}: not a bot token",
-                cfg.token_file.display()
-            ));
-        }
+        let token =
+            mc_common::config::read_secret_file(&cfg.token_file, "chat.telegram.token_file")?;
         let url =
             url::Url::parse(&cfg.api_url).map_err(|e| format!("chat.telegram.api_url: {e}"))?;
         Ok(Telegram {

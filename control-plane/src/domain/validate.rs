@@ -68,6 +68,15 @@ fn control(field: &str, c: char) -> FieldError {
     )
 }
 
+/// An `http(s)://host…` URL (a configured API's base).
+pub fn http_url(field: &str, value: &str) -> Result<(), String> {
+    http::Uri::try_from(value)
+        .ok()
+        .filter(|u| matches!(u.scheme_str(), Some("https" | "http")) && u.host().is_some())
+        .map(|_| ())
+        .ok_or_else(|| format!("{field}: {value:?} is not an http(s) URL"))
+}
+
 /// Text from outside shown as one line: control characters become spaces.
 pub fn printable(s: &str) -> String {
     s.chars()

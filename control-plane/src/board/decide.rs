@@ -474,26 +474,28 @@ fn fallback(i: &GuardInput<'_>) -> Verdict {
     )
 }
 
-/// A brain answer, with the round cap applied to RETURN_FOR_FIXES.
+/// A brain answer, with the round cap and the circuit breaker applied to RETURN_FOR_FIXES
+/// (the brain's points, or its reason, are the root cause it names).
 fn from_brain(i: &GuardInput<'_>, a: BrainAnswer) -> Chosen {
+    let mut points = a.points;
     if a.kind == DecisionKind::ReturnForFixes {
-        let v = guardrails::returned(
-            i,
-            "brain",
-            a.reason.clone(),
-            a.points.clone(),
-            a.reason.clone(),
-        );
+        let cause = if points.is_empty() {
+            a.reason.clone()
+        } else {
+            points.join("; ")
+        };
+        let v = guardrails::returned(i, "brain", a.reason.clone(), points.clone(), cause);
         if v.kind == DecisionKind::Escalate {
             return Chosen::from(v);
         }
+        points = v.points;
     }
     Chosen {
         kind: a.kind,
         layer: DecisionLayer::Brain,
         source: format!("brain/{}", a.brain),
         reason: a.reason,
-        points: a.points,
+        points,
         next_prompt: a.next_prompt,
         wait_until: a.wait_until,
         avoid_runtime: None,

@@ -60,8 +60,8 @@ pub fn is_review_lane(l: Lane) -> bool {
     matches!(l, Lane::Qa | Lane::Tester | Lane::Validator)
 }
 
-/// The first line of output that looks like an error, normalised (digits and hex runs
-/// removed) so that "test failed at line 41" and "…line 42" count as the same cause.
+/// The first line of output that looks like an error, normalised (see [`normalise_cause`])
+/// so that "test failed at line 41" and "…line 42" count as the same cause.
 pub fn failure_signature(command: &str, output_tail: &str) -> String {
     let line = output_tail
         .lines()
@@ -74,25 +74,59 @@ pub fn failure_signature(command: &str, output_tail: &str) -> String {
         })
         .or_else(|| output_tail.lines().map(str::trim).rfind(|l| !l.is_empty()))
         .unwrap_or("");
+    format!("{command} :: {}", normalise_cause(line))
+}
+
+/// A root cause as the circuit breaker compares it: lower case, runs of digits (line
+/// numbers, counts, durations, addresses) as one `#`, whitespace collapsed, trailing
+/// punctuation dropped, at most 200 characters. "Test Failed at line 41." and "test failed
+/// at  line 42" are the same cause.
+pub fn normalise_cause(text: &str) -> String {
     let mut norm = String::new();
     let mut last_digit = false;
-    for c in line.chars().take(200) {
+    let mut last_space = true;
+    for c in text.chars() {
+        if norm.chars().count() >= 200 {
+            break;
+        }
         if c.is_ascii_digit() {
             if !last_digit {
                 norm.push('#');
             }
             last_digit = true;
-        } else {
-            norm.push(c);
+            last_space = false;
+        } else if c.is_whitespace() {
+            if !last_space {
+                norm.push(' ');
+            }
+            last_space = true;
             last_digit = false;
+        } else {
+            norm.extend(c.to_lowercase());
+            last_digit = false;
+            last_space = false;
         }
     }
-    format!("{command} :: {norm}")
+    norm.trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '.' | '!' | ',' | ';' | ':'))
+        .to_string()
 }
 
 /// The root cause recorded with an earlier RETURN_FOR_FIXES decision, if any.
 fn prior_root_cause(d: &Decision) -> Option<&str> {
     d.points.iter().find_map(|p| p.strip_prefix("root cause: "))
+}
+
+/// The returns that count for the circuit breaker: every RETURN_FOR_FIXES since a human
+/// last acted on the ticket (a person who retries or resolves starts the count afresh),
+/// from the guardrails and the brain alike.
+fn returns_since_human(prior: &[Decision]) -> impl Iterator<Item = &Decision> {
+    let start = prior
+        .iter()
+        .rposition(|d| d.layer == DecisionLayer::Operator)
+        .map_or(0, |i| i + 1);
+    prior[start..]
+        .iter()
+        .filter(|d| d.kind == DecisionKind::ReturnForFixes)
 }
 
 /// The built-in answer to a stalled runtime when no brain can be asked: re-prompt, then
@@ -237,6 +271,7 @@ pub fn returned(
     points: Vec<String>,
     cause: String,
 ) -> Verdict {
+    let cause = normalise_cause(&cause);
     let t = i.ticket;
     let fix_phase = i.workflow.fix_phase(t.phase_index);
     let cap = i
@@ -252,18 +287,21 @@ pub fn returned(
             format!("round cap exceeded: failing round {n} of cap {cap} ({reason})"),
         );
     }
-    let last_fix =
-        i.prior.iter().rev().find(|d| {
-            d.kind == DecisionKind::ReturnForFixes && d.layer == DecisionLayer::Guardrail
-        });
-    if let Some(prev) = last_fix
-        && prior_root_cause(prev) == Some(cause.as_str())
+    // Two returns for the same root cause, consecutive or not, guardrail or brain: the loop
+    // is not converging, and a person must look.
+    if let Some(prev) =
+        returns_since_human(i.prior).find(|d| prior_root_cause(d) == Some(cause.as_str()))
     {
-        return verdict(
+        let mut v = verdict(
             DecisionKind::Escalate,
             "circuit_breaker",
-            format!("frozen: the same failure twice in a row ({reason})"),
+            format!(
+                "frozen: the same root cause was sent back before (decision {} by {}): {cause}",
+                prev.id, prev.source
+            ),
         );
+        v.points = vec![format!("root cause: {cause}"), format!("now: {reason}")];
+        return v;
     }
     let mut v = verdict(DecisionKind::ReturnForFixes, name, reason);
     v.points = points;

@@ -380,6 +380,61 @@ fn table() {
             want: Some((K::Escalate, "circuit_breaker")),
         },
         Case {
+            name: "A, B, A freezes: the breaker is not only for consecutive returns",
+            phase: 0,
+            setup: |t, e, p, _, _| {
+                t.rounds = vec![2];
+                *e = Some(failing("error: test_login failed at line 41"));
+                p.push(fix_decision(&failure_signature(
+                    "cargo test",
+                    "error: test_login failed at line 12",
+                )));
+                p.push(fix_decision(&failure_signature(
+                    "cargo test",
+                    "error: test_signup failed",
+                )));
+            },
+            commands: &["cargo test"],
+            author: None,
+            want: Some((K::Escalate, "circuit_breaker")),
+        },
+        Case {
+            name: "a brain's return counts for the breaker",
+            phase: 0,
+            setup: |t, e, p, _, _| {
+                t.rounds = vec![1];
+                *e = Some(failing("error: test_login failed"));
+                let mut d = fix_decision(&failure_signature("cargo test", "error: test_login failed"));
+                d.layer = DecisionLayer::Brain;
+                d.source = "brain/rules".into();
+                p.push(d);
+            },
+            commands: &["cargo test"],
+            author: None,
+            want: Some((K::Escalate, "circuit_breaker")),
+        },
+        Case {
+            name: "a person's retry starts the count afresh",
+            phase: 0,
+            setup: |t, e, p, _, _| {
+                t.rounds = vec![1];
+                *e = Some(failing("error: test_login failed"));
+                p.push(fix_decision(&failure_signature("cargo test", "error: test_login failed")));
+                let mut d = fix_decision("x");
+                d.kind = DecisionKind::Escalate;
+                p.push(d);
+                let mut h = fix_decision("x");
+                h.kind = DecisionKind::Advance;
+                h.points.clear();
+                h.layer = DecisionLayer::Operator;
+                h.source = "operator/alice".into();
+                p.push(h);
+            },
+            commands: &["cargo test"],
+            author: None,
+            want: Some((K::ReturnForFixes, "acceptance_failed")),
+        },
+        Case {
             name: "a different failure does not",
             phase: 0,
             setup: |t, e, p, _, _| {
@@ -426,7 +481,7 @@ fn points_name_the_failure() {
     );
     assert_eq!(
         v.root_cause.as_deref(),
-        Some("cargo test :: test login ... FAILED")
+        Some("cargo test :: test login ... failed")
     );
 }
 
@@ -498,4 +553,58 @@ fn a_failed_review_sends_exactly_its_points() {
         &v.points[..2],
         ["handle an empty password", "add a test for it"]
     );
+}
+
+#[test]
+fn root_causes_are_compared_normalised() {
+    let same = [
+        ("Test FAILED at line 41.", "test failed at  line 42"),
+        ("review: handle empty password; add a test", "Review: handle empty password; add a test!"),
+        ("timeout after 30s", "timeout after 120s"),
+    ];
+    for (a, b) in same {
+        assert_eq!(normalise_cause(a), normalise_cause(b), "{a} ~ {b}");
+    }
+    assert_ne!(normalise_cause("test_login failed"), normalise_cause("test_signup failed"));
+    let long = "x".repeat(10_000);
+    assert_eq!(normalise_cause(&long).chars().count(), 200);
+    assert_eq!(normalise_cause(""), "");
+}
+
+#[test]
+fn the_breaker_names_the_cause_and_the_earlier_decision() {
+    let wfs = Workflows::builtin();
+    let wf = wfs.get("dev_review_qa").unwrap();
+    let mut t = ticket();
+    t.rounds = vec![1];
+    let mut prior = fix_decision(&normalise_cause("review: handle empty password"));
+    prior.id = 7;
+    prior.layer = DecisionLayer::Brain;
+    prior.source = "brain/openai".into();
+    let prior = [prior];
+    let i = GuardInput {
+        ticket: &t,
+        workflow: wf,
+        phase: &wf.phases[0],
+        outcome: AttemptOutcome::Exited,
+        evidence: None,
+        acceptance_commands: &[],
+        author_runtime: None,
+        unfinished_deps: &[],
+        prior: &prior,
+    };
+    let v = returned(
+        &i,
+        "brain",
+        "the reviewer still finds the empty password unhandled".into(),
+        vec![],
+        "Review: handle empty password".into(),
+    );
+    assert_eq!(v.kind, DecisionKind::Escalate);
+    assert_eq!(v.source, "guardrail/circuit_breaker");
+    assert!(v.reason.contains("decision 7 by brain/openai"), "{}", v.reason);
+    assert!(v.reason.contains("review: handle empty password"), "{}", v.reason);
+    let other = returned(&i, "brain", "r".into(), vec!["p".into()], "add a test".into());
+    assert_eq!(other.kind, DecisionKind::ReturnForFixes);
+    assert_eq!(other.root_cause.as_deref(), Some("add a test"));
 }

@@ -313,6 +313,53 @@ while [ ! -e '{}' ]; do sleep 0.1; done"#,
     w.stop().await;
 }
 
+/// An agent that prints a usage-limit text with its reset time ("try again in 2 hours 30
+/// minutes") parks the ticket until then — not the blind backoff — and says which it used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_usage_limit_waits_until_the_reset_time_the_agent_names() {
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = repo(&dir.path().join("web"));
+    let s = script(
+        dir.path(),
+        "limited.sh",
+        "echo \"You've hit your usage limit. Upgrade to Pro or try again in 2 hours 30 minutes.\"\nsleep 600",
+    );
+    let mut p = profile(&["sh", s.to_str().unwrap()], RuntimeKind::Pty);
+    p.usage_limit_markers = vec!["usage limit".into()];
+    let cfg = worker::config(
+        &cp,
+        "host-a",
+        &dir.path().join("state"),
+        &[("web", &checkout)],
+        &[("script", p)],
+    );
+    let w = WorkerAgent::start(cfg, mc_common::Clock::system())
+        .await
+        .unwrap();
+    let mut c = cp.tickets().await;
+    let before = mc_common::Clock::system().now();
+    let t = created(&mut c, create("web", "Hit the limit")).await;
+    let parked = ticket_in(&mut c, t.id, pb::TicketState::Waiting, T).await;
+    let after = mc_common::Clock::system().now();
+    assert!(
+        parked
+            .state_reason
+            .contains("the reset time the agent named"),
+        "{}",
+        parked.state_reason
+    );
+    let wake = mc_common::Timestamp::from_proto(parked.wake_at.as_ref().unwrap()).millis();
+    let want = 150 * 60 * 1000;
+    assert!(
+        wake >= before.millis() + want && wake <= after.millis() + want,
+        "wake {wake} not 2 h 30 min after {}..{}",
+        before.millis(),
+        after.millis()
+    );
+    w.stop().await;
+}
+
 /// A worker whose attempts are lost at once every time (a fault in its attempt task): the
 /// first loss runs the ticket again at once, the second backs off with a reason a person
 /// can read, instead of starting attempt after attempt.

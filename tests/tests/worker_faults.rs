@@ -208,7 +208,8 @@ async fn done_without_commits_is_not_done() {
     assert_eq!(h.attempts[0].evidence.as_ref().unwrap().commits, 0);
     // The same failure twice: frozen and escalated, not looped forever.
     assert!(
-        esc.state_reason.contains("same root cause was sent back before"),
+        esc.state_reason
+            .contains("same root cause was sent back before"),
         "{}",
         esc.state_reason
     );

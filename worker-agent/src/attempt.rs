@@ -478,10 +478,31 @@ impl Task {
         {
             self.usage_limit = Some(u);
         }
+        // Once a limit is hit, the reset time may be in its own text or on a later line.
+        if self.usage_limit.is_some() && self.reset_at_ms.is_none() {
+            self.read_reset_time(self.usage_limit.clone().iter().chain(&p.text));
+        }
         for t in p.text {
             if let Some((kind, text)) = output::signal(&t) {
                 self.on_signal(kind, text);
             }
+        }
+    }
+
+    /// The first reset time these texts name (in the host's time zone), if none is known.
+    fn read_reset_time<'t>(&mut self, texts: impl IntoIterator<Item = &'t String>) {
+        let now = self.deps.clock.now().millis();
+        let local = jiff::tz::TimeZone::system();
+        if let Some(ms) = texts
+            .into_iter()
+            .find_map(|t| crate::reset::parse(t, now, &local))
+        {
+            tracing::info!(
+                attempt_id = self.id(),
+                reset_at_ms = ms,
+                "the usage limit names its reset time"
+            );
+            self.reset_at_ms = Some(ms);
         }
     }
 
@@ -592,6 +613,9 @@ impl Task {
                     .find(|m| lower.contains(&m.to_lowercase()))
             {
                 self.usage_limit = Some(format!("screen shows {m:?}: {}", line.trim()));
+            }
+            if self.usage_limit.is_some() && self.reset_at_ms.is_none() {
+                self.read_reset_time([&line.to_string()]);
             }
         }
         let mut fresh = Vec::new();

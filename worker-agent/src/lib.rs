@@ -10,6 +10,7 @@ pub mod lease;
 pub mod output;
 pub mod profiles;
 pub mod push;
+pub mod reset;
 pub mod runtime;
 pub mod session;
 pub mod state;

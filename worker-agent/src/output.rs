@@ -200,7 +200,7 @@ pub fn parse(format: OutputFormat, line: String, usage_markers: &[String]) -> Pa
         usage_markers
             .iter()
             .find(|m| lower.contains(&m.to_lowercase()))
-            .map(|m| format!("output mentions {m:?}"))
+            .map(|m| format!("output mentions {m:?}: {}", preview(&line, 300)))
     };
     let mut p = match format {
         OutputFormat::Text => Parsed {
@@ -214,6 +214,11 @@ pub fn parse(format: OutputFormat, line: String, usage_markers: &[String]) -> Pa
         p.usage_limit = marker;
     }
     p
+}
+
+/// At most `n` characters of a line, trimmed.
+fn preview(line: &str, n: usize) -> String {
+    line.trim().chars().take(n).collect()
 }
 
 /// A reset time the agent gave in Unix seconds, as milliseconds: checked, and only if it

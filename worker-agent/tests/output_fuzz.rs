@@ -4,6 +4,7 @@
 
 use mc_worker_agent::output::{self, Lines, Tail};
 use mc_worker_agent::profiles::OutputFormat;
+use mc_worker_agent::reset;
 use proptest::prelude::*;
 
 const FORMATS: [OutputFormat; 3] = [
@@ -85,5 +86,26 @@ proptest! {
                 prop_assert!((946_684_800_000..253_402_300_800_000).contains(&ms));
             }
         }
+    }
+
+    /// Reset-time texts built from the parser's own phrases and hostile numbers, and any
+    /// text at all: no panic, and an answer is always within a month after now.
+    #[test]
+    fn reset_texts_never_panic_and_stay_within_a_month(
+        phrase in prop_oneof![
+            Just("resets "), Just("try again in "), Just("try again at "), Just("retry-after: "),
+            Just("limit reached|"), Just("resets in "), Just("retry in "), Just("reset at "),
+        ],
+        n in number(),
+        unit in prop_oneof![Just(""), Just("s"), Just(" days "), Just("h"), Just("pm"), Just(":30am"), Just(" (Europe/Berlin)"), Just(".5s")],
+        tail in "[ -~]{0,30}",
+        now in prop_oneof![Just(1_796_223_600_000i64), any::<i64>()],
+    ) {
+        let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
+        let text = format!("{phrase}{n}{unit}{tail}");
+        if let Some(ms) = reset::parse(&text, now, &tz) {
+            prop_assert!(ms >= now && ms - now <= 31 * 24 * 3600 * 1000, "{text}");
+        }
+        let _ = reset::parse(&tail, now, &tz);
     }
 }

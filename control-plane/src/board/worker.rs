@@ -259,11 +259,30 @@ impl Board {
                 self.offer_lapsed(id, f, actor, o, &reason).await
             }
             (_, AttemptOutcome::UsageLimited) => {
-                let wake = reset_at.unwrap_or_else(|| {
-                    self.now()
-                        .saturating_add(std::time::Duration::from_secs(3600))
-                });
-                let msg = format!("usage limit reached; waiting until {}", wake.to_rfc3339());
+                // A reset time the agent named; otherwise a wait that doubles with every
+                // limit in a row (15 min, 30 min, … 8 h): never a failure.
+                let (wake, how) = match reset_at {
+                    Some(at) => (at, "the reset time the agent named"),
+                    None => {
+                        let in_a_row = self
+                            .store()
+                            .list_attempts(id)
+                            .await?
+                            .iter()
+                            .rev()
+                            .filter(|a| a.id != f.attempt_id)
+                            .take_while(|a| a.outcome == AttemptOutcome::UsageLimited)
+                            .count();
+                        (
+                            self.now().saturating_add(usage_backoff(in_a_row)),
+                            "no reset time named; backing off",
+                        )
+                    }
+                };
+                let msg = format!(
+                    "usage limit reached; waiting until {} ({how})",
+                    wake.to_rfc3339()
+                );
                 let (c, _) = self
                     .apply(id, Some(f), Trigger::Wait, actor, &msg, |e| {
                         e.change.ticket.wake_at = Some(wake);
@@ -508,5 +527,30 @@ impl Board {
             })
             .await?;
         Ok(c.ticket)
+    }
+}
+
+/// How long a ticket waits after its `n`-th usage limit in a row (0-based) when the agent
+/// named no reset time: 15 minutes, doubling, at most 8 hours.
+pub fn usage_backoff(n: usize) -> std::time::Duration {
+    const BASE: u64 = 15 * 60;
+    const CAP: u64 = 8 * 3600;
+    let shift = u32::try_from(n).unwrap_or(u32::MAX).min(16);
+    std::time::Duration::from_secs(BASE.saturating_mul(1u64 << shift).min(CAP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn an_unknown_reset_time_backs_off_exponentially_and_is_capped() {
+        let mins = |n| usage_backoff(n).as_secs() / 60;
+        assert_eq!(
+            (0..7).map(mins).collect::<Vec<_>>(),
+            [15, 30, 60, 120, 240, 480, 480]
+        );
+        assert_eq!(usage_backoff(usize::MAX), Duration::from_secs(8 * 3600));
     }
 }

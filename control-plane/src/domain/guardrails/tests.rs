@@ -404,7 +404,8 @@ fn table() {
             setup: |t, e, p, _, _| {
                 t.rounds = vec![1];
                 *e = Some(failing("error: test_login failed"));
-                let mut d = fix_decision(&failure_signature("cargo test", "error: test_login failed"));
+                let mut d =
+                    fix_decision(&failure_signature("cargo test", "error: test_login failed"));
                 d.layer = DecisionLayer::Brain;
                 d.source = "brain/rules".into();
                 p.push(d);
@@ -419,7 +420,10 @@ fn table() {
             setup: |t, e, p, _, _| {
                 t.rounds = vec![1];
                 *e = Some(failing("error: test_login failed"));
-                p.push(fix_decision(&failure_signature("cargo test", "error: test_login failed")));
+                p.push(fix_decision(&failure_signature(
+                    "cargo test",
+                    "error: test_login failed",
+                )));
                 let mut d = fix_decision("x");
                 d.kind = DecisionKind::Escalate;
                 p.push(d);
@@ -559,13 +563,19 @@ fn a_failed_review_sends_exactly_its_points() {
 fn root_causes_are_compared_normalised() {
     let same = [
         ("Test FAILED at line 41.", "test failed at  line 42"),
-        ("review: handle empty password; add a test", "Review: handle empty password; add a test!"),
+        (
+            "review: handle empty password; add a test",
+            "Review: handle empty password; add a test!",
+        ),
         ("timeout after 30s", "timeout after 120s"),
     ];
     for (a, b) in same {
         assert_eq!(normalise_cause(a), normalise_cause(b), "{a} ~ {b}");
     }
-    assert_ne!(normalise_cause("test_login failed"), normalise_cause("test_signup failed"));
+    assert_ne!(
+        normalise_cause("test_login failed"),
+        normalise_cause("test_signup failed")
+    );
     let long = "x".repeat(10_000);
     assert_eq!(normalise_cause(&long).chars().count(), 200);
     assert_eq!(normalise_cause(""), "");
@@ -602,9 +612,23 @@ fn the_breaker_names_the_cause_and_the_earlier_decision() {
     );
     assert_eq!(v.kind, DecisionKind::Escalate);
     assert_eq!(v.source, "guardrail/circuit_breaker");
-    assert!(v.reason.contains("decision 7 by brain/openai"), "{}", v.reason);
-    assert!(v.reason.contains("review: handle empty password"), "{}", v.reason);
-    let other = returned(&i, "brain", "r".into(), vec!["p".into()], "add a test".into());
+    assert!(
+        v.reason.contains("decision 7 by brain/openai"),
+        "{}",
+        v.reason
+    );
+    assert!(
+        v.reason.contains("review: handle empty password"),
+        "{}",
+        v.reason
+    );
+    let other = returned(
+        &i,
+        "brain",
+        "r".into(),
+        vec!["p".into()],
+        "add a test".into(),
+    );
     assert_eq!(other.kind, DecisionKind::ReturnForFixes);
     assert_eq!(other.root_cause.as_deref(), Some("add a test"));
 }

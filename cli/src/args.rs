@@ -177,6 +177,9 @@ pub(crate) enum TicketCmd {
         labels: Vec<String>,
         #[arg(long, default_value_t = 0.0)]
         budget: f64,
+        /// Most wall-clock time over all attempts ("90m", "2h"); default: the project's.
+        #[arg(long = "wall-budget", value_parser = humantime::parse_duration)]
+        wall_budget: Option<std::time::Duration>,
         #[arg(long, default_value = "")]
         idempotency_key: String,
     },
@@ -228,6 +231,9 @@ pub(crate) enum ProjectCmd {
         env: Vec<String>,
         #[arg(long, default_value_t = 0.0)]
         budget: f64,
+        /// Default wall-clock budget of the project's tickets ("4h").
+        #[arg(long = "wall-budget", value_parser = humantime::parse_duration)]
+        wall_budget: Option<std::time::Duration>,
     },
     Get {
         slug: String,

@@ -213,6 +213,7 @@ pub async fn run(base: PathBuf, args: DemoArgs) -> anyhow::Result<()> {
             default_workflow: "dev_review_qa".into(),
             env: Default::default(),
             budget: Money::ZERO,
+            wall_budget_ms: 0,
             created_at: board.now(),
         })
         .await?;
@@ -246,6 +247,7 @@ pub async fn run(base: PathBuf, args: DemoArgs) -> anyhow::Result<()> {
                 depends_on: vec![],
                 labels: vec!["demo".into()],
                 budget: None,
+                wall_budget: None,
                 source: mc_control_plane::domain::Source::Cli,
                 idempotency_key: None,
             },

@@ -48,6 +48,7 @@ pub(crate) async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::R
             depends_on,
             labels,
             budget,
+            wall_budget,
             idempotency_key,
         }) => {
             let body = match body_file {
@@ -67,6 +68,7 @@ pub(crate) async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::R
                     budget_usd: budget,
                     source: pb::TicketSource::Cli as i32,
                     idempotency_key,
+                    wall_budget: wall_budget.map(pb_duration),
                 })
                 .await?
                 .into_inner();
@@ -372,6 +374,7 @@ pub(crate) async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::R
             accept,
             env,
             budget,
+            wall_budget,
         }) => {
             let mut gates: Vec<pb::AcceptanceGate> = Vec::new();
             for a in &accept {
@@ -400,6 +403,7 @@ pub(crate) async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::R
                         default_workflow: workflow,
                         env,
                         budget_usd: budget,
+                        wall_budget: wall_budget.map(pb_duration),
                         created_at: None,
                         checkouts: vec![],
                     }),
@@ -625,4 +629,12 @@ pub(crate) async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::R
         }
     }
     Ok(())
+}
+
+/// A duration for the wire (saturating: clap already refused what does not parse).
+fn pb_duration(d: std::time::Duration) -> pb::prost_types::Duration {
+    pb::prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
 }

@@ -201,6 +201,7 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
                 default_workflow: "solo".into(),
                 env: Default::default(),
                 budget: mc_control_plane::domain::Money::ZERO,
+                wall_budget_ms: 0,
                 created_at: board.now(),
             };
             board.add_project(p).await?;

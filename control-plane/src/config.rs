@@ -144,6 +144,10 @@ pub struct BudgetConfig {
     pub per_ticket_default_usd: f64,
     pub per_ticket_max_usd: f64,
     pub daily_usd: f64,
+    /// Wall-clock time a ticket may take over all its attempts and phases, unless the
+    /// ticket or its project says otherwise; "0s" for no limit.
+    #[serde(with = "humantime_serde")]
+    pub wall_per_ticket: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,6 +209,7 @@ impl Default for BudgetConfig {
             per_ticket_default_usd: 5.0,
             per_ticket_max_usd: 10.0,
             daily_usd: 50.0,
+            wall_per_ticket: Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -396,6 +401,7 @@ impl Config {
                 per_ticket_default: Money::from_usd(b.per_ticket_default_usd),
                 per_ticket_max: Money::from_usd(b.per_ticket_max_usd),
                 daily: Money::from_usd(b.daily_usd),
+                wall_per_ticket: b.wall_per_ticket,
             },
             lane_defaults,
         })

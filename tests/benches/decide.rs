@@ -55,6 +55,8 @@ fn ticket() -> Ticket {
         next_brief: String::new(),
         idempotency_key: None,
         trace_context: String::new(),
+        wall_ms: 0,
+        wall_budget_ms: 0,
     }
 }
 

@@ -931,3 +931,79 @@ fn mc_demo_runs_dev_review_qa_with_one_return_for_fixes() {
         "{stdout}"
     );
 }
+
+/// The wall-clock budget counts every attempt of every phase: a coder that takes a while and
+/// a reviewer that never ends use up a 4 s budget between them; the reviewer's run is
+/// stopped on its host when the time is gone, and the ticket is escalated with the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_wall_clock_budget_is_summed_over_phases_and_stops_the_run() {
+    let l = start(
+        &[("coder", "coder"), ("qa", "reviewer")],
+        &[],
+        BrainMode::Rules,
+        |_| {},
+    )
+    .await;
+    const SLOW_CODER: &str = "sleep 2; echo hi > greeting.txt; git add -A; git commit -q -m 'add the greeting'; echo 'DONE: added'";
+    let (w, _s) = l
+        .worker(
+            "host-a",
+            &[
+                ("coder", SLOW_CODER),
+                ("reviewer", "echo reviewing; sleep 600"),
+            ],
+            RuntimeKind::Pty,
+        )
+        .await;
+    let mut c = l.cp.tickets().await;
+    let t = c
+        .create_ticket(pb::CreateTicketRequest {
+            wall_budget: Some(mc_proto::prost_types::Duration {
+                seconds: 4,
+                nanos: 0,
+            }),
+            ..create("web", "Slow work")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(t.wall_budget.as_ref().map(|d| d.seconds), Some(4));
+    let esc = ticket_in(&mut c, t.id, pb::TicketState::Escalated, T).await;
+    assert!(
+        esc.state_reason.contains("wall-clock budget"),
+        "{}",
+        esc.state_reason
+    );
+    let spent = esc.wall_spent.as_ref().unwrap();
+    assert!(
+        (4..30).contains(&spent.seconds),
+        "wall time spent: {spent:?}"
+    );
+    let h = history(&mut c, t.id).await;
+    let lanes: Vec<i32> = h.attempts.iter().map(|a| a.lane).collect();
+    assert_eq!(lanes, [pb::Lane::Coder as i32, pb::Lane::Qa as i32]);
+    let review = &h.attempts[1];
+    assert_eq!(review.outcome, pb::AttemptOutcome::BudgetExceeded as i32);
+    assert!(
+        review.reason.contains("wall-clock budget used up"),
+        "{}",
+        review.reason
+    );
+    // A bad budget is refused, naming the field, and creates nothing.
+    let bad = c
+        .create_ticket(pb::CreateTicketRequest {
+            wall_budget: Some(mc_proto::prost_types::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+            ..create("web", "Bad budget")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("wall_budget"), "{}", bad.message());
+    l.check(&[t.id]).await;
+    w.stop().await;
+}

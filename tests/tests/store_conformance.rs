@@ -79,6 +79,7 @@ fn project(slug: &str) -> Project {
         default_workflow: "dev_review_qa".into(),
         env,
         budget: Money::from_usd(3.5),
+        wall_budget_ms: 7_200_000,
         created_at: T0,
     }
 }
@@ -94,6 +95,7 @@ fn new_ticket(project: &str, title: &str) -> NewTicket {
         depends_on: vec![],
         labels: vec![],
         budget: Money::from_usd(5.0),
+        wall_budget_ms: 3_600_000,
         source: Source::Cli,
         idempotency_key: None,
         branch: validate::branch_slug(title),
@@ -196,6 +198,7 @@ async fn create_get_and_idempotency(s: Arc<dyn Store>) {
     assert_eq!((t.priority, t.version, t.epoch), (-3, 1, 0));
     assert_eq!(t.labels, ["ui", "urgent"]);
     assert_eq!(t.budget, Money::from_usd(5.0));
+    assert_eq!((t.wall_ms, t.wall_budget_ms), (0, 3_600_000));
     assert_eq!(t.created_at, T0);
     assert_eq!(
         t.trace_context, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",

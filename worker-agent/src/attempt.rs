@@ -678,6 +678,17 @@ impl Task {
                 self.rec.cost_usd, self.rec.budget_usd
             )));
         }
+        if let Some(d) = self.rec.wall_deadline_ms
+            && self.deps.clock.now().millis() >= d
+        {
+            let ran = self.deps.clock.now().millis() - self.rec.started_at_ms;
+            return Some(End::Budget(format!(
+                "wall-clock budget used up: this attempt ran {} and the ticket had no time left",
+                humantime::format_duration(Duration::from_secs(
+                    u64::try_from(ran / 1000).unwrap_or(0)
+                ))
+            )));
+        }
         if let Some(u) = self.usage_limit.clone() {
             return Some(End::UsageLimit(u));
         }

@@ -56,6 +56,10 @@ pub struct Record {
     pub acceptance: Vec<String>,
     pub requires_commits: bool,
     pub budget_usd: f64,
+    /// When the ticket's wall-clock budget runs out (Unix ms, this host's clock), if it has
+    /// one: the run is stopped then.
+    #[serde(default)]
+    pub wall_deadline_ms: Option<i64>,
     pub env: Vec<(String, String)>,
     pub started_at_ms: i64,
     pub confirmed: bool,

@@ -280,6 +280,10 @@ pub fn ticket(t: &Ticket) -> pb::Ticket {
         pr_url: t.pr_url.clone(),
         cost_usd: t.cost.usd(),
         budget_usd: t.budget.usd(),
+        wall_spent: ms_duration(t.wall_ms),
+        wall_budget: (t.wall_budget_ms > 0)
+            .then(|| ms_duration(t.wall_budget_ms))
+            .flatten(),
         source: source_to_pb(t.source) as i32,
         labels: t.labels.clone(),
         created_at: ts(t.created_at),
@@ -419,6 +423,9 @@ pub fn project(p: &Project, checkouts: Vec<pb::Checkout>) -> pb::Project {
             .map(|k| (k.clone(), SECRET_SHOWN.to_string()))
             .collect(),
         budget_usd: p.budget.usd(),
+        wall_budget: (p.wall_budget_ms > 0)
+            .then(|| ms_duration(p.wall_budget_ms))
+            .flatten(),
         created_at: ts(p.created_at),
         checkouts,
     }

@@ -578,6 +578,7 @@ mod tests {
                 default_workflow: "solo".into(),
                 env: BTreeMap::new(),
                 budget: Money::ZERO,
+                wall_budget_ms: 0,
                 created_at: T0,
             })
             .await
@@ -596,6 +597,7 @@ mod tests {
                     depends_on: vec![],
                     labels: vec![],
                     budget: Money::from_usd(1.0),
+                    wall_budget_ms: 0,
                     source: Source::Cli,
                     idempotency_key: None,
                     branch: "mc/1-t".into(),

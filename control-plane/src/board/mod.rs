@@ -79,6 +79,8 @@ pub struct BudgetPolicy {
     pub per_ticket_default: Money,
     pub per_ticket_max: Money,
     pub daily: Money,
+    /// Default wall-clock budget of a ticket (zero: none).
+    pub wall_per_ticket: std::time::Duration,
 }
 
 impl Default for BudgetPolicy {
@@ -87,6 +89,7 @@ impl Default for BudgetPolicy {
             per_ticket_default: Money::from_usd(5.0),
             per_ticket_max: Money::from_usd(10.0),
             daily: Money::from_usd(50.0),
+            wall_per_ticket: std::time::Duration::from_secs(4 * 3600),
         }
     }
 }
@@ -307,6 +310,34 @@ impl Board {
         Ok(self.change(id, fence, None, "", "", edit).await?.0)
     }
 
+    /// A change that ends an attempt adds the attempt's wall-clock time (started to ended)
+    /// to the ticket's, so the budget counts every attempt of every phase.
+    async fn add_wall_time(&self, change: &mut Change) -> Result<(), BoardError> {
+        let Some((aid, ended_at)) = change
+            .attempt
+            .as_ref()
+            .and_then(|p| p.ended.as_ref().map(|(_, _, at)| (p.id, *at)))
+        else {
+            return Ok(());
+        };
+        let Some(a) = self.inner.store.get_attempt(aid).await? else {
+            return Ok(());
+        };
+        if a.ended_at.is_some() {
+            return Ok(());
+        }
+        let started = change
+            .attempt
+            .as_ref()
+            .and_then(|p| p.started_at)
+            .or(a.started_at);
+        if let Some(s) = started {
+            let ms = ended_at.0.saturating_sub(s.0).max(0);
+            change.ticket.wall_ms = change.ticket.wall_ms.saturating_add(ms);
+        }
+        Ok(())
+    }
+
     async fn change<F>(
         &self,
         id: i64,
@@ -373,6 +404,7 @@ impl Board {
                 before: &before,
                 now,
             })?;
+            self.add_wall_time(&mut change).await?;
             match self.inner.store.commit(&change).await {
                 Ok(committed) => {
                     self.published(&committed);

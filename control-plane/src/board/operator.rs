@@ -19,6 +19,8 @@ pub struct CreateTicket {
     pub depends_on: Vec<i64>,
     pub labels: Vec<String>,
     pub budget: Option<Money>,
+    /// Wall-clock budget (ms); `None`: the project's, else the system's.
+    pub wall_budget: Option<i64>,
     pub source: Source,
     pub idempotency_key: Option<String>,
 }
@@ -117,6 +119,11 @@ impl Board {
             None if project.budget > Money::ZERO => project.budget,
             None => policy.per_ticket_default,
         };
+        let wall_budget_ms = match req.wall_budget {
+            Some(ms) => ms,
+            None if project.wall_budget_ms > 0 => project.wall_budget_ms,
+            None => i64::try_from(policy.wall_per_ticket.as_millis()).unwrap_or(i64::MAX),
+        };
         // A ticket whose dependencies are unfinished is born blocked, so no dispatcher can
         // take it in between (the claim checks dependencies too).
         let mut unfinished = Vec::new();
@@ -145,6 +152,7 @@ impl Board {
             depends_on: req.depends_on.clone(),
             labels: req.labels.clone(),
             budget,
+            wall_budget_ms,
             source: req.source,
             idempotency_key: req.idempotency_key.clone(),
             branch: branch_slug(&req.title),
@@ -293,6 +301,12 @@ impl Board {
                     e.change.ticket.set_round(phase, 0);
                     e.change.ticket.state_reason.clear();
                     e.change.ticket.avoid_runtime = None;
+                    // A person who retries a ticket that ran out of time grants it the same
+                    // time again (what it spent stays recorded).
+                    let t = &mut e.change.ticket;
+                    if t.wall_budget_ms > 0 && t.wall_ms >= t.wall_budget_ms {
+                        t.wall_budget_ms = t.wall_ms.saturating_add(e.before.wall_budget_ms);
+                    }
                     e.change.events[0].kind = EventKind::Retried;
                     Ok(())
                 },

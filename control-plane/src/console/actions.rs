@@ -185,6 +185,7 @@ pub(crate) async fn create(
             budget_usd,
             source: pb::TicketSource::Console as i32,
             idempotency_key: field(&form, "idempotency_key").to_string(),
+            wall_budget: None,
         };
         let t = c
             .tickets

@@ -177,16 +177,50 @@ pub fn stall_ladder(
     }
 }
 
+/// Why the ticket may not run again, if a budget (money or wall-clock time) is used up.
+pub fn budget_exhausted(t: &Ticket) -> Option<String> {
+    if t.budget.0 > 0 && t.cost >= t.budget {
+        return Some(format!(
+            "budget exhausted: spent {} of {}",
+            t.cost, t.budget
+        ));
+    }
+    if t.wall_budget_ms > 0 && t.wall_ms >= t.wall_budget_ms {
+        return Some(format!(
+            "wall-clock budget exhausted: ran {} of {} over all attempts",
+            human_ms(t.wall_ms),
+            human_ms(t.wall_budget_ms)
+        ));
+    }
+    None
+}
+
+/// Milliseconds as a person reads them, to the second ("1h 2m 3s").
+pub fn human_ms(ms: i64) -> String {
+    let secs = u64::try_from(ms.max(0) / 1000).unwrap_or(0);
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
 /// Runs the guardrails in order; `None` means nothing obvious: ask the brain.
 pub fn check(i: &GuardInput<'_>) -> Option<Verdict> {
     let t = i.ticket;
     // Budget exhausted.
-    if i.outcome == AttemptOutcome::BudgetExceeded || (t.budget.0 > 0 && t.cost >= t.budget) {
-        return Some(verdict(
-            DecisionKind::Escalate,
-            "budget",
-            format!("budget exhausted: spent {} of {}", t.cost, t.budget),
-        ));
+    if let Some(why) = budget_exhausted(t) {
+        return Some(verdict(DecisionKind::Escalate, "budget", why));
+    }
+    if i.outcome == AttemptOutcome::BudgetExceeded {
+        let mut why = format!(
+            "the run was stopped at its budget: spent {} of {}",
+            t.cost, t.budget
+        );
+        if t.wall_budget_ms > 0 {
+            why.push_str(&format!(
+                "; ran {} of a wall-clock budget of {}",
+                human_ms(t.wall_ms),
+                human_ms(t.wall_budget_ms)
+            ));
+        }
+        return Some(verdict(DecisionKind::Escalate, "budget", why));
     }
     // Dependency unfinished.
     if !i.unfinished_deps.is_empty() {

@@ -172,6 +172,8 @@ pub struct Project {
     pub env: BTreeMap<String, String>,
     /// Per-ticket budget default; zero means the system default.
     pub budget: Money,
+    /// Per-ticket wall-clock budget default (ms); zero means the system default.
+    pub wall_budget_ms: i64,
     pub created_at: Timestamp,
 }
 
@@ -196,6 +198,10 @@ pub struct Ticket {
     pub pr_url: String,
     pub cost: Money,
     pub budget: Money,
+    /// Wall-clock time of every ended attempt of every phase (ms): started to ended.
+    pub wall_ms: i64,
+    /// The most `wall_ms` may reach (ms); zero means no limit.
+    pub wall_budget_ms: i64,
     pub source: Source,
     pub labels: Vec<String>,
     pub created_at: Timestamp,
@@ -240,6 +246,7 @@ pub struct NewTicket {
     pub depends_on: Vec<i64>,
     pub labels: Vec<String>,
     pub budget: Money,
+    pub wall_budget_ms: i64,
     pub source: Source,
     pub idempotency_key: Option<String>,
     pub branch: String,
@@ -480,6 +487,8 @@ pub(crate) mod tests_support {
             next_brief: String::new(),
             idempotency_key: None,
             trace_context: String::new(),
+            wall_ms: 0,
+            wall_budget_ms: 0,
         }
     }
 }

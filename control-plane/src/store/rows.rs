@@ -46,6 +46,7 @@ pub(super) struct ProjectRow {
     pub default_workflow: String,
     pub env: String,
     pub budget_micros: i64,
+    pub wall_budget_ms: i64,
     pub created_at: i64,
 }
 
@@ -66,6 +67,7 @@ impl TryFrom<ProjectRow> for Project {
             default_workflow: r.default_workflow,
             env: from_json("projects.env", &r.env)?,
             budget: Money(r.budget_micros),
+            wall_budget_ms: r.wall_budget_ms,
             created_at: Timestamp(r.created_at),
         })
     }
@@ -80,7 +82,7 @@ pub(super) fn acceptance_json(p: &Project) -> String {
 pub(super) const TICKET_COLS: &str = "id, project, title, body, workflow, phase_index, lane, state, \
     state_reason, priority, depends_on, rounds, branch, pr_url, cost_micros, budget_micros, source, \
     labels, created_at, updated_at, wake_at, epoch, current_attempt_id, version, avoid_runtime, \
-    next_brief, idempotency_key, trace_context";
+    next_brief, idempotency_key, trace_context, wall_ms, wall_budget_ms";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct TicketRow {
@@ -112,6 +114,8 @@ pub(super) struct TicketRow {
     pub next_brief: String,
     pub idempotency_key: Option<String>,
     pub trace_context: String,
+    pub wall_ms: i64,
+    pub wall_budget_ms: i64,
 }
 
 impl TryFrom<TicketRow> for Ticket {
@@ -135,6 +139,8 @@ impl TryFrom<TicketRow> for Ticket {
             pr_url: r.pr_url,
             cost: Money(r.cost_micros),
             budget: Money(r.budget_micros),
+            wall_ms: r.wall_ms,
+            wall_budget_ms: r.wall_budget_ms,
             source: parse_enum("tickets.source", &r.source, Source::parse)?,
             labels: from_json("tickets.labels", &r.labels)?,
             created_at: Timestamp(r.created_at),

@@ -104,11 +104,11 @@ macro_rules! impl_store {
                     Some((None,)) => return Err(StoreError::AlreadyExists(format!("project {}", p.slug))),
                     Some((Some(_),)) => {
                         "UPDATE projects SET name=$2, default_branch=$3, github_repo=$4, acceptance=$5, \
-                         default_workflow=$6, env=$7, budget_micros=$8, created_at=$9, removed_at=NULL WHERE slug=$1"
+                         default_workflow=$6, env=$7, budget_micros=$8, created_at=$9, wall_budget_ms=$10, removed_at=NULL WHERE slug=$1"
                     }
                     None => {
                         "INSERT INTO projects (slug, name, default_branch, github_repo, acceptance, \
-                         default_workflow, env, budget_micros, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+                         default_workflow, env, budget_micros, created_at, wall_budget_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
                     }
                 };
                 sqlx::query(sql)
@@ -121,6 +121,7 @@ macro_rules! impl_store {
                     .bind(to_json(&p.env))
                     .bind(p.budget.0)
                     .bind(p.created_at.0)
+                    .bind(p.wall_budget_ms)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -130,7 +131,7 @@ macro_rules! impl_store {
             async fn get_project(&self, slug: &str) -> Result<Option<Project>, StoreError> {
                 let row: Option<ProjectRow> = sqlx::query_as(
                     "SELECT slug, name, default_branch, github_repo, acceptance, default_workflow, env, \
-                     budget_micros, created_at FROM projects WHERE slug = $1 AND removed_at IS NULL",
+                     budget_micros, wall_budget_ms, created_at FROM projects WHERE slug = $1 AND removed_at IS NULL",
                 )
                 .bind(slug)
                 .fetch_optional(&self.read)
@@ -141,7 +142,7 @@ macro_rules! impl_store {
             async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
                 let rows: Vec<ProjectRow> = sqlx::query_as(
                     "SELECT slug, name, default_branch, github_repo, acceptance, default_workflow, env, \
-                     budget_micros, created_at FROM projects WHERE removed_at IS NULL ORDER BY slug",
+                     budget_micros, wall_budget_ms, created_at FROM projects WHERE removed_at IS NULL ORDER BY slug",
                 )
                 .fetch_all(&self.read)
                 .await?;
@@ -216,7 +217,7 @@ macro_rules! impl_store {
                 let (id,): (i64,) = sqlx::query_as(
                     "INSERT INTO tickets (project, title, body, workflow, phase_index, lane, state, state_reason, priority, \
                      depends_on, rounds, branch, budget_micros, source, labels, created_at, updated_at, \
-                     idempotency_key, trace_context) VALUES ($1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]','',$8,$9,$10,$11,$11,$12,$15) \
+                     idempotency_key, trace_context, wall_budget_ms) VALUES ($1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]','',$8,$9,$10,$11,$11,$12,$15,$16) \
                      RETURNING id",
                 )
                 .bind(&t.project)
@@ -234,6 +235,7 @@ macro_rules! impl_store {
                 .bind(t.state.as_str())
                 .bind(&t.state_reason)
                 .bind(&t.trace_context)
+                .bind(t.wall_budget_ms)
                 .fetch_one(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE tickets SET branch = $2 WHERE id = $1")
@@ -306,6 +308,8 @@ macro_rules! impl_store {
                     .push(", pr_url = ").push_bind(t.pr_url.clone())
                     .push(", cost_micros = ").push_bind(t.cost.0)
                     .push(", budget_micros = ").push_bind(t.budget.0)
+                    .push(", wall_ms = ").push_bind(t.wall_ms)
+                    .push(", wall_budget_ms = ").push_bind(t.wall_budget_ms)
                     .push(", updated_at = ").push_bind(t.updated_at.0)
                     .push(", wake_at = ").push_bind(t.wake_at.map(|w| w.0))
                     .push(", epoch = ").push_bind(t.epoch)
@@ -456,6 +460,7 @@ macro_rules! impl_store {
                     .push(" AND lane = ")
                     .push_bind(q.lane.as_str())
                     .push(" AND (budget_micros = 0 OR cost_micros < budget_micros)")
+                    .push(" AND (wall_budget_ms = 0 OR wall_ms < wall_budget_ms)")
                     .push(
                         " AND NOT EXISTS (SELECT 1 FROM ticket_deps d JOIN tickets dt ON dt.id = d.depends_on \
                          WHERE d.ticket_id = tickets.id AND dt.state <> 'done')",

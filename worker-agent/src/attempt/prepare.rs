@@ -209,6 +209,14 @@ pub(super) async fn start_fresh(
         acceptance: offer.acceptance_commands.clone(),
         requires_commits: offer.requires_commits,
         budget_usd: offer.budget_usd,
+        wall_deadline_ms: offer.wall_remaining.as_ref().and_then(|d| {
+            let ms = d
+                .seconds
+                .max(0)
+                .checked_mul(1000)?
+                .checked_add(i64::from(d.nanos.clamp(0, 999_999_999) / 1_000_000))?;
+            now.millis().checked_add(ms)
+        }),
         env,
         started_at_ms: now.millis(),
         confirmed: false,

@@ -47,6 +47,7 @@ pub fn create_ticket(r: pb::CreateTicketRequest, max_budget: f64) -> R<CreateTic
     labels.sort();
     labels.dedup();
     v::usd("budget_usd", r.budget_usd, max_budget)?;
+    let wall_budget = wall_budget("wall_budget", r.wall_budget.as_ref())?;
     let key = r.idempotency_key.trim().to_string();
     v::line("idempotency_key", &key, v::MAX_IDEMPOTENCY_KEY, false)?;
     Ok(CreateTicket {
@@ -58,6 +59,7 @@ pub fn create_ticket(r: pb::CreateTicketRequest, max_budget: f64) -> R<CreateTic
         depends_on: deps,
         labels,
         budget: (r.budget_usd > 0.0).then(|| Money::from_usd(r.budget_usd)),
+        wall_budget,
         source: source_from_pb("source", r.source)?,
         idempotency_key: (!key.is_empty()).then_some(key),
     })
@@ -139,6 +141,7 @@ pub fn project_from_pb(p: Option<pb::Project>, max_budget: f64) -> R<Project> {
     };
     v::label("project.default_workflow", &workflow)?;
     v::usd("project.budget_usd", p.budget_usd, max_budget)?;
+    let wall_budget_ms = wall_budget("project.wall_budget", p.wall_budget.as_ref())?.unwrap_or(0);
     Ok(Project {
         slug: p.slug,
         name,
@@ -148,6 +151,7 @@ pub fn project_from_pb(p: Option<pb::Project>, max_budget: f64) -> R<Project> {
         default_workflow: workflow,
         env,
         budget: Money::from_usd(p.budget_usd),
+        wall_budget_ms,
         created_at: Timestamp(0),
     })
 }
@@ -242,4 +246,29 @@ pub fn evidence_from_pb(e: &pb::Evidence) -> R<Evidence> {
         runtime_identity: clamp(&e.runtime_identity, 200),
         acceptance_configured: e.acceptance_configured,
     })
+}
+
+/// The longest wall-clock budget a ticket or project may ask for.
+const MAX_WALL_BUDGET_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// A wall-clock budget from a request, in milliseconds: unset or zero is none (the default
+/// applies); negative, malformed or longer than 30 days is refused, naming the field.
+pub fn wall_budget(field: &str, d: Option<&prost_types::Duration>) -> R<Option<i64>> {
+    let Some(d) = d else { return Ok(None) };
+    if d.seconds < 0 || !(0..1_000_000_000).contains(&d.nanos) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must be a positive duration, got {}s {}ns",
+                d.seconds, d.nanos
+            ),
+        ));
+    }
+    let ms = d
+        .seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(d.nanos / 1_000_000)))
+        .filter(|ms| *ms <= MAX_WALL_BUDGET_MS)
+        .ok_or_else(|| FieldError::new(field, "must be at most 30 days"))?;
+    Ok((ms > 0).then_some(ms))
 }

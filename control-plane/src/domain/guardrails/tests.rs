@@ -35,6 +35,8 @@ fn ticket() -> Ticket {
         next_brief: String::new(),
         idempotency_key: None,
         trace_context: String::new(),
+        wall_ms: 0,
+        wall_budget_ms: 0,
     }
 }
 
@@ -357,6 +359,28 @@ fn table() {
             want: Some((K::Escalate, "budget")),
         },
         Case {
+            name: "wall-clock budget used up over the attempts",
+            phase: 0,
+            setup: |t, _, _, _, _| {
+                t.wall_budget_ms = 3_600_000;
+                t.wall_ms = 3_600_000;
+            },
+            commands: &[],
+            author: None,
+            want: Some((K::Escalate, "budget")),
+        },
+        Case {
+            name: "wall-clock time left is no reason to stop",
+            phase: 0,
+            setup: |t, _, _, _, _| {
+                t.wall_budget_ms = 3_600_000;
+                t.wall_ms = 3_599_999;
+            },
+            commands: &[],
+            author: None,
+            want: None,
+        },
+        Case {
             name: "budget tripped during the run",
             phase: 0,
             setup: |_, _, _, _, o| *o = AttemptOutcome::BudgetExceeded,
@@ -631,4 +655,22 @@ fn the_breaker_names_the_cause_and_the_earlier_decision() {
     );
     assert_eq!(other.kind, DecisionKind::ReturnForFixes);
     assert_eq!(other.root_cause.as_deref(), Some("add a test"));
+}
+
+#[test]
+fn an_exhausted_budget_says_which_and_by_how_much() {
+    let mut t = ticket();
+    assert_eq!(budget_exhausted(&t), None);
+    t.wall_budget_ms = 4 * 3_600_000;
+    t.wall_ms = 4 * 3_600_000 + 61_000;
+    assert_eq!(
+        budget_exhausted(&t).as_deref(),
+        Some("wall-clock budget exhausted: ran 4h 1m 1s of 4h over all attempts")
+    );
+    t.cost = t.budget;
+    assert!(
+        budget_exhausted(&t)
+            .unwrap()
+            .starts_with("budget exhausted: spent")
+    );
 }

@@ -157,6 +157,30 @@ pub fn context_from(traceparent: &str) -> Option<opentelemetry::Context> {
     ctx.span().span_context().is_valid().then_some(ctx)
 }
 
+/// A fresh, sampled W3C `traceparent`: a new trace for work that starts where no span is
+/// recorded (no exporter configured, or no subscriber at all), so a ticket always has a
+/// trace id and its agent always gets `TRACEPARENT`.
+pub fn new_traceparent() -> String {
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let g = RandomIdGenerator::default();
+    format!("00-{}-{}-01", g.new_trace_id(), g.new_span_id())
+}
+
+/// A `traceparent` in the same trace as `parent` with a new span id (for a child process
+/// when no span of ours is recorded); `None` if `parent` is not a valid one.
+pub fn child_traceparent(parent: &str) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let ctx = context_from(parent)?;
+    let sc = ctx.span().span_context().clone();
+    Some(format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        RandomIdGenerator::default().new_span_id(),
+        sc.trace_flags().to_u8()
+    ))
+}
+
 /// Makes `span` a child of the trace `traceparent` names, so work done for one ticket at
 /// different times and in different services forms one trace.
 pub fn join_trace(span: &tracing::Span, traceparent: &str) {
@@ -174,4 +198,27 @@ pub fn notify_ready() {
 /// Tells systemd the service is stopping.
 pub fn notify_stopping() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_is_made_when_none_is_recorded_and_children_stay_in_it() {
+        let p = new_traceparent();
+        let parts: Vec<&str> = p.split('-').collect();
+        assert_eq!(parts.len(), 4, "{p}");
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "01")
+        );
+        assert!(context_from(&p).is_some(), "{p} is a valid traceparent");
+        assert_ne!(new_traceparent(), p);
+        let c = child_traceparent(&p).unwrap();
+        assert_eq!(&c[..35], &p[..35], "same trace: {c} / {p}");
+        assert_ne!(c, p);
+        assert_eq!(child_traceparent(""), None);
+        assert_eq!(child_traceparent("00-zz-11-01"), None);
+    }
 }

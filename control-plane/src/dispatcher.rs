@@ -187,7 +187,9 @@ impl Dispatcher {
             budget_usd: remaining.usd(),
             acceptance_commands: acceptance,
             env: project.env.into_iter().collect(),
-            traceparent: mc_common::telemetry::current_traceparent().unwrap_or_default(),
+            traceparent: mc_common::telemetry::current_traceparent()
+                .or_else(|| mc_common::telemetry::child_traceparent(&t.trace_context))
+                .unwrap_or_default(),
             requires_commits: phase.is_some_and(|p| p.requires_commits),
             // The time still left of the ticket's wall-clock budget; the worker stops the
             // run when it is used up.

@@ -360,6 +360,41 @@ async fn a_usage_limit_waits_until_the_reset_time_the_agent_names() {
     w.stop().await;
 }
 
+/// With no OTLP exporter anywhere (this control plane installs no tracing at all), a ticket
+/// still has a trace id, and its agent gets `TRACEPARENT` in that trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_agent_gets_traceparent_without_an_exporter() {
+    let cp = control_plane().await;
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = repo(&dir.path().join("web"));
+    let s = script(
+        dir.path(),
+        "trace.sh",
+        "echo \"traceparent=$TRACEPARENT\"; echo 'DONE: traced'",
+    );
+    let p = profile(&["sh", s.to_str().unwrap()], RuntimeKind::Pty);
+    let cfg = worker::config(
+        &cp,
+        "host-a",
+        &dir.path().join("state"),
+        &[("web", &checkout)],
+        &[("script", p)],
+    );
+    let w = WorkerAgent::start(cfg, mc_common::Clock::system())
+        .await
+        .unwrap();
+    let mut c = cp.tickets().await;
+    let t = created(&mut c, create("web", "Traced")).await;
+    assert_eq!(t.trace_id.len(), 32, "a trace id: {t:?}");
+    let out = output_contains(&c, t.id, "traceparent=00-", T).await;
+    assert!(
+        out.contains(&format!("traceparent=00-{}-", t.trace_id)),
+        "TRACEPARENT in the ticket's trace {}:\n{out}",
+        t.trace_id
+    );
+    w.stop().await;
+}
+
 /// A worker whose attempts are lost at once every time (a fault in its attempt task): the
 /// first loss runs the ticket again at once, the second backs off with a reason a person
 /// can read, instead of starting attempt after attempt.

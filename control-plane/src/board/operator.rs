@@ -158,7 +158,10 @@ impl Board {
             branch: branch_slug(&req.title),
             state,
             state_reason: reason.clone(),
-            trace_context: mc_common::telemetry::current_traceparent().unwrap_or_default(),
+            // The creating request's trace, or a new one when no span is recorded (no
+            // exporter): a ticket always has a trace id to show and hand to its agent.
+            trace_context: mc_common::telemetry::current_traceparent()
+                .unwrap_or_else(mc_common::telemetry::new_traceparent),
         };
         let now = self.now();
         let msg = if reason.is_empty() {

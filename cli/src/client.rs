@@ -32,11 +32,26 @@ pub struct CliConfig {
     pub server_name: Option<String>,
 }
 
+/// The file where `mc up` notes the address it listens on, so later commands find it
+/// without `--endpoint` (the lowest layer: `cli.toml`, `MC_ENDPOINT` and flags override it).
+pub fn remembered_endpoint_file(home: &std::path::Path) -> PathBuf {
+    home.join("endpoint")
+}
+
+/// The endpoint `mc up` last noted in `home`, if it noted a sane one.
+pub fn remembered_endpoint(home: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(remembered_endpoint_file(home)).ok()?;
+    let e = text.trim();
+    (e.starts_with("https://") && e.len() < 300 && !e.contains(char::is_whitespace))
+        .then(|| e.to_string())
+}
+
 impl Default for CliConfig {
     fn default() -> Self {
+        let home = default_home();
         CliConfig {
-            home: default_home(),
-            endpoint: "https://127.0.0.1:7443".into(),
+            endpoint: remembered_endpoint(&home).unwrap_or_else(|| "https://127.0.0.1:7443".into()),
+            home,
             ca: None,
             cert: None,
             key: None,

@@ -173,6 +173,20 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
     } else {
         Some(worker_config(&home, &projects)?)
     };
+    // Lanes go to an agent this machine has (unless control-plane.toml or `mc lanes set`
+    // says otherwise), so no ticket waits for a profile no worker here offers.
+    let installed: Vec<String> = match &worker {
+        Some(w) => w
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("the local worker's configuration")?
+            .profiles
+            .into_keys()
+            .collect(),
+        None => Vec::new(),
+    };
+    let lane_profile = preferred_profile(&installed);
+    let mut mapped = Vec::new();
     let console_listen = args.console_listen.clone();
     let key_file = home.join("console.key");
     if !console_listen.is_empty() {
@@ -185,6 +199,21 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
         |c| {
             c.console_listen = console_listen;
             c.console.key_file = key_file;
+            if let Some(p) = &lane_profile {
+                for lane in mc_control_plane::domain::Lane::ALL {
+                    let name = lane.as_str().to_string();
+                    if !c.lanes.contains_key(&name) {
+                        c.lanes.insert(
+                            name.clone(),
+                            mc_control_plane::config::LaneConfig {
+                                profile: p.clone(),
+                                preferred_hosts: vec![],
+                            },
+                        );
+                        mapped.push(name);
+                    }
+                }
+            }
         },
         worker,
     )
@@ -208,6 +237,14 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
             say!("added project {slug}");
         }
     }
+    // Later `mc` commands find this control plane without `--endpoint`.
+    let noted = crate::client::remembered_endpoint_file(&home);
+    if let Err(e) = std::fs::write(&noted, format!("{}\n", stack.endpoint())) {
+        say!(
+            "  (could not note the endpoint in {}: {e})",
+            noted.display()
+        );
+    }
     say!(
         "Mission Control is up on {} (board: {})",
         stack.endpoint(),
@@ -217,6 +254,26 @@ pub async fn run(home: PathBuf, args: UpArgs) -> anyhow::Result<()> {
         "  brain (rules) on https://127.0.0.1:{}",
         stack.brain.addr.port()
     );
+    if let Some(p) = &lane_profile
+        && !mapped.is_empty()
+    {
+        let missing: Vec<&str> = PREFERRED
+            .iter()
+            .copied()
+            .filter(|n| !installed.iter().any(|i| i == n))
+            .take_while(|n| *n != p)
+            .collect();
+        say!(
+            "  lanes {} → {p}{}",
+            mapped.join(", "),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" (not installed here: {})", missing.join(", "))
+            }
+        );
+        say!("    (change one: mc lanes set <lane> <profile>)");
+    }
     match &stack.worker {
         Some(w) => say!(
             "  local worker: profiles {:?}, projects {:?}",
@@ -326,4 +383,52 @@ fn home_tag(home: &Path) -> u32 {
 /// certificates, the worker's state) is their user's alone.
 pub fn private_umask() {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+/// The agents `mc up` maps lanes to, best first: the first one this machine has wins.
+const PREFERRED: [&str; 6] = [
+    "claude-headless",
+    "codex-headless",
+    "gemini",
+    "aider",
+    "claude-interactive",
+    "codex-interactive",
+];
+
+/// The profile for lanes nobody configured: the best installed agent, else any installed
+/// profile of the worker's own configuration, else `command` (always there).
+fn preferred_profile(installed: &[String]) -> Option<String> {
+    PREFERRED
+        .iter()
+        .find(|p| installed.iter().any(|i| i == *p))
+        .map(|p| p.to_string())
+        .or_else(|| installed.iter().find(|i| *i != "command").cloned())
+        .or_else(|| installed.iter().find(|i| *i == "command").cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preferred_profile;
+
+    #[test]
+    fn lanes_go_to_the_best_agent_installed() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            preferred_profile(&s(&["command", "codex-headless", "aider"])).as_deref(),
+            Some("codex-headless")
+        );
+        assert_eq!(
+            preferred_profile(&s(&["command", "claude-headless", "codex-headless"])).as_deref(),
+            Some("claude-headless")
+        );
+        assert_eq!(
+            preferred_profile(&s(&["command", "my-agent"])).as_deref(),
+            Some("my-agent")
+        );
+        assert_eq!(
+            preferred_profile(&s(&["command"])).as_deref(),
+            Some("command")
+        );
+        assert_eq!(preferred_profile(&[]), None);
+    }
 }

@@ -133,6 +133,7 @@ impl Reaper {
         let mut lease_tick = tokio::time::interval(self.cfg.lease_flush);
         let mut reap_tick = tokio::time::interval(self.cfg.reap_interval);
         let mut placement = crate::placement::PlacementWatch::default();
+        let mut reminded = crate::patience::Reminded::new();
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = false;
@@ -168,7 +169,7 @@ impl Reaper {
                         if let Err(e) = placement.check(&self.board, self.cfg.unplaceable_after).await {
                             tracing::warn!(error = %e, "placement pass failed");
                         }
-                        if let Err(e) = crate::patience::check(&self.board, &self.patience).await {
+                        if let Err(e) = crate::patience::check(&self.board, &self.patience, &mut reminded).await {
                             tracing::warn!(error = %e, "patience pass failed");
                         }
                     }

@@ -232,5 +232,26 @@ async fn waits_on_someone_else_are_escalated_after_their_bound() {
                 && e.actor == "control-plane/patience"),
         "the escalation names who made it"
     );
+    // Half-way through the wait the person was asked again, once, before the escalation.
+    let reminders: Vec<&pb::Event> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == pb::EventKind::Reminded as i32)
+        .collect();
+    assert_eq!(reminders.len(), 1, "one reminder: {:?}", h.events);
+    assert!(
+        reminders[0]
+            .message
+            .starts_with("still waiting for an answer after "),
+        "{}",
+        reminders[0].message
+    );
+    let escalated_at = h
+        .events
+        .iter()
+        .find(|e| e.kind == pb::EventKind::Escalated as i32)
+        .map(|e| e.id)
+        .unwrap();
+    assert!(reminders[0].id < escalated_at);
     w.stop().await;
 }

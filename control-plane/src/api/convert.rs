@@ -205,6 +205,7 @@ pub fn event_kind_to_pb(k: EventKind) -> pb::EventKind {
         EventKind::Woken => P::Woken,
         EventKind::Typed => P::Typed,
         EventKind::Published => P::Published,
+        EventKind::Reminded => P::Reminded,
     }
 }
 

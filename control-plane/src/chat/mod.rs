@@ -441,17 +441,18 @@ impl Bot {
     async fn notification(&self, e: &crate::domain::Event) -> Option<(String, bool)> {
         let t = self.board.ticket(e.ticket_id).await.ok()?;
         let moved = e.from_state != e.to_state;
+        let question = || async {
+            self.board
+                .inbox(None)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|i| i.ticket.id == t.id)
+                .map(|i| i.question)
+        };
         let text = match (e.kind, e.to_state) {
             (_, Some(State::NeedsInput)) if moved => {
-                let q = self
-                    .board
-                    .inbox(None)
-                    .await
-                    .ok()?
-                    .into_iter()
-                    .find(|i| i.ticket.id == t.id)
-                    .map(|i| i.question)
-                    .unwrap_or_default();
+                let q = question().await.unwrap_or_default();
                 return Some((
                     format!(
                         "❓ #{} {} asks:\n{q}\n(reply to this message to answer)",
@@ -460,6 +461,18 @@ impl Bot {
                     true,
                 ));
             }
+            // Asked again: a reply to the reminder answers the question too.
+            (EventKind::Reminded, _) if t.state == State::NeedsInput => {
+                let q = question().await.unwrap_or_default();
+                return Some((
+                    format!(
+                        "⏰ #{} {} {}:\n{q}\n(reply to this message to answer)",
+                        t.id, t.title, e.message
+                    ),
+                    true,
+                ));
+            }
+            (EventKind::Reminded, _) => format!("⏰ #{} {} {}", t.id, t.title, e.message),
             (_, Some(State::Escalated)) if moved => format!(
                 "⚠️ #{} {} needs you: {}\n/resolve {} advance | return <points> | cancel",
                 t.id, t.title, t.state_reason, t.id

@@ -105,6 +105,7 @@ string_enum!(EventKind {
     Woken => "woken",
     Typed => "typed",
     Published => "published",
+    Reminded => "reminded",
 });
 
 string_enum!(

@@ -102,6 +102,24 @@ pub fn overdue(t: &Ticket, now: Timestamp, b: &Bounds) -> Option<String> {
     }
 }
 
+/// Whether a person should be asked again: a question unanswered, or a review not given,
+/// for half its bound (the escalation comes at the whole). The text says for how long.
+pub fn reminder_due(t: &Ticket, now: Timestamp, b: &Bounds) -> Option<String> {
+    let waited = now.since(t.updated_at);
+    let (bound, what) = match t.state {
+        State::NeedsInput => (b.needs_input, "an answer"),
+        State::InReview => (b.in_review, "a review"),
+        _ => return None,
+    };
+    (waited > bound / 2 && waited <= bound).then(|| {
+        format!(
+            "still waiting for {what} after {}; escalated to a human after {}",
+            words(waited),
+            words(bound)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +217,36 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_person_is_asked_again_at_half_the_bound_once_before_escalation() {
+        let b = Bounds {
+            needs_input: Duration::from_secs(10),
+            in_review: Duration::from_secs(20),
+            ..Bounds::default()
+        };
+        let q = t(State::NeedsInput, 0, "asked: sqlite?", None);
+        assert_eq!(reminder_due(&q, Timestamp(5_000), &b), None);
+        assert_eq!(
+            reminder_due(&q, Timestamp(6_000), &b).as_deref(),
+            Some("still waiting for an answer after 6s; escalated to a human after 10s")
+        );
+        // Past the bound it is the escalation's, not a reminder's.
+        assert_eq!(reminder_due(&q, Timestamp(10_001), &b), None);
+        let r = t(State::InReview, 0, "", None);
+        assert!(
+            reminder_due(&r, Timestamp(10_001), &b)
+                .unwrap()
+                .contains("a review")
+        );
+        for s in [
+            State::Blocked,
+            State::Waiting,
+            State::Running,
+            State::Queued,
+        ] {
+            assert_eq!(reminder_due(&t(s, 0, "", None), Timestamp(9_000), &b), None);
+        }
     }
 }

@@ -120,6 +120,9 @@ pub(crate) enum Cmd {
     Workers,
     /// Today's spend against the budgets.
     Budget,
+    /// A ticket's decisions: replay them through today's guardrails and another brain.
+    #[command(subcommand)]
+    Decisions(crate::replay::DecisionsCmd),
 }
 
 #[derive(Subcommand, Debug)]

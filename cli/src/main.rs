@@ -15,6 +15,7 @@ mod console;
 mod demo;
 mod output;
 mod remote;
+mod replay;
 mod up;
 
 use clap::Parser;
@@ -98,6 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Demo(args) => demo::run(cfg.home.clone(), args).await,
         Cmd::Certs(c) => certs(&cfg, c),
         Cmd::Console(c) => console::run(&cfg.home, c),
+        Cmd::Decisions(c) => replay::run(&cfg, as_json, c).await,
         cmd => remote::remote(cfg, as_json, cmd).await,
     }
 }

@@ -624,7 +624,7 @@ pub(crate) async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::R
                 }
             }
         }
-        Cmd::Up(_) | Cmd::Demo(_) | Cmd::Certs(_) | Cmd::Console(_) => {
+        Cmd::Up(_) | Cmd::Demo(_) | Cmd::Certs(_) | Cmd::Console(_) | Cmd::Decisions(_) => {
             unreachable!("handled locally")
         }
     }

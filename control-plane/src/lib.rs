@@ -17,6 +17,7 @@ pub mod placement;
 pub mod publish;
 pub mod reactor;
 pub mod reaper;
+pub mod replay;
 pub mod scrape;
 pub mod server;
 pub mod session;

@@ -1007,3 +1007,122 @@ async fn the_wall_clock_budget_is_summed_over_phases_and_stops_the_run() {
     l.check(&[t.id]).await;
     w.stop().await;
 }
+
+/// `mc decisions replay`: a ticket's stored decisions re-run through today's guardrails and
+/// another brain. Against the rules backend nothing changes; against the `openai` backend
+/// (a loopback fake of `/v1/chat/completions` that asks for one more test) the brain's
+/// ADVANCE becomes a RETURN_FOR_FIXES, while the guardrail's return stays a guardrail's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decisions_replay_through_todays_guardrails_and_another_brain() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let l = start(&[("coder", "coder")], &[ACCEPT], BrainMode::Rules, |_| {}).await;
+    let (w, _s) = l
+        .worker("host-a", &[("coder", FIXING_CODER)], RuntimeKind::Pty)
+        .await;
+    let mut c = l.cp.tickets().await;
+    let t = c
+        .create_ticket(solo("Greet the world"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    w.stop().await;
+
+    let fake = MockServer::start().await;
+    let answer = serde_json::json!({
+        "decision": "RETURN_FOR_FIXES",
+        "reason": "the greeting has no test",
+        "points": ["add a test for greeting.txt"],
+        "next_prompt": "",
+        "redispatch": false,
+        "wait_until": ""
+    });
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": answer.to_string()}}]
+        })))
+        .mount(&fake)
+        .await;
+    let brain_toml = l.dir.path().join("brain.toml");
+    std::fs::write(
+        &brain_toml,
+        format!(
+            "[openai]\nbase_url = \"{}/v1\"\nmodel = \"gpt-test\"\n",
+            fake.uri()
+        ),
+    )
+    .unwrap();
+    let f = l.cp.pki.files(mc_common::identity::Role::Operator, "alice");
+    let replay = |brain: &str, json: bool| {
+        let mut cmd = std::process::Command::new(mc_tests::bin::path("mc"));
+        cmd.args(["--endpoint", &l.cp.url()])
+            .arg("--ca")
+            .arg(&f.ca)
+            .arg("--cert")
+            .arg(&f.cert)
+            .arg("--key")
+            .arg(&f.key);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .args(["decisions", "replay", &t.id.to_string(), "--brain", brain])
+            .arg("--brain-config")
+            .arg(&brain_toml)
+            .env("MC_HOME", l.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mc decisions replay --brain {brain}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let same = replay("rules", false);
+    assert!(same.contains("0 of 2 decision(s) would change"), "{same}");
+    let v: serde_json::Value = serde_json::from_str(&replay("openai", true)).unwrap();
+    let ds = v["decisions"].as_array().unwrap();
+    assert_eq!(ds.len(), 2, "{v}");
+    // The first round failed acceptance: still a guardrail's return, whatever the brain.
+    assert_eq!(ds[0]["old"]["source"], "guardrail/acceptance_failed");
+    assert_eq!(ds[0]["new"]["source"], "guardrail/acceptance_failed");
+    assert_eq!(ds[0]["changed"], false);
+    // The second was the rules brain's ADVANCE; the openai brain would send it back.
+    assert_eq!(ds[1]["old"]["decision"], "ADVANCE");
+    assert_eq!(ds[1]["old"]["source"], "brain/rules");
+    assert_eq!(ds[1]["new"]["decision"], "RETURN_FOR_FIXES");
+    assert_eq!(ds[1]["new"]["source"], "brain/openai");
+    assert_eq!(ds[1]["new"]["points"][0], "add a test for greeting.txt");
+    assert_eq!(ds[1]["changed"], true);
+    // The fake was asked exactly once (the guardrail settled the other), about this ticket.
+    let asked = fake.received_requests().await.unwrap();
+    assert_eq!(asked.len(), 1);
+    let body = String::from_utf8_lossy(&asked[0].body).to_string();
+    assert!(
+        body.contains("Greet the world") && body.contains("gpt-test"),
+        "{body}"
+    );
+    let text = replay("openai", false);
+    assert!(
+        text.contains("now  RETURN_FOR_FIXES by brain/openai") && text.contains("← changed"),
+        "{text}"
+    );
+    // The board was not touched.
+    let after = c
+        .get_ticket(pb::GetTicketRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(after.state, pb::TicketState::Done as i32);
+    l.check(&[t.id]).await;
+}

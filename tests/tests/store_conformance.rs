@@ -964,6 +964,7 @@ async fn answers_decisions_spend(s: Arc<dyn Store>) {
         at: T0,
         wait_until: Some(Timestamp(T0.0 + 1000)),
         point: DecisionPoint::AttemptFinished,
+        input: Some(vec![0, 1, 2, 255]),
     });
     c.spend = Some((T0.utc_day(), Money::from_usd(1.25)));
     let done = s.commit(&c).await.unwrap();
@@ -990,6 +991,11 @@ async fn answers_decisions_spend(s: Arc<dyn Store>) {
         (DecisionKind::ReturnForFixes, DecisionLayer::Guardrail, 3)
     );
     assert_eq!(ds[0].wait_until, Some(Timestamp(T0.0 + 1000)));
+    // What it was taken on comes back byte for byte.
+    assert_eq!(
+        s.decision_inputs(t.id).await.unwrap(),
+        [(ds[0].id, vec![0u8, 1, 2, 255])]
+    );
 
     assert_eq!(
         s.spend_on(&T0.utc_day()).await.unwrap(),

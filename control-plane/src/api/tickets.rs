@@ -335,6 +335,37 @@ impl pb::ticket_service_server::TicketService for TicketApi {
     }
 
     #[tracing::instrument(skip_all, fields(ticket_id))]
+    async fn get_decision_inputs(
+        &self,
+        req: Request<pb::GetDecisionInputsRequest>,
+    ) -> Result<pb::GetDecisionInputsResponse> {
+        use prost::Message;
+        let id = convert::positive_id("ticket_id", req.get_ref().ticket_id).map_err(invalid)?;
+        tracing::Span::current().record("ticket_id", id);
+        self.board.ticket(id).await.map_err(status)?;
+        let store = self.board.store();
+        let decisions = store.decisions(id).await.map_err(|e| status(e.into()))?;
+        let mut inputs: std::collections::HashMap<i64, Vec<u8>> = store
+            .decision_inputs(id)
+            .await
+            .map_err(|e| status(e.into()))?
+            .into_iter()
+            .collect();
+        let decisions = decisions
+            .iter()
+            .map(|d| pb::RecordedDecision {
+                decision: Some(convert::decision(d)),
+                input: inputs.remove(&d.id).and_then(|b| {
+                    pb::DecisionInput::decode(b.as_slice())
+                        .inspect_err(|e| tracing::warn!(decision_id = d.id, error = %e, "a stored decision input does not decode; left out"))
+                        .ok()
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::GetDecisionInputsResponse { decisions }))
+    }
+
+    #[tracing::instrument(skip_all, fields(ticket_id))]
     async fn get_logs(&self, req: Request<pb::GetLogsRequest>) -> Result<pb::GetLogsResponse> {
         let r = req.into_inner();
         let id = convert::positive_id("ticket_id", r.ticket_id).map_err(invalid)?;

@@ -74,6 +74,8 @@ struct Chosen {
     wait_until: Option<Timestamp>,
     avoid_runtime: Option<String>,
     redispatch: bool,
+    /// What the decision was taken on (an encoded `mc.v1.DecisionInput`), stored with it.
+    input: Option<Vec<u8>>,
 }
 
 impl From<Verdict> for Chosen {
@@ -88,6 +90,7 @@ impl From<Verdict> for Chosen {
             wait_until: None,
             redispatch: v.redispatch,
             avoid_runtime: v.avoid_runtime,
+            input: None,
         }
     }
 }
@@ -167,36 +170,39 @@ impl Decider {
         let started = board.now();
         let ctx = Context::load(board, &t).await?;
         let input = ctx.input(&t);
+        // The question is built even when a guardrail settles it, and stored with the
+        // decision: a replay asks another brain what it would have said.
+        let req = ctx
+            .request(board, &t, DecisionPoint::AttemptFinished, String::new())
+            .await?;
+        let recorded = record_input(&req, &input);
         let chosen = match guardrails::check(&input) {
             Some(v) => Chosen::from(v),
             None => match &self.brain {
-                Some(b) => {
-                    let req = ctx
-                        .request(board, &t, DecisionPoint::AttemptFinished, String::new())
-                        .await?;
-                    match b.decide(&req).await {
-                        Ok(a) => from_brain(&input, a),
-                        Err(e @ BrainError::OffContract(_)) => {
-                            escalate("brain_refused", e.to_string())
+                Some(b) => match b.decide(&req).await {
+                    Ok(a) => from_brain(&input, a),
+                    Err(e @ BrainError::OffContract(_)) => escalate("brain_refused", e.to_string()),
+                    Err(e) => {
+                        let waited = board.now().since(t.updated_at);
+                        if waited < self.patience {
+                            tracing::warn!(ticket_id = id, error = %e, waited = ?waited, "no decision yet; will retry");
+                            return Ok(None);
                         }
-                        Err(e) => {
-                            let waited = board.now().since(t.updated_at);
-                            if waited < self.patience {
-                                tracing::warn!(ticket_id = id, error = %e, waited = ?waited, "no decision yet; will retry");
-                                return Ok(None);
-                            }
-                            escalate(
-                                "brain_unavailable",
-                                format!(
-                                    "no decision from the brain for {}: {e}",
-                                    humantime::format_duration(waited)
-                                ),
-                            )
-                        }
+                        escalate(
+                            "brain_unavailable",
+                            format!(
+                                "no decision from the brain for {}: {e}",
+                                humantime::format_duration(waited)
+                            ),
+                        )
                     }
-                }
+                },
                 None => Chosen::from(fallback(&input)),
             },
+        };
+        let chosen = Chosen {
+            input: Some(recorded),
+            ..chosen
         };
         let latency = board.now().since(started);
         apply_decision(
@@ -264,21 +270,24 @@ impl Decider {
             .await?
             .ticket;
         let ctx = Context::load(board, &t).await?;
+        let req = ctx.request(board, &t, point, detail.to_string()).await?;
+        let recorded = record_input(&req, &ctx.input(&t));
         let chosen = match &self.brain {
-            Some(b) => {
-                let req = ctx.request(board, &t, point, detail.to_string()).await?;
-                match b.decide(&req).await {
-                    Ok(a) => {
-                        let input = ctx.input(&t);
-                        from_brain(&input, a)
-                    }
-                    Err(e) => {
-                        tracing::warn!(ticket_id = id, error = %e, "brain unavailable for a flag; using the built-in ladder");
-                        Chosen::from(guardrails::stall_ladder(&ctx.prior, f.attempt_id, point))
-                    }
+            Some(b) => match b.decide(&req).await {
+                Ok(a) => {
+                    let input = ctx.input(&t);
+                    from_brain(&input, a)
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(ticket_id = id, error = %e, "brain unavailable for a flag; using the built-in ladder");
+                    Chosen::from(guardrails::stall_ladder(&ctx.prior, f.attempt_id, point))
+                }
+            },
             None => Chosen::from(guardrails::stall_ladder(&ctx.prior, f.attempt_id, point)),
+        };
+        let chosen = Chosen {
+            input: Some(recorded),
+            ..chosen
         };
         let kind = chosen.kind;
         let latency = board.now().since(started);
@@ -297,6 +306,18 @@ impl Decider {
     }
 }
 
+/// The stored form of what a decision is taken on.
+fn record_input(req: &BrainRequest, i: &GuardInput<'_>) -> Vec<u8> {
+    use prost::Message;
+    mc_proto::DecisionInput {
+        request: Some(crate::brain::request(req)),
+        acceptance_commands: i.acceptance_commands.to_vec(),
+        author_runtime: i.author_runtime.unwrap_or_default().to_string(),
+        unfinished_deps: i.unfinished_deps.to_vec(),
+    }
+    .encode_to_vec()
+}
+
 fn escalate(name: &str, reason: String) -> Chosen {
     Chosen {
         kind: DecisionKind::Escalate,
@@ -308,6 +329,7 @@ fn escalate(name: &str, reason: String) -> Chosen {
         wait_until: None,
         avoid_runtime: None,
         redispatch: false,
+        input: None,
     }
 }
 
@@ -500,6 +522,7 @@ fn from_brain(i: &GuardInput<'_>, a: BrainAnswer) -> Chosen {
         wait_until: a.wait_until,
         avoid_runtime: None,
         redispatch: a.redispatch,
+        input: None,
     }
 }
 
@@ -627,6 +650,7 @@ async fn apply_decision(
                 at: e.now,
                 wait_until: c.wait_until,
                 point,
+                input: c.input.clone(),
             });
             Ok(())
         })
@@ -676,6 +700,7 @@ async fn record_only(
                 at: e.now,
                 wait_until: c.wait_until,
                 point,
+                input: c.input.clone(),
             });
             Ok(())
         })

@@ -504,6 +504,7 @@ impl Board {
                     at: e.now,
                     wait_until: None,
                     point: DecisionPoint::AttemptFinished,
+                    input: None,
                 });
                 Ok(())
             })

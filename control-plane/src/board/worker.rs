@@ -486,6 +486,7 @@ impl Board {
                             at: e.now,
                             wait_until: None,
                             point: point.unwrap_or(DecisionPoint::ProcessGone),
+                            input: None,
                         });
                         Ok(())
                     })
@@ -521,6 +522,7 @@ impl Board {
                         at: e.now,
                         wait_until: None,
                         point,
+                        input: None,
                     });
                 }
                 Ok(())

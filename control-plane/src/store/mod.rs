@@ -96,6 +96,8 @@ pub struct NewDecision {
     pub at: Timestamp,
     pub wait_until: Option<Timestamp>,
     pub point: DecisionPoint,
+    /// What the decision was taken on: an encoded `mc.v1.DecisionInput`, for replay.
+    pub input: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -255,6 +257,9 @@ pub trait Store: Send + Sync + 'static {
 
     // Decisions and answers.
     async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError>;
+    /// What each of a ticket's decisions was taken on (`NewDecision::input`), by decision
+    /// id; decisions stored without one are left out.
+    async fn decision_inputs(&self, ticket_id: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
     async fn pending_answers(&self, attempt_id: i64) -> Result<Vec<Answer>, StoreError>;
     async fn mark_answer_delivered(&self, id: i64, at: Timestamp) -> Result<(), StoreError>;
 

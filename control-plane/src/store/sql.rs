@@ -381,7 +381,7 @@ macro_rules! impl_store {
                 if let Some(d) = &c.decision {
                     let (id,): (i64,) = sqlx::query_as(
                         "INSERT INTO decisions (ticket_id, attempt_id, kind, reason, points, next_prompt, layer, \
-                         source, latency_ms, at, wait_until, point) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
+                         source, latency_ms, at, wait_until, point, input) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
                          RETURNING id",
                     )
                     .bind(t.id)
@@ -396,6 +396,7 @@ macro_rules! impl_store {
                     .bind(d.at.0)
                     .bind(d.wait_until.map(|w| w.0))
                     .bind(d.point.as_str())
+                    .bind(d.input.clone())
                     .fetch_one(&mut *tx)
                     .await?;
                     decision_id = Some(id);
@@ -655,6 +656,16 @@ macro_rules! impl_store {
                 .fetch_all(&self.read)
                 .await?;
                 rows.into_iter().map(Decision::try_from).collect()
+            }
+
+            async fn decision_inputs(&self, ticket_id: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+                let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT id, input FROM decisions WHERE ticket_id = $1 AND input IS NOT NULL ORDER BY id",
+                )
+                .bind(ticket_id)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows)
             }
 
             async fn pending_answers(&self, attempt_id: i64) -> Result<Vec<Answer>, StoreError> {

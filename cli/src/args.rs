@@ -120,6 +120,13 @@ pub(crate) enum Cmd {
     Workers,
     /// Today's spend against the budgets.
     Budget,
+    /// What is going on: tickets by state, live attempts by host, the latest completions
+    /// and escalations, today's spend, and how autonomous the last week was.
+    Status {
+        /// The window of the autonomy figures ("7d", "24h").
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+    },
     /// A ticket's decisions: replay them through today's guardrails and another brain.
     #[command(subcommand)]
     Decisions(crate::replay::DecisionsCmd),

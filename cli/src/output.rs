@@ -221,3 +221,97 @@ pub fn event_line(e: &pb::Event) -> String {
         e.actor
     )
 }
+
+fn words(d: &Option<pb::prost_types::Duration>) -> String {
+    let secs = d.as_ref().map(|d| d.seconds.max(0)).unwrap_or(0);
+    humantime::format_duration(std::time::Duration::from_secs(secs.unsigned_abs())).to_string()
+}
+
+/// `mc status`: one screen.
+pub fn status(r: &pb::GetStatusResponse) -> String {
+    let mut s = String::new();
+    let states: Vec<String> = r
+        .tickets
+        .iter()
+        .filter(|c| c.count > 0)
+        .map(|c| format!("{} {}", state_name(c.state), c.count))
+        .collect();
+    s.push_str(&format!(
+        "tickets    {}\n",
+        if states.is_empty() {
+            "none".to_string()
+        } else {
+            states.join(" · ")
+        }
+    ));
+    let running: Vec<String> = r
+        .running
+        .iter()
+        .map(|h| format!("{} {}", h.host, h.running))
+        .collect();
+    s.push_str(&format!(
+        "running    {}\n",
+        if running.is_empty() {
+            "nothing".to_string()
+        } else {
+            running.join(" · ")
+        }
+    ));
+    s.push_str(&format!(
+        "spend      ${:.2} of ${:.2} today ({})\n",
+        r.spent_today_usd, r.daily_cap_usd, r.day
+    ));
+    for (what, list) in [("done", &r.recent_done), ("escalated", &r.recent_escalated)] {
+        for (i, t) in list.iter().enumerate() {
+            let why = if t.state_reason.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", short(&t.state_reason, 70))
+            };
+            s.push_str(&format!(
+                "{:<10} #{} {}{why}\n",
+                if i == 0 { what } else { "" },
+                t.id,
+                short(&t.title, 50)
+            ));
+        }
+    }
+    if let Some(a) = &r.autonomy {
+        let pct = |n: i64| {
+            if a.finished > 0 {
+                format!(" ({:.0}%)", n as f64 * 100.0 / a.finished as f64)
+            } else {
+                String::new()
+            }
+        };
+        s.push_str(&format!(
+            "{:<10} {} finished: {} done with no human action{}, {} done after a human stepped in{}, {} escalated{}, {} failed, {} cancelled\n",
+            format!("last {}", words(&a.window)),
+            a.finished,
+            a.done_unattended,
+            pct(a.done_unattended),
+            a.done_after_human,
+            pct(a.done_after_human),
+            a.escalated,
+            pct(a.escalated),
+            a.failed,
+            a.cancelled
+        ));
+        for rc in &a.escalated_by_reason {
+            s.push_str(&format!(
+                "{:<10} escalated: {} × {}\n",
+                "", rc.count, rc.reason
+            ));
+        }
+        if a.done_unattended + a.done_after_human > 0 {
+            s.push_str(&format!(
+                "{:<10} per verified ticket: ${:.2}, {}, {:.1} rounds\n",
+                "",
+                a.cost_per_done_usd,
+                words(&a.wall_per_done),
+                a.rounds_per_done
+            ));
+        }
+    }
+    s
+}

@@ -36,6 +36,7 @@ pub(crate) async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::R
     let mut projects = pb::project_service_client::ProjectServiceClient::new(ch.clone());
     let mut lanes = pb::lane_service_client::LaneServiceClient::new(ch.clone());
     let mut workers = pb::worker_service_client::WorkerServiceClient::new(ch.clone());
+    let mut status = pb::status_service_client::StatusServiceClient::new(ch.clone());
     let mut budget = pb::budget_service_client::BudgetServiceClient::new(ch);
     match cmd {
         Cmd::Ticket(TicketCmd::Create {
@@ -622,6 +623,19 @@ pub(crate) async fn remote(cfg: CliConfig, as_json: bool, cmd: Cmd) -> anyhow::R
                         output::short(&s.title, 60)
                     );
                 }
+            }
+        }
+        Cmd::Status { since } => {
+            let r = status
+                .get_status(pb::GetStatusRequest {
+                    since: Some(pb_duration(since)),
+                })
+                .await?
+                .into_inner();
+            if as_json {
+                print_json(&json("mc.v1.GetStatusResponse", &r));
+            } else {
+                print!("{}", output::status(&r));
             }
         }
         Cmd::Up(_) | Cmd::Demo(_) | Cmd::Certs(_) | Cmd::Console(_) | Cmd::Decisions(_) => {

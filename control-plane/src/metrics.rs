@@ -38,6 +38,12 @@ pub struct Metrics {
     pub cost_usd: Counter<f64, AtomicU64>,
     pub spend_today_usd: Gauge<f64, AtomicU64>,
     pub worker_streams: Gauge,
+    /// Tickets finished in the last 7 days by outcome (done_unattended, done_after_human,
+    /// escalated, failed, cancelled).
+    pub finished_7d: Family<OutcomeLabel, Gauge>,
+    pub autonomy_rate_7d: Gauge<f64, AtomicU64>,
+    pub cost_per_done_usd_7d: Gauge<f64, AtomicU64>,
+    pub wall_per_done_seconds_7d: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -87,6 +93,30 @@ impl Metrics {
             "Worker streams connected to this replica",
             worker_streams.clone(),
         );
+        let finished_7d = Family::<OutcomeLabel, Gauge>::default();
+        registry.register(
+            "finished_7d",
+            "Tickets finished in the last 7 days, by outcome (done_unattended: verified with no human action)",
+            finished_7d.clone(),
+        );
+        let autonomy_rate_7d = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "autonomy_rate_7d",
+            "Share of the last 7 days' finished tickets verified done with no human action",
+            autonomy_rate_7d.clone(),
+        );
+        let cost_per_done_usd_7d = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "cost_per_done_usd_7d",
+            "Cost per verified ticket over the last 7 days, in US dollars",
+            cost_per_done_usd_7d.clone(),
+        );
+        let wall_per_done_seconds_7d = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "wall_per_done_seconds_7d",
+            "Wall-clock time per verified ticket over the last 7 days",
+            wall_per_done_seconds_7d.clone(),
+        );
         Arc::new(Metrics {
             registry,
             tickets,
@@ -97,6 +127,10 @@ impl Metrics {
             cost_usd,
             spend_today_usd,
             worker_streams,
+            finished_7d,
+            autonomy_rate_7d,
+            cost_per_done_usd_7d,
+            wall_per_done_seconds_7d,
         })
     }
 

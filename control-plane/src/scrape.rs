@@ -45,6 +45,33 @@ pub async fn refresh(m: &Metrics, board: &Board, workers: &Workers) {
     m.worker_streams.set(workers.names().len() as i64);
 }
 
+/// Refreshes the autonomy figures (one query over the last week's finished tickets, so
+/// less often than the rest).
+pub async fn refresh_autonomy(m: &Metrics, board: &Board) {
+    const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+    let Ok((f, _)) = crate::api::status::figures(board, WEEK_MS).await else {
+        return;
+    };
+    let n = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+    for (outcome, v) in [
+        ("done_unattended", f.done_unattended),
+        ("done_after_human", f.done_after_human),
+        ("escalated", f.escalated),
+        ("failed", f.failed),
+        ("cancelled", f.cancelled),
+    ] {
+        m.finished_7d
+            .get_or_create(&crate::metrics::OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .set(n(v));
+    }
+    m.autonomy_rate_7d.set(f.autonomy_rate());
+    m.cost_per_done_usd_7d.set(f.cost_per_done.usd());
+    m.wall_per_done_seconds_7d
+        .set(f.wall_ms_per_done as f64 / 1000.0);
+}
+
 /// Serves `/metrics` over plain HTTP until cancelled, refreshing the gauges every few seconds.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -62,9 +89,16 @@ pub async fn serve(
         );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut n: u64 = 0;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => refresh(&metrics, &board, &workers).await,
+                    _ = tick.tick() => {
+                        refresh(&metrics, &board, &workers).await;
+                        if n.is_multiple_of(30) {
+                            refresh_autonomy(&metrics, &board).await;
+                        }
+                        n = n.wrapping_add(1);
+                    }
                     _ = token.cancelled() => return,
                 }
             }

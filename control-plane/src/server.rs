@@ -182,6 +182,7 @@ impl ControlPlane {
                 "mc.v1.WorkerService",
                 "mc.v1.LaneService",
                 "mc.v1.BudgetService",
+                "mc.v1.StatusService",
             ],
         )
         .map_err(|e| StartError::Reflection(e.to_string()))?;
@@ -212,6 +213,10 @@ impl ControlPlane {
         let budget = pb::budget_service_server::BudgetServiceServer::new(api::admin::BudgetApi {
             board: board.clone(),
         });
+        let status_svc =
+            pb::status_service_server::StatusServiceServer::new(api::status::StatusApi {
+                board: board.clone(),
+            });
         let worker_svc =
             pb::worker_service_server::WorkerServiceServer::new(api::workers::WorkerApi {
                 ctx: session_ctx.clone(),
@@ -239,6 +244,7 @@ impl ControlPlane {
                 .add_service(projects)
                 .add_service(lanes)
                 .add_service(budget)
+                .add_service(status_svc)
                 .add_service(worker_svc)
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
         );

@@ -24,7 +24,7 @@ fn ts(t: Timestamp) -> Option<prost_types::Timestamp> {
     Some(t.to_proto())
 }
 
-fn ms_duration(ms: i64) -> Option<PbDuration> {
+pub fn ms_duration(ms: i64) -> Option<PbDuration> {
     Some(PbDuration {
         seconds: ms.div_euclid(1000),
         nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod convert;
 pub mod projects;
+pub mod status;
 pub mod tickets;
 pub mod workers;
 
@@ -30,7 +31,8 @@ pub fn policy(path: &str) -> Access {
             "mc.v1.TicketService"
             | "mc.v1.ProjectService"
             | "mc.v1.LaneService"
-            | "mc.v1.BudgetService",
+            | "mc.v1.BudgetService"
+            | "mc.v1.StatusService",
             _,
         )
         | ("mc.v1.WorkerService", _) => Access::Roles(&[Role::Operator]),

@@ -1,6 +1,7 @@
 //! The domain: pure types and decisions, no I/O. The state machine, the workflow model and
 //! input validation live here; the board (`crate::board`) applies them to the store.
 
+pub mod autonomy;
 pub mod binding;
 pub mod guardrails;
 pub mod losses;

@@ -230,6 +230,16 @@ pub trait Store: Send + Sync + 'static {
     async fn due_wakeups(&self, now: Timestamp, limit: i64) -> Result<Vec<Ticket>, StoreError>;
     /// Number of tickets per state.
     async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError>;
+    /// Tickets that finished (done, escalated, failed, cancelled) at or after `since`,
+    /// newest first, each with whether a person acted on it after creating it (an event by
+    /// an `operator/…` other than its creation).
+    async fn finished_since(
+        &self,
+        since: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<(Ticket, bool)>, StoreError>;
+    /// Live attempts per host.
+    async fn active_attempts_by_host(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     // Attempts.
     async fn get_attempt(&self, id: i64) -> Result<Option<Attempt>, StoreError>;

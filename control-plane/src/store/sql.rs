@@ -558,6 +558,40 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn finished_since(&self, since: Timestamp, limit: i64) -> Result<Vec<(Ticket, bool)>, StoreError> {
+                const FINISHED: &str = "state IN ('done', 'escalated', 'failed', 'cancelled') AND updated_at >= $1";
+                let rows: Vec<TicketRow> = sqlx::query_as(&format!(
+                    "SELECT {TICKET_COLS} FROM tickets WHERE {FINISHED} ORDER BY updated_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(since.0)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                let touched: Vec<(i64,)> = sqlx::query_as(&format!(
+                    "SELECT DISTINCT e.ticket_id FROM events e WHERE e.ticket_id IN \
+                     (SELECT id FROM tickets WHERE {FINISHED}) AND e.actor LIKE 'operator/%' AND e.kind <> 'created'"
+                ))
+                .bind(since.0)
+                .fetch_all(&self.read)
+                .await?;
+                let touched: std::collections::HashSet<i64> = touched.into_iter().map(|(id,)| id).collect();
+                rows.into_iter()
+                    .map(|r| {
+                        let t = Ticket::try_from(r)?;
+                        let human = touched.contains(&t.id);
+                        Ok((t, human))
+                    })
+                    .collect()
+            }
+
+            async fn active_attempts_by_host(&self) -> Result<Vec<(String, i64)>, StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT host, COUNT(*) FROM attempts WHERE outcome = 'active' GROUP BY host ORDER BY host",
+                )
+                .fetch_all(&self.read)
+                .await?)
+            }
+
             async fn get_attempt(&self, id: i64) -> Result<Option<Attempt>, StoreError> {
                 let row: Option<AttemptRow> =
                     sqlx::query_as(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"))

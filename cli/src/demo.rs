@@ -109,6 +109,8 @@ fn profile(script: &Path) -> Profile {
         codex_trust_workspace: false,
         cost_per_process: false,
         prices: None,
+        model: String::new(),
+        model_prices: Default::default(),
         max_model_responses: 1000,
     }
 }

@@ -88,6 +88,8 @@ pub fn profile(argv: &[&str], runtime: RuntimeKind) -> Profile {
         codex_trust_workspace: false,
         cost_per_process: false,
         prices: None,
+        model: String::new(),
+        model_prices: Default::default(),
         max_model_responses: 1000,
     }
 }

@@ -807,3 +807,153 @@ async fn the_command_brain_backend_asks_claude_and_returns_a_valid_decision() {
     );
     b.shutdown().await;
 }
+
+/// The real claude CLI whose model API stalls mid-stream: the process lives, its
+/// stream-json says nothing more. That is silence — the run ends "silent for 6s" at the
+/// profile's bound — not a healthy run until the soft timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_claude_stream_is_silent_although_the_process_lives() {
+    let e = env("claude-headless").await;
+    let fake = FakeApi::anthropic(json!({"turns": [{"stall": true}]}));
+    let home = fakes::claude_home(e.dir.path(), KEY);
+    let mut p = claude_profile("claude-headless", &fake, &home);
+    p.silence_timeout = Duration::from_secs(6);
+    let (w, _s) = e.worker("claude-headless", p).await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Think forever")).await;
+    let first = mc_tests::wait::until_ok(T, "the first attempt to end", || {
+        let mut c = c.clone();
+        async move {
+            let h = mc_tests::wait::history(&mut c, t.id).await;
+            h.attempts
+                .into_iter()
+                .next()
+                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
+                .ok_or_else(|| "still running".to_string())
+        }
+    })
+    .await;
+    assert_eq!(first.reason, "silent for 6s", "{first:?}");
+    assert_eq!(first.outcome, pb::AttemptOutcome::TimedOut as i32);
+    w.stop().await;
+}
+
+/// The real codex CLI in a loop (the model asks for one more command, again and again):
+/// the run is stopped as looping at the profile's cap of model responses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_looping_codex_is_stopped_at_its_model_response_cap() {
+    let e = env("codex-headless").await;
+    let turns: Vec<serde_json::Value> = (0..30)
+        .map(|i| json!({"output": [shell(&format!("echo step {i}"))], "usage": {"input_tokens": 100, "output_tokens": 10}}))
+        .collect();
+    let fake = FakeApi::openai(json!({ "turns": turns }));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let mut p = codex_profile("codex-headless", &fake, &home, &codex_home);
+    p.max_model_responses = 6;
+    let (w, _s) = e.worker("codex-headless", p).await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Loop")).await;
+    let first = mc_tests::wait::until_ok(T, "the first attempt to end", || {
+        let mut c = c.clone();
+        async move {
+            let h = mc_tests::wait::history(&mut c, t.id).await;
+            h.attempts
+                .into_iter()
+                .next()
+                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
+                .ok_or_else(|| "still running".to_string())
+        }
+    })
+    .await;
+    // Responses are counted as they stream and checked on the attempt's tick, so the run
+    // stops a few past the cap, never before it.
+    let n: u32 = first
+        .reason
+        .strip_prefix("stopped as looping: ")
+        .and_then(|r| r.strip_suffix(" model responses, the profile's cap is 6"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{first:?}"));
+    assert!(n > 6, "{}", first.reason);
+    assert!(
+        fake.requests().len() < 30,
+        "the loop was cut short: {} requests",
+        fake.requests().len()
+    );
+    w.stop().await;
+}
+
+/// codex run with `-m gpt-5-mini` reports tokens and no dollars: they are priced at that
+/// model's list prices, not the profile's default model's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn codex_tokens_are_priced_at_the_model_it_runs() {
+    let e = env("codex-headless").await;
+    let fake = FakeApi::openai(json!({"turns": [
+        {"output": [shell("echo hi > hi.txt && git add hi.txt && git commit -q -m 'add hi.txt'")], "usage": {"input_tokens": 90000, "output_tokens": 6000}},
+        {"output": [message("DONE: added hi.txt")], "usage": {"input_tokens": 120000, "output_tokens": 3000}}
+    ]}));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let mut p = codex_profile("codex-headless", &fake, &home, &codex_home);
+    let at = p.command.len() - 1;
+    p.command
+        .splice(at..at, ["-m".to_string(), "gpt-5-mini".to_string()]);
+    let mini = p.effective_prices().unwrap();
+    let default = builtin()["codex-headless"].effective_prices().unwrap();
+    let (w, _s) = e.worker("codex-headless", p).await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Add hi.txt")).await;
+    ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let h = mc_tests::wait::history(&mut c, t.id).await;
+    let a = &h.attempts[0];
+    assert!(a.tokens_in > 0 && a.tokens_out > 0, "{a:?}");
+    let want = mini.cost(a.tokens_in, 0, a.tokens_out);
+    assert!(
+        (a.cost_usd - want).abs() < 1e-6,
+        "priced as gpt-5-mini: {} (want {want}, the default model's would be {})",
+        a.cost_usd,
+        default.cost(a.tokens_in, 0, a.tokens_out)
+    );
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r["model"].as_str() == Some("gpt-5-mini")),
+        "codex ran the model named"
+    );
+    w.stop().await;
+}
+
+/// The real codex CLI out of its usage (a 429 `usage_limit_reached` with the plan's reset
+/// time): codex says "… try again at 4:06 PM." in local time, and the ticket waits until
+/// that minute — read from its words — not a blind hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_codex_usage_limit_waits_until_the_time_codex_names() {
+    let e = env("codex-headless").await;
+    let now = mc_common::Clock::system().now().millis() / 1000;
+    // Two hours ahead, on a whole minute (codex prints minutes).
+    let resets_at = (now / 60 + 120) * 60;
+    let fake = FakeApi::openai(json!({"turns": [
+        {"error": {"status": 429, "type": "usage_limit_reached", "message": "limit",
+                   "plan_type": "plus", "resets_at": resets_at}}
+    ]}));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let (w, _s) = e
+        .worker(
+            "codex-headless",
+            codex_profile("codex-headless", &fake, &home, &codex_home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Hit the limit")).await;
+    let waiting = ticket_in(&mut c, t.id, pb::TicketState::Waiting, T).await;
+    let h = mc_tests::wait::history(&mut c, t.id).await;
+    assert!(
+        waiting
+            .state_reason
+            .contains("the reset time the agent named"),
+        "{}\n{:?}",
+        waiting.state_reason,
+        h.attempts.iter().map(|a| &a.reason).collect::<Vec<_>>()
+    );
+    let wake = waiting.wake_at.as_ref().unwrap().seconds;
+    assert_eq!(wake, resets_at, "woken at the minute codex named");
+    w.stop().await;
+}

@@ -26,6 +26,7 @@ use crate::state::Record;
 
 mod finish;
 mod prepare;
+mod watch;
 pub use finish::lost_report;
 use prepare::{spawn_runtime, start_fresh};
 
@@ -111,6 +112,8 @@ struct Task {
     usage_sent: Instant,
     budget_hit: bool,
     usage_limit: Option<String>,
+    /// What the profile's tokens cost (its model's prices), for CLIs that report no dollars.
+    prices: Option<crate::profiles::Prices>,
     /// When a usage limit resets (Unix ms), if the agent said.
     reset_at_ms: Option<i64>,
     ticks: u64,
@@ -213,6 +216,7 @@ pub async fn run(deps: Deps, start: Start, ctl: mpsc::Receiver<Control>) {
     let brief_signals = std::fs::read_to_string(&rec.prompt_file)
         .map(|b| output::signals_in(&b))
         .unwrap_or_default();
+    let prices = profile.effective_prices();
     let mut task = Task {
         deps,
         rec,
@@ -239,6 +243,7 @@ pub async fn run(deps: Deps, start: Start, ctl: mpsc::Receiver<Control>) {
         usage_sent: Instant::now(),
         budget_hit: false,
         usage_limit: None,
+        prices,
         reset_at_ms: None,
         ticks: 0,
         out_file: None,
@@ -366,275 +371,6 @@ impl Task {
         self.save();
         tracing::info!(attempt_id = self.id(), runtime = %self.rec.runtime_id, "session resumed with the answer");
         Ok(())
-    }
-
-    fn on_output(&mut self, data: Bytes) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(OutputSource::File(t)) = &self.src {
-            Record::index_chunk(
-                &self.deps.cfg.config.state_dir,
-                self.rec.attempt_id,
-                seq,
-                t.offset,
-            );
-        }
-        if self.rec.runtime == RuntimeKind::Pty {
-            use std::io::Write;
-            if self.out_file.is_none() {
-                use std::os::unix::fs::OpenOptionsExt;
-                self.out_file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&self.rec.output_file)
-                    .ok();
-            }
-            if let Some(f) = self.out_file.as_mut() {
-                let _ = f.write_all(&data);
-            }
-        }
-        self.last_output = Instant::now();
-        self.last_output_at = self.deps.clock.now();
-        self.tail.push(&data);
-        self.tail_dirty = true;
-        if !self.profile.interactive {
-            for line in self.lines.push(&data) {
-                self.on_line(line);
-            }
-        }
-        self.deps.send(Up::Output(pb::OutputChunk {
-            attempt_id: self.rec.attempt_id,
-            epoch: self.rec.epoch,
-            seq,
-            data: data.to_vec(),
-        }));
-    }
-
-    fn on_line(&mut self, line: String) {
-        let p = output::parse(self.profile.output, line, &self.profile.usage_limit_markers);
-        if let Some(s) = p.session_id
-            && self.rec.session_id.as_deref() != Some(s.as_str())
-        {
-            self.rec.session_id = Some(s);
-            self.save();
-        }
-        if let Some(c) = p.cost_usd {
-            self.rec.cost_usd = if self.profile.cost_per_process {
-                self.rec.cost_base_usd + c
-            } else {
-                self.rec.cost_usd.max(c)
-            };
-            self.usage_dirty = true;
-        }
-        if p.reset_at_ms.is_some() {
-            self.reset_at_ms = p.reset_at_ms;
-        }
-        if let Some(t) = p.tokens_in {
-            // Both CLIs report running totals for the session.
-            self.rec.tokens_in = self.rec.tokens_in.max(t);
-            self.usage_dirty = true;
-        }
-        if let Some(t) = p.tokens_out {
-            self.rec.tokens_out = self.rec.tokens_out.max(t);
-            self.usage_dirty = true;
-        }
-        if let Some(t) = p.tokens_cached {
-            self.rec.tokens_cached = self.rec.tokens_cached.max(t);
-        }
-        // A CLI that reports tokens and no cost: priced from the profile's table.
-        if p.cost_usd.is_none()
-            && (p.tokens_in.is_some() || p.tokens_out.is_some())
-            && let Some(prices) = &self.profile.prices
-        {
-            let c = prices.cost(
-                self.rec.tokens_in,
-                self.rec.tokens_cached,
-                self.rec.tokens_out,
-            );
-            if c > self.rec.cost_usd {
-                self.rec.cost_usd = c;
-                self.usage_dirty = true;
-            }
-        }
-        if p.budget_exceeded {
-            self.budget_hit = true;
-        }
-        if p.model_response {
-            self.model_responses = self.model_responses.saturating_add(1);
-        }
-        if let Some(r) = p.retry {
-            tracing::info!(attempt_id = self.id(), retry = %r, "the agent is retrying by itself");
-            self.deps.send(Up::Signal(pb::AgentSignal {
-                attempt_id: self.rec.attempt_id,
-                epoch: self.rec.epoch,
-                kind: pb::SignalKind::Retry as i32,
-                text: r,
-                reset_at: None,
-            }));
-        }
-        if let Some(u) = p.usage_limit
-            && self.usage_limit.is_none()
-        {
-            self.usage_limit = Some(u);
-        }
-        // Once a limit is hit, the reset time may be in its own text or on a later line.
-        if self.usage_limit.is_some() && self.reset_at_ms.is_none() {
-            self.read_reset_time(self.usage_limit.clone().iter().chain(&p.text));
-        }
-        for t in p.text {
-            if let Some((kind, text)) = output::signal(&t) {
-                self.on_signal(kind, text);
-            }
-        }
-    }
-
-    /// The first reset time these texts name (in the host's time zone), if none is known.
-    fn read_reset_time<'t>(&mut self, texts: impl IntoIterator<Item = &'t String>) {
-        let now = self.deps.clock.now().millis();
-        let local = jiff::tz::TimeZone::system();
-        if let Some(ms) = texts
-            .into_iter()
-            .find_map(|t| crate::reset::parse(t, now, &local))
-        {
-            tracing::info!(
-                attempt_id = self.id(),
-                reset_at_ms = ms,
-                "the usage limit names its reset time"
-            );
-            self.reset_at_ms = Some(ms);
-        }
-    }
-
-    fn on_signal(&mut self, kind: SignalKind, text: String) {
-        if self.brief_signals.contains(&(kind, text.clone())) {
-            tracing::info!(attempt_id = self.id(), signal = ?kind, %text, "a signal quoted from the brief is not the agent's");
-            return;
-        }
-        // A verdict and its points travel in the evidence, not as signals of their own.
-        match kind {
-            SignalKind::Verdict => {
-                let word = text
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .trim_end_matches(['.', ',', ';', ':'])
-                    .to_ascii_lowercase();
-                match word.as_str() {
-                    "pass" | "fail" => {
-                        // A new verdict starts a new list of points.
-                        if self.rec.verdict.is_some() {
-                            self.rec.review_points.clear();
-                        }
-                        self.rec.verdict = Some(word);
-                        self.save();
-                    }
-                    _ => {
-                        tracing::info!(attempt_id = self.id(), %text, "a VERDICT: line that is neither PASS nor FAIL is ignored")
-                    }
-                }
-                return;
-            }
-            SignalKind::Point => {
-                if self.rec.review_points.len() < 50 && !text.is_empty() {
-                    self.rec
-                        .review_points
-                        .push(text.chars().take(2000).collect());
-                    self.save();
-                }
-                return;
-            }
-            _ => {}
-        }
-        let pb_kind = match kind {
-            SignalKind::Question => {
-                self.rec.questions.push(text.clone());
-                self.rec.pending_question = true;
-                pb::SignalKind::Question
-            }
-            SignalKind::Review => pb::SignalKind::Review,
-            SignalKind::Done => {
-                self.rec.done_summary = Some(text.clone());
-                pb::SignalKind::Done
-            }
-            SignalKind::Verdict | SignalKind::Point => return,
-        };
-        self.save();
-        tracing::info!(attempt_id = self.id(), signal = ?kind, %text, "signal");
-        self.deps.send(Up::Signal(pb::AgentSignal {
-            attempt_id: self.rec.attempt_id,
-            epoch: self.rec.epoch,
-            kind: pb_kind as i32,
-            text,
-            reset_at: None,
-        }));
-    }
-
-    /// Interactive runtimes: read the rendered screen for signals and readiness.
-    async fn poll_screen(&mut self) {
-        let Some(rt) = &self.rt else { return };
-        let Some(screen) = rt.screen().await else {
-            return;
-        };
-        if !self.brief_typed {
-            let ready =
-                self.profile.ready_marker.is_empty() || screen.contains(&self.profile.ready_marker);
-            if ready || self.spawned_at.elapsed() > Duration::from_secs(60) {
-                let text = format!(
-                    "Read the brief in {} and do what it says.",
-                    self.rec.prompt_file.display()
-                );
-                if let Err(e) = rt.type_text(&text, true).await {
-                    tracing::warn!(attempt_id = self.id(), error = %e, "typing the brief failed");
-                }
-                self.brief_typed = true;
-            }
-            return;
-        }
-        // Progress, not pixels: a spinner or timer redrawing is not output.
-        let fp = output::fingerprint(&output::progress_view(&screen));
-        if fp != self.fingerprint {
-            self.fingerprint = fp;
-            self.last_output = Instant::now();
-            self.last_output_at = self.deps.clock.now();
-        }
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for line in screen.lines() {
-            let line = line.trim_end();
-            if output::signal(line).is_some() {
-                *counts.entry(line.to_string()).or_default() += 1;
-            }
-            let lower = line.to_lowercase();
-            if self.usage_limit.is_none()
-                && let Some(m) = self
-                    .profile
-                    .usage_limit_markers
-                    .iter()
-                    .find(|m| lower.contains(&m.to_lowercase()))
-            {
-                self.usage_limit = Some(format!("screen shows {m:?}: {}", line.trim()));
-            }
-            if self.usage_limit.is_some() && self.reset_at_ms.is_none() {
-                self.read_reset_time([&line.to_string()]);
-            }
-        }
-        let mut fresh = Vec::new();
-        for (line, n) in &counts {
-            let seen = self.screen_seen.get(line).copied().unwrap_or(0);
-            if *n > seen {
-                fresh.push(line.clone());
-            }
-        }
-        for (line, n) in counts {
-            let e = self.screen_seen.entry(line).or_default();
-            *e = (*e).max(n);
-        }
-        fresh.sort();
-        for line in fresh {
-            if let Some((kind, text)) = output::signal(&line) {
-                self.on_signal(kind, text);
-            }
-        }
     }
 
     async fn tick(&mut self) -> Option<End> {

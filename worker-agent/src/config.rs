@@ -203,6 +203,9 @@ impl Config {
             if let Some(prices) = &p.prices {
                 prices.validate(&format!("profiles.{name}"))?;
             }
+            for (model, prices) in &p.model_prices {
+                prices.validate(&format!("profiles.{name}.model_prices.{model}"))?;
+            }
             all.insert(name.clone(), p.clone());
         }
         let mut offered = BTreeMap::new();

@@ -92,6 +92,14 @@ pub struct Profile {
     /// API-billed profile.
     #[serde(default)]
     pub prices: Option<Prices>,
+    /// The model the CLI runs, for pricing; empty: read from the command's `-m`/`--model`.
+    #[serde(default)]
+    pub model: String,
+    /// Prices per model (a key matches the model name it starts, the longest key wins),
+    /// over the built-in list prices of current models; `prices` is for a model neither
+    /// table knows.
+    #[serde(default)]
+    pub model_prices: BTreeMap<String, Prices>,
     /// Model responses (stream-json `assistant` events, Codex items) after which a run is
     /// stopped as looping; 0 for no cap.
     #[serde(default = "default_max_model_responses")]
@@ -191,6 +199,8 @@ impl Profile {
             codex_trust_workspace: false,
             cost_per_process: false,
             prices: None,
+            model: String::new(),
+            model_prices: BTreeMap::new(),
             max_model_responses: default_max_model_responses(),
         }
     }
@@ -199,6 +209,77 @@ impl Profile {
     pub fn program(&self) -> &str {
         self.command.first().map(String::as_str).unwrap_or("")
     }
+
+    /// The model this profile runs: `model`, else the value of `-m`/`--model` in its
+    /// command.
+    pub fn model_name(&self) -> Option<String> {
+        if !self.model.is_empty() {
+            return Some(self.model.clone());
+        }
+        let mut args = self.command.iter();
+        while let Some(a) = args.next() {
+            if a == "-m" || a == "--model" {
+                return args.next().cloned().filter(|m| !m.starts_with('{'));
+            }
+            if let Some(m) = a.strip_prefix("--model=") {
+                return Some(m.to_string());
+            }
+        }
+        None
+    }
+
+    /// What this profile's tokens cost: its model's prices (the profile's table, then the
+    /// built-in one), else the profile's `prices`; `None` for a CLI that reports dollars
+    /// itself or bills by subscription.
+    pub fn effective_prices(&self) -> Option<Prices> {
+        let model = self.model_name();
+        let lookup = |t: &BTreeMap<String, Prices>| -> Option<Prices> {
+            let m = model.as_deref()?;
+            t.iter()
+                .filter(|(k, _)| m.starts_with(k.as_str()))
+                .max_by_key(|(k, _)| k.len())
+                .map(|(_, p)| *p)
+        };
+        if self.prices.is_none() && self.model_prices.is_empty() {
+            // Only profiles that price tokens at all (API-billed CLIs without dollars).
+            return None;
+        }
+        lookup(&self.model_prices)
+            .or_else(|| lookup(&list_prices()))
+            .or(self.prices)
+    }
+}
+
+/// List prices of current models, USD per million tokens (input, cached input, output).
+/// A profile's `model_prices` overrides any of them.
+pub fn list_prices() -> BTreeMap<String, Prices> {
+    let p = |input: f64, cached: f64, output: f64| Prices {
+        input,
+        cached_input: Some(cached),
+        output,
+    };
+    [
+        ("gpt-5", p(1.25, 0.125, 10.0)),
+        ("gpt-5-codex", p(1.25, 0.125, 10.0)),
+        ("gpt-5-mini", p(0.25, 0.025, 2.0)),
+        ("gpt-5-nano", p(0.05, 0.005, 0.4)),
+        ("gpt-4.1", p(2.0, 0.5, 8.0)),
+        ("gpt-4.1-mini", p(0.4, 0.1, 1.6)),
+        ("gpt-4o", p(2.5, 1.25, 10.0)),
+        ("gpt-4o-mini", p(0.15, 0.075, 0.6)),
+        ("o3", p(2.0, 0.5, 8.0)),
+        ("o4-mini", p(1.1, 0.275, 4.4)),
+        ("codex-mini", p(1.5, 0.375, 6.0)),
+        ("gemini-2.5-pro", p(1.25, 0.31, 10.0)),
+        ("gemini-2.5-flash", p(0.3, 0.075, 2.5)),
+        ("claude-opus-4", p(15.0, 1.5, 75.0)),
+        ("claude-sonnet-4", p(3.0, 0.3, 15.0)),
+        ("claude-3-5-haiku", p(0.8, 0.08, 4.0)),
+        ("claude-haiku-4", p(1.0, 0.1, 5.0)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Env shared by the Claude Code profiles: no telemetry, no update checks.
@@ -561,5 +642,46 @@ mod tests {
                 "4.50"
             ]
         );
+    }
+
+    #[test]
+    fn prices_follow_the_model_the_profile_runs() {
+        let b = builtin();
+        let codex = &b["codex-headless"];
+        // No model named: the profile's own prices.
+        assert_eq!(codex.effective_prices(), codex.prices);
+        let mut mini = codex.clone();
+        mini.command
+            .extend(["-m".to_string(), "gpt-5-mini".to_string()]);
+        assert_eq!(mini.model_name().as_deref(), Some("gpt-5-mini"));
+        assert_eq!(mini.effective_prices().unwrap().output, 2.0);
+        // The longest matching key wins: gpt-5-codex-latest is priced as gpt-5-codex.
+        let mut latest = codex.clone();
+        latest.model = "gpt-5-codex-latest".into();
+        assert_eq!(
+            latest.effective_prices(),
+            list_prices().get("gpt-5-codex").copied()
+        );
+        // The profile's table overrides the list; an unknown model falls back to `prices`.
+        let mut own = mini.clone();
+        own.model_prices.insert(
+            "gpt-5-mini".into(),
+            Prices {
+                input: 9.0,
+                cached_input: None,
+                output: 9.0,
+            },
+        );
+        assert_eq!(own.effective_prices().unwrap().input, 9.0);
+        let mut unknown = codex.clone();
+        unknown.command.push("--model=my-local-model".into());
+        assert_eq!(unknown.model_name().as_deref(), Some("my-local-model"));
+        assert_eq!(unknown.effective_prices(), codex.prices);
+        // Claude Code reports dollars itself: never priced from tokens.
+        assert_eq!(b["claude-headless"].effective_prices(), None);
+        // A placeholder is not a model.
+        let mut ph = codex.clone();
+        ph.command.extend(["-m".to_string(), "{model}".to_string()]);
+        assert_eq!(ph.model_name(), None);
     }
 }

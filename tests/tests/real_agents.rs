@@ -957,3 +957,79 @@ async fn a_codex_usage_limit_waits_until_the_time_codex_names() {
     assert_eq!(wake, resets_at, "woken at the minute codex named");
     w.stop().await;
 }
+
+/// The real codex TUI waiting on a model API that stalls: its "Working (12s • esc to
+/// interrupt)" line keeps counting, nothing else moves. With that masked the screen stands
+/// still, so the hang is noticed at the profile's silence bound (or as repeating).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_codex_tui_is_noticed_although_its_timer_counts() {
+    let e = env("codex-interactive").await;
+    let fake = FakeApi::openai(json!({"turns": [{"stall": true}]}));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let mut p = codex_profile("codex-interactive", &fake, &home, &codex_home);
+    p.silence_timeout = Duration::from_secs(12);
+    let (w, socket) = e.worker("codex-interactive", p).await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Think forever")).await;
+    mc_tests::wait::until_ok(T, "the hung codex TUI to be noticed", || {
+        let mut c = c.clone();
+        async move {
+            let h = mc_tests::wait::history(&mut c, t.id).await;
+            let flagged = h.decisions.iter().any(|d| {
+                d.point == pb::DecisionPoint::Repeating as i32
+                    || d.point == pb::DecisionPoint::Silent as i32
+            });
+            let silent = h
+                .attempts
+                .first()
+                .is_some_and(|a| a.reason == "silent for 12s");
+            if flagged || silent {
+                Ok(())
+            } else {
+                Err(format!("{:?} {:?}", h.attempts, h.decisions))
+            }
+        }
+    })
+    .await;
+    w.stop().await;
+    worker::kill_tmux(&socket);
+}
+
+/// The real codex TUI out of its usage ("■ You’ve hit your usage limit. … try again at
+/// 4:06 PM."): the ticket waits until the time the screen names instead of staying
+/// `running` at an idle prompt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_codex_tui_out_of_usage_parks_the_ticket_until_its_reset() {
+    let e = env("codex-interactive").await;
+    let now = mc_common::Clock::system().now().millis() / 1000;
+    let resets_at = (now / 60 + 90) * 60;
+    let fake = FakeApi::openai(json!({"turns": [
+        {"error": {"status": 429, "type": "usage_limit_reached", "message": "limit",
+                   "plan_type": "plus", "resets_at": resets_at}}
+    ]}));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let (w, socket) = e
+        .worker(
+            "codex-interactive",
+            codex_profile("codex-interactive", &fake, &home, &codex_home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Hit the limit")).await;
+    let waiting = ticket_in(&mut c, t.id, pb::TicketState::Waiting, T).await;
+    assert!(
+        waiting
+            .state_reason
+            .starts_with("usage limit reached; waiting until"),
+        "{}",
+        waiting.state_reason
+    );
+    let wake = waiting.wake_at.as_ref().unwrap().seconds;
+    assert_eq!(
+        wake, resets_at,
+        "woken at the minute the screen named ({})",
+        waiting.state_reason
+    );
+    w.stop().await;
+    worker::kill_tmux(&socket);
+}

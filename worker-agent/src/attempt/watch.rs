@@ -265,8 +265,25 @@ impl Task {
             {
                 self.usage_limit = Some(format!("screen shows {m:?}: {}", line.trim()));
             }
-            if self.usage_limit.is_some() && self.reset_at_ms.is_none() {
-                self.read_reset_time([&line.to_string()]);
+        }
+        // The reset time may wrap onto the next lines of the TUI ("… or try again at" /
+        // "4:06 PM."): read from the limit's own line on, joined.
+        if self.usage_limit.is_some() && self.reset_at_ms.is_none() {
+            let lines: Vec<&str> = screen.lines().map(str::trim).collect();
+            if let Some(at) = lines.iter().position(|l| {
+                let lower = l.to_lowercase();
+                self.profile
+                    .usage_limit_markers
+                    .iter()
+                    .any(|m| lower.contains(&m.to_lowercase()))
+            }) {
+                let joined = lines[at..]
+                    .iter()
+                    .filter(|l| !l.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.read_reset_time([&joined]);
             }
         }
         let mut fresh = Vec::new();

@@ -22,6 +22,13 @@ pub struct GithubConfig {
     /// One API call's deadline.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Open issues with this label in a project's repository become tickets (once each).
+    /// Empty: no issue watcher.
+    pub issue_label: String,
+    /// How often the labelled issues are looked at (conditional requests: an unchanged
+    /// list costs GitHub nothing).
+    #[serde(with = "humantime_serde")]
+    pub issue_poll: Duration,
 }
 
 impl Default for GithubConfig {
@@ -31,6 +38,8 @@ impl Default for GithubConfig {
             token_file: PathBuf::new(),
             remote: "origin".into(),
             timeout: Duration::from_secs(30),
+            issue_label: "mc-auto".into(),
+            issue_poll: Duration::from_secs(60),
         }
     }
 }
@@ -57,6 +66,22 @@ impl GithubConfig {
         if self.timeout.is_zero() {
             return Err("github.timeout: must be more than zero".into());
         }
+        if !self.issue_label.is_empty() {
+            if self.issue_label.len() > 50
+                || !self
+                    .issue_label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "github.issue_label: {:?} must be letters, digits, '-', '_' or '.'",
+                    self.issue_label
+                ));
+            }
+            if self.issue_poll < Duration::from_millis(100) {
+                return Err("github.issue_poll: must be at least 100ms".into());
+            }
+        }
         Ok(())
     }
 }
@@ -66,6 +91,56 @@ pub struct Github {
     client: octocrab::Octocrab,
     timeout: Duration,
     pub remote: String,
+}
+
+/// An open issue, as far as a ticket needs it (checked: what GitHub sends is input).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issue {
+    pub number: u64,
+    pub title: String,
+    pub body: String,
+    pub url: String,
+}
+
+/// The labelled issues of a repository, or that they did not change since `etag`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Issues {
+    NotModified,
+    Listed {
+        etag: Option<String>,
+        issues: Vec<Issue>,
+    },
+}
+
+/// Issues from the list API's JSON; pull requests (which the API lists too) and entries
+/// without a number or title are left out.
+pub fn issues_from_json(v: &serde_json::Value) -> Result<Vec<Issue>, String> {
+    let list = v
+        .as_array()
+        .ok_or("GitHub's issue list is not a JSON array")?;
+    Ok(list
+        .iter()
+        .filter(|i| i.get("pull_request").is_none())
+        .filter_map(|i| {
+            let number = i["number"]
+                .as_u64()
+                .filter(|n| (1..=u64::from(u32::MAX)).contains(n))?;
+            let title = crate::domain::validate::printable(i["title"].as_str()?.trim());
+            if title.is_empty() {
+                return None;
+            }
+            Some(Issue {
+                number,
+                title,
+                body: i["body"].as_str().unwrap_or("").to_string(),
+                url: i["html_url"]
+                    .as_str()
+                    .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+                    .unwrap_or("")
+                    .to_string(),
+            })
+        })
+        .collect())
 }
 
 impl std::fmt::Debug for Github {
@@ -153,6 +228,83 @@ impl Github {
     }
 }
 
+impl Github {
+    /// The open issues of `repo` labelled `label` (the first 100), asked conditionally:
+    /// with the `etag` of the last answer, an unchanged list is `NotModified`.
+    pub async fn labelled_issues(
+        &self,
+        repo: &str,
+        label: &str,
+        etag: Option<&str>,
+    ) -> Result<Issues, String> {
+        use http_body_util::BodyExt;
+        let (owner, name) = split_repo(repo)?;
+        let route = format!("/repos/{owner}/{name}/issues?state=open&labels={label}&per_page=100");
+        let mut headers = http::HeaderMap::new();
+        if let Some(e) = etag.and_then(|e| http::HeaderValue::from_str(e).ok()) {
+            headers.insert(http::header::IF_NONE_MATCH, e);
+        }
+        let resp = tokio::time::timeout(
+            self.timeout,
+            self.client._get_with_headers(route, Some(headers)),
+        )
+        .await
+        .map_err(|_| format!("GitHub did not answer within {:?}", self.timeout))?
+        .map_err(|e| describe(&e))?;
+        let status = resp.status();
+        if status == http::StatusCode::NOT_MODIFIED {
+            return Ok(Issues::NotModified);
+        }
+        if !status.is_success() {
+            return Err(format!("GitHub answered {status} for the issues of {repo}"));
+        }
+        let etag = resp
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() < 200)
+            .map(str::to_string);
+        let body = tokio::time::timeout(self.timeout, resp.into_body().collect())
+            .await
+            .map_err(|_| format!("GitHub did not answer within {:?}", self.timeout))?
+            .map_err(|e| describe(&e))?
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("GitHub's issue list is not JSON: {e}"))?;
+        Ok(Issues::Listed {
+            etag,
+            issues: issues_from_json(&v)?,
+        })
+    }
+
+    /// Comments on an issue (or pull request) of `repo`.
+    pub async fn comment(&self, repo: &str, number: u64, body: &str) -> Result<(), String> {
+        let (owner, name) = split_repo(repo)?;
+        let route = format!("/repos/{owner}/{name}/issues/{number}/comments");
+        tokio::time::timeout(
+            self.timeout,
+            self.client
+                .post::<_, serde_json::Value>(route, Some(&serde_json::json!({ "body": body }))),
+        )
+        .await
+        .map_err(|_| format!("GitHub did not answer within {:?}", self.timeout))?
+        .map(|_| ())
+        .map_err(|e| describe(&e))
+    }
+}
+
+/// The idempotency key of a ticket made from issue `number` of `repo`: the same issue
+/// becomes one ticket, whichever replica sees it and however often.
+pub fn issue_key(repo: &str, number: u64) -> String {
+    format!("github:{repo}#{number}")
+}
+
+/// The issue a ticket was made from, by its idempotency key.
+pub fn issue_of(key: &str) -> Option<(&str, u64)> {
+    let (repo, n) = key.strip_prefix("github:")?.rsplit_once('#')?;
+    Some((repo, n.parse().ok()?))
+}
+
 fn url_of(v: &serde_json::Value) -> Result<String, String> {
     v["html_url"]
         .as_str()
@@ -210,5 +362,31 @@ mod tests {
         c.api_url = "https://api.github.com".into();
         c.remote = "--upload-pack=evil".into();
         assert!(c.validate().unwrap_err().starts_with("github.remote"));
+    }
+
+    #[test]
+    fn issues_are_read_from_what_github_lists() {
+        let v = serde_json::json!([
+            {"number": 7, "title": "  Fix the login page ", "body": "It 500s.", "html_url": "https://github.com/acme/web/issues/7"},
+            {"number": 8, "title": "A pull request", "pull_request": {"url": "x"}},
+            {"number": 0, "title": "zero"},
+            {"number": -3, "title": "negative"},
+            {"number": 9, "title": "   "},
+            {"number": 10, "title": "no body\u{0007}", "body": null, "html_url": "javascript:alert(1)"},
+            {"title": "no number"}
+        ]);
+        let got = issues_from_json(&v).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].number, got[0].title.as_str()),
+            (7, "Fix the login page")
+        );
+        assert_eq!(got[1].number, 10);
+        assert!(!got[1].title.contains('\u{0007}'));
+        assert_eq!((got[1].body.as_str(), got[1].url.as_str()), ("", ""));
+        assert!(issues_from_json(&serde_json::json!({"message": "Not Found"})).is_err());
+        assert_eq!(issue_of(&issue_key("acme/web", 7)), Some(("acme/web", 7)));
+        assert_eq!(issue_of("other-key"), None);
+        assert_eq!(issue_of("github:acme/web#x"), None);
     }
 }

@@ -10,6 +10,7 @@ pub mod console;
 pub mod dispatcher;
 pub mod domain;
 pub mod github;
+pub mod issues;
 pub mod metrics;
 pub mod monitor;
 pub mod patience;

@@ -148,6 +148,18 @@ pub async fn pushed(
                 })
                 .await?;
             tracing::info!(ticket_id = t.id, %url, "pull request opened");
+            // The issue the ticket came from hears where its fix is.
+            if let Some((repo, n)) = t
+                .idempotency_key
+                .as_deref()
+                .and_then(crate::github::issue_of)
+                && repo == project.github_repo
+                && let Err(e) = github
+                    .comment(repo, n, &format!("Pull request: {url}"))
+                    .await
+            {
+                tracing::warn!(ticket_id = t.id, error = %e, "telling the issue about its pull request failed");
+            }
             Ok(())
         }
         Err(e) => {

@@ -193,7 +193,7 @@ impl ControlPlane {
             nudge: nudge.clone(),
             shutdown: token.clone(),
             bindings: bindings.clone(),
-            github,
+            github: github.clone(),
         };
         let tickets =
             pb::ticket_service_server::TicketServiceServer::new(api::tickets::TicketApi {
@@ -284,6 +284,19 @@ impl ControlPlane {
                 token.clone(),
             )));
             tracing::info!("chat bot (Telegram) on");
+        }
+        if let Some(gh) = &github
+            && !cfg.github.issue_label.is_empty()
+        {
+            loops.push(tokio::spawn(crate::issues::run(
+                board.clone(),
+                gh.clone(),
+                cfg.github.issue_label.clone(),
+                cfg.github.issue_poll,
+                replica.clone(),
+                token.clone(),
+            )));
+            tracing::info!(label = %cfg.github.issue_label, "GitHub issue watcher on");
         }
         let slack_addr = if cfg.chat.slack.enabled() {
             let (slack, secret) =

@@ -27,6 +27,13 @@ struct Stack {
 }
 
 async fn stack(github_repo: &str) -> Stack {
+    stack_with(github_repo, |_| {}).await
+}
+
+async fn stack_with(
+    github_repo: &str,
+    tweak: impl FnOnce(&mut mc_control_plane::Config) + Send + 'static,
+) -> Stack {
     let github = MockServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("github.token");
@@ -42,6 +49,7 @@ async fn stack(github_repo: &str) -> Stack {
         );
         c.github.api_url = uri;
         c.github.token_file = token_file;
+        tweak(c);
     })
     .await;
     cp.projects()
@@ -302,5 +310,138 @@ async fn github_refusing_the_pull_request_is_recorded_in_its_words() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    w.stop().await;
+}
+
+/// The issue watcher: an open issue labelled `mc-auto` becomes one ticket (a pull request
+/// the list API shows too does not), the issue is told which, the ticket runs, and its pull
+/// request says `Closes #7` and is announced on the issue. The list is asked for with its
+/// ETag (a 304 costs nothing), and the same issue seen again — by another replica, after a
+/// restart — makes no second ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_labelled_issue_becomes_one_ticket_whose_pull_request_closes_it() {
+    let s = stack_with("acme/web", |c| {
+        c.github.issue_poll = Duration::from_millis(200);
+    })
+    .await;
+    let issues = serde_json::json!([
+        {"number": 7, "title": "Greet the world", "body": "greeting.txt should say hello, world",
+         "html_url": "https://github.example/acme/web/issues/7"},
+        {"number": 8, "title": "A pull request, not an issue", "pull_request": {"url": "x"}}
+    ]);
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/web/issues"))
+        .and(header("if-none-match", "\"v1\""))
+        .respond_with(ResponseTemplate::new(304))
+        .with_priority(1)
+        .mount(&s.github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/web/issues"))
+        .and(wiremock::matchers::query_param("labels", "mc-auto"))
+        .and(wiremock::matchers::query_param("state", "open"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("etag", "\"v1\"")
+                .set_body_json(issues.clone()),
+        )
+        .mount(&s.github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/issues/7/comments"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .mount(&s.github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/pulls"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "number": 12,
+            "html_url": "https://github.example/acme/web/pull/12",
+        })))
+        .expect(1)
+        .mount(&s.github)
+        .await;
+    let w = s.worker(CODER).await;
+    let mut c = s.cp.tickets().await;
+    let t = mc_tests::wait::until_ok(T, "a ticket from the issue", || {
+        let mut c = c.clone();
+        async move {
+            let l = c
+                .list_tickets(pb::ListTicketsRequest::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            l.tickets
+                .into_iter()
+                .next()
+                .ok_or_else(|| "no ticket yet".to_string())
+        }
+    })
+    .await;
+    assert_eq!(t.title, "Greet the world");
+    assert_eq!(t.source, pb::TicketSource::GithubIssue as i32);
+    let done = ticket_until(&mut c, t.id, T, "the PR URL on the ticket", |t| {
+        !t.pr_url.is_empty()
+    })
+    .await;
+    assert_eq!(done.pr_url, "https://github.example/acme/web/pull/12");
+    let reqs = s.github.received_requests().await.unwrap();
+    let pr: serde_json::Value = reqs
+        .iter()
+        .find(|r| r.url.path() == "/repos/acme/web/pulls")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .unwrap();
+    let body = pr["body"].as_str().unwrap();
+    assert!(body.contains("Closes #7"), "{body}");
+    assert!(
+        body.contains("greeting.txt should say hello, world"),
+        "{body}"
+    );
+    // The issue heard which ticket took it, then where its pull request is.
+    let comments: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.url.path() == "/repos/acme/web/issues/7/comments")
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            format!(
+                "Mission Control took this on as ticket #{}. Its pull request will say `Closes #7`.",
+                t.id
+            ),
+            "Pull request: https://github.example/acme/web/pull/12".to_string()
+        ]
+    );
+    // Later looks were conditional: the unchanged list came back 304, and no second ticket.
+    let conditional = reqs
+        .iter()
+        .filter(|r| r.url.path() == "/repos/acme/web/issues")
+        .filter(|r| r.headers.get("if-none-match").is_some())
+        .count();
+    assert!(conditional >= 1, "the list was asked for with its ETag");
+    // The same issue seen afresh (another replica, a restart: no ETag) makes no second ticket.
+    let gh = mc_control_plane::github::Github::new(&s.cp.config.github).unwrap();
+    let pass = mc_control_plane::issues::poll(
+        &s.cp.cp.board,
+        &gh,
+        "mc-auto",
+        &mut std::collections::HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pass.created, 0);
+    let all = c
+        .list_tickets(pb::ListTicketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    assert_eq!(all.len(), 1, "one ticket for one issue: {all:?}");
     w.stop().await;
 }

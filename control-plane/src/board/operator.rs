@@ -85,6 +85,16 @@ impl Board {
         req: CreateTicket,
         actor: &str,
     ) -> Result<Ticket, BoardError> {
+        Ok(self.create_ticket_fresh(req, actor).await?.0)
+    }
+
+    /// `create_ticket`, and whether this call created it (false: its idempotency key named
+    /// a ticket made before, which is returned).
+    pub async fn create_ticket_fresh(
+        &self,
+        req: CreateTicket,
+        actor: &str,
+    ) -> Result<(Ticket, bool), BoardError> {
         let project = self
             .store()
             .get_project(&req.project)
@@ -182,7 +192,7 @@ impl Board {
                 });
             }
         }
-        Ok(ticket)
+        Ok((ticket, fresh))
     }
 
     /// Dependencies of `t` that are not done.

@@ -35,6 +35,14 @@ pub fn pull_request(
         "Mission Control ticket #{} (`{}`, workflow `{}`).",
         t.id, t.project, t.workflow
     );
+    // A ticket made from an issue of this repository closes it when merged.
+    if let Some((_, n)) = t
+        .idempotency_key
+        .as_deref()
+        .and_then(crate::github::issue_of)
+    {
+        let _ = writeln!(b, "\nCloses #{n}");
+    }
     if !t.body.trim().is_empty() {
         let _ = writeln!(b, "\n## The ask\n\n{}", quote(t.body.trim()));
     }

@@ -78,9 +78,9 @@ impl GithubConfig {
                     self.issue_label
                 ));
             }
-            if self.issue_poll < Duration::from_millis(100) {
-                return Err("github.issue_poll: must be at least 100ms".into());
-            }
+        }
+        if self.issue_poll < Duration::from_millis(100) {
+            return Err("github.issue_poll: must be at least 100ms".into());
         }
         Ok(())
     }
@@ -293,6 +293,118 @@ impl Github {
     }
 }
 
+/// A review that asks for changes, with its comments on lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangesRequested {
+    pub id: u64,
+    pub reviewer: String,
+    pub body: String,
+}
+
+/// The "changes requested" reviews in a pull request's review list.
+pub fn changes_requested(v: &serde_json::Value) -> Vec<ChangesRequested> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["state"].as_str() == Some("CHANGES_REQUESTED"))
+                .filter_map(|r| {
+                    let login = r["user"]["login"].as_str().unwrap_or("someone");
+                    let login: String = login
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                        .take(39)
+                        .collect();
+                    Some(ChangesRequested {
+                        id: r["id"].as_u64()?,
+                        reviewer: if login.is_empty() {
+                            "someone".into()
+                        } else {
+                            login
+                        },
+                        body: crate::domain::validate::printable(
+                            r["body"].as_str().unwrap_or("").trim(),
+                        ),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A review's line comments as points: `path:line: text`.
+pub fn review_points(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| {
+                    let body = crate::domain::validate::printable(c["body"].as_str()?.trim());
+                    if body.is_empty() {
+                        return None;
+                    }
+                    let path = c["path"].as_str().unwrap_or("");
+                    Some(
+                        match c["line"].as_u64().or_else(|| c["original_line"].as_u64()) {
+                            Some(l) if !path.is_empty() => format!("{path}:{l}: {body}"),
+                            _ if !path.is_empty() => format!("{path}: {body}"),
+                            _ => body,
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pull request number in its URL (`…/pull/12`).
+pub fn pr_number(url: &str) -> Option<u64> {
+    url.trim_end_matches('/')
+        .rsplit_once("/pull/")
+        .and_then(|(_, n)| n.parse().ok())
+}
+
+impl Github {
+    async fn get_json(&self, route: String) -> Result<serde_json::Value, String> {
+        tokio::time::timeout(
+            self.timeout,
+            self.client.get::<serde_json::Value, _, ()>(route, None),
+        )
+        .await
+        .map_err(|_| format!("GitHub did not answer within {:?}", self.timeout))?
+        .map_err(|e| describe(&e))
+    }
+
+    /// The reviews of pull request `number` that ask for changes (the first 100).
+    pub async fn changes_requested(
+        &self,
+        repo: &str,
+        number: u64,
+    ) -> Result<Vec<ChangesRequested>, String> {
+        let (owner, name) = split_repo(repo)?;
+        let v = self
+            .get_json(format!(
+                "/repos/{owner}/{name}/pulls/{number}/reviews?per_page=100"
+            ))
+            .await?;
+        Ok(changes_requested(&v))
+    }
+
+    /// The line comments of one review, as points.
+    pub async fn review_points(
+        &self,
+        repo: &str,
+        number: u64,
+        review: u64,
+    ) -> Result<Vec<String>, String> {
+        let (owner, name) = split_repo(repo)?;
+        let v = self
+            .get_json(format!(
+                "/repos/{owner}/{name}/pulls/{number}/reviews/{review}/comments?per_page=100"
+            ))
+            .await?;
+        Ok(review_points(&v))
+    }
+}
+
 /// The idempotency key of a ticket made from issue `number` of `repo`: the same issue
 /// becomes one ticket, whichever replica sees it and however often.
 pub fn issue_key(repo: &str, number: u64) -> String {
@@ -388,5 +500,39 @@ mod tests {
         assert_eq!(issue_of(&issue_key("acme/web", 7)), Some(("acme/web", 7)));
         assert_eq!(issue_of("other-key"), None);
         assert_eq!(issue_of("github:acme/web#x"), None);
+    }
+
+    #[test]
+    fn reviews_that_ask_for_changes_and_their_points() {
+        let v = serde_json::json!([
+            {"id": 1, "state": "APPROVED", "user": {"login": "ann"}, "body": "ok"},
+            {"id": 2, "state": "CHANGES_REQUESTED", "user": {"login": "octo<script>"}, "body": " Say hello, world. "},
+            {"id": 3, "state": "CHANGES_REQUESTED", "body": ""},
+            {"state": "CHANGES_REQUESTED", "body": "no id"}
+        ]);
+        let r = changes_requested(&v);
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].id, r[0].reviewer.as_str(), r[0].body.as_str()),
+            (2, "octoscript", "Say hello, world.")
+        );
+        assert_eq!(r[1].reviewer, "someone");
+        let c = serde_json::json!([
+            {"path": "greeting.txt", "line": 1, "body": "a comma is missing"},
+            {"path": "README.md", "original_line": 4, "body": "mention it"},
+            {"path": "x", "body": "  "},
+            {"body": "general"}
+        ]);
+        assert_eq!(
+            review_points(&c),
+            [
+                "greeting.txt:1: a comma is missing",
+                "README.md:4: mention it",
+                "general"
+            ]
+        );
+        assert_eq!(pr_number("https://github.com/acme/web/pull/12"), Some(12));
+        assert_eq!(pr_number("https://github.com/acme/web/pull/12/"), Some(12));
+        assert_eq!(pr_number("https://github.com/acme/web/issues/12"), None);
     }
 }

@@ -144,7 +144,8 @@ pub async fn poll(
     Ok(pass)
 }
 
-/// Watches while this replica holds the `github-issues` lease.
+/// Watches while this replica holds the `github-issues` lease: labelled issues (unless
+/// `label` is empty) and the reviews of done tickets' pull requests (`reviews.rs`).
 pub async fn run(
     board: Board,
     github: Arc<Github>,
@@ -179,8 +180,13 @@ pub async fn run(
                 continue;
             }
         }
-        if let Err(e) = poll(&board, &github, &label, &mut etags).await {
+        if !label.is_empty()
+            && let Err(e) = poll(&board, &github, &label, &mut etags).await
+        {
             tracing::warn!(error = %e, "issue watcher pass failed");
+        }
+        if let Err(e) = crate::reviews::poll(&board, &github).await {
+            tracing::warn!(error = %e, "review follow-up pass failed");
         }
     }
 }

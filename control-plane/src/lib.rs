@@ -19,6 +19,7 @@ pub mod publish;
 pub mod reactor;
 pub mod reaper;
 pub mod replay;
+pub mod reviews;
 pub mod scrape;
 pub mod server;
 pub mod session;

@@ -133,6 +133,8 @@ pub async fn pushed(
         &h.attempts,
         &h.decisions,
     );
+    // A ticket reopened by a review already has its pull request: the push updated it.
+    let first = t.pr_url.is_empty();
     match github.open(&project.github_repo, &pr).await {
         Ok(url) => {
             let u = url.clone();
@@ -142,7 +144,11 @@ pub async fn pushed(
                     e.change.events.push(NewEvent::new(
                         EventKind::Published,
                         "control-plane/github",
-                        format!("pull request opened: {u}"),
+                        if first {
+                            format!("pull request opened: {u}")
+                        } else {
+                            format!("pull request updated: {u}")
+                        },
                     ));
                     Ok(())
                 })
@@ -153,6 +159,7 @@ pub async fn pushed(
                 .idempotency_key
                 .as_deref()
                 .and_then(crate::github::issue_of)
+                && first
                 && repo == project.github_repo
                 && let Err(e) = github
                     .comment(repo, n, &format!("Pull request: {url}"))

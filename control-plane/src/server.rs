@@ -285,9 +285,7 @@ impl ControlPlane {
             )));
             tracing::info!("chat bot (Telegram) on");
         }
-        if let Some(gh) = &github
-            && !cfg.github.issue_label.is_empty()
-        {
+        if let Some(gh) = &github {
             loops.push(tokio::spawn(crate::issues::run(
                 board.clone(),
                 gh.clone(),
@@ -296,7 +294,7 @@ impl ControlPlane {
                 replica.clone(),
                 token.clone(),
             )));
-            tracing::info!(label = %cfg.github.issue_label, "GitHub issue watcher on");
+            tracing::info!(label = %cfg.github.issue_label, "GitHub issue watcher and review follow-up on");
         }
         let slack_addr = if cfg.chat.slack.enabled() {
             let (slack, secret) =

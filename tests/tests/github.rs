@@ -445,3 +445,154 @@ async fn a_labelled_issue_becomes_one_ticket_whose_pull_request_closes_it() {
     assert_eq!(all.len(), 1, "one ticket for one issue: {all:?}");
     w.stop().await;
 }
+
+/// "Changes requested" on the pull request sends verified work back: the coding phase runs
+/// again on the same branch with the review's text and line comments as its points (the
+/// reviewer's decision, `github/octo`), the fix is pushed to the same pull request, and the
+/// review — still listed on every later look — reopens the ticket once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_requested_on_the_pull_request_return_the_ticket_with_the_points() {
+    let s = stack_with("acme/web", |c| {
+        c.github.issue_poll = Duration::from_millis(200);
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/pulls"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "number": 7,
+            "html_url": "https://github.example/acme/web/pull/7",
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&s.github)
+        .await;
+    // Once open, GitHub refuses a second one for the branch; the open one is found.
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/pulls"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(serde_json::json!({
+            "message": "Validation Failed", "errors": [{"message": "A pull request already exists"}]
+        })))
+        .mount(&s.github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/web/pulls"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
+            {"number": 7, "html_url": "https://github.example/acme/web/pull/7"}
+        ])))
+        .mount(&s.github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/web/pulls/7/reviews"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
+            {"id": 55, "state": "CHANGES_REQUESTED", "user": {"login": "octo"},
+             "body": "The greeting needs a comma."}
+        ])))
+        .mount(&s.github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/web/pulls/7/reviews/55/comments"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
+            {"path": "greeting.txt", "line": 1, "body": "write hello, world"}
+        ])))
+        .mount(&s.github)
+        .await;
+    const FIXING: &str = r#"
+if grep -q "write hello, world" "$MC_PROMPT_FILE"; then
+  echo 'hello, world' > greeting.txt; git add -A; git commit -q -m 'add the comma'; echo 'DONE: fixed'
+else
+  echo 'hello world' > greeting.txt; git add -A; git commit -q -m 'add the greeting'; echo 'DONE: added'
+fi
+"#;
+    let w = s.worker(FIXING).await;
+    let mut c = s.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Greet the world"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    // Done, reviewed, reopened, fixed, done again with the fix on the remote branch.
+    mc_tests::wait::until_ok(T, "the fix pushed to the pull request's branch", || {
+        let remote = s.remote.clone();
+        let branch = t.branch.clone();
+        async move {
+            let log = branch_in(&remote, &branch).unwrap_or_default();
+            if log.lines().next() == Some("add the comma") {
+                Ok(())
+            } else {
+                Err(format!("remote branch log: {log:?}"))
+            }
+        }
+    })
+    .await;
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    assert_eq!(done.pr_url, "https://github.example/acme/web/pull/7");
+    // Three more looks at the same review change nothing.
+    let looks = || async {
+        s.github
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/repos/acme/web/pulls/7/reviews")
+            .count()
+    };
+    let before = looks().await;
+    mc_tests::wait::until_ok(T, "three more looks at the reviews", || async {
+        let n = looks().await;
+        if n >= before + 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} looks"))
+        }
+    })
+    .await;
+    let h = c
+        .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+        .await
+        .unwrap()
+        .into_inner();
+    let reopen: Vec<&pb::Decision> = h
+        .decisions
+        .iter()
+        .filter(|d| d.source == "github/octo")
+        .collect();
+    assert_eq!(
+        reopen.len(),
+        1,
+        "one review, one reopening: {:?}",
+        h.decisions
+    );
+    assert_eq!(reopen[0].kind, pb::DecisionKind::ReturnForFixes as i32);
+    assert_eq!(
+        reopen[0].points,
+        [
+            "The greeting needs a comma.",
+            "greeting.txt:1: write hello, world"
+        ]
+    );
+    assert_eq!(h.attempts.len(), 2, "the coder ran again once");
+    let published: Vec<&str> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == pb::EventKind::Published as i32)
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(
+        published.contains(&"pull request updated: https://github.example/acme/web/pull/7"),
+        "{published:?}"
+    );
+    assert_eq!(state_of(&mut c, t.id).await, pb::TicketState::Done as i32);
+    w.stop().await;
+}
+
+async fn state_of(c: &mut mc_tests::wait::Tickets, id: i64) -> i32 {
+    c.get_ticket(pb::GetTicketRequest { ticket_id: id })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap()
+        .state
+}

@@ -522,6 +522,59 @@ impl Board {
         Ok(c.ticket)
     }
 
+    /// Verified work sent back by a person after all (changes requested on its pull
+    /// request): the coding phase runs again on the same branch with their points, as a
+    /// person's decision (`actor`, e.g. `github/octo`).
+    pub async fn reopen(
+        &self,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        points: &[String],
+    ) -> Result<Ticket, BoardError> {
+        let before = self.ticket(id).await?;
+        let workflow = self
+            .workflows()
+            .get(&before.workflow)
+            .ok_or_else(|| {
+                BoardError::Internal(format!(
+                    "ticket {id} has unknown workflow {}",
+                    before.workflow
+                ))
+            })?
+            .clone();
+        let msg = format!("reopened by {actor}: {}", preview(reason, 300));
+        let (c, _) = self
+            .apply(id, None, Trigger::Reopen, actor, &msg, |e| {
+                let t = &mut e.change.ticket;
+                let phase = workflow.fix_phase(t.phase_index);
+                t.phase_index = phase;
+                t.lane = workflow.phases[phase as usize].lane;
+                t.set_round(phase, 0);
+                t.avoid_runtime = None;
+                t.state_reason.clear();
+                t.next_brief = fix_brief(reason, points);
+                e.change.events[0].kind = EventKind::Decision;
+                e.change.decision = Some(NewDecision {
+                    attempt_id: None,
+                    kind: DecisionKind::ReturnForFixes,
+                    reason: reason.to_string(),
+                    points: points.to_vec(),
+                    next_prompt: String::new(),
+                    layer: DecisionLayer::Operator,
+                    source: actor.to_string(),
+                    latency_ms: 0,
+                    at: e.now,
+                    wait_until: None,
+                    point: DecisionPoint::AttemptFinished,
+                    input: None,
+                });
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+
     pub async fn set_lane(&self, a: LaneAssignment) -> Result<LaneAssignment, BoardError> {
         self.store().set_lane(&a, self.now()).await?;
         Ok(a)

@@ -126,11 +126,14 @@ pub enum Trigger {
     Cancel,
     Retry,
     Fail,
+    /// Verified work a person sends back after all (changes requested on its pull
+    /// request): the coding phase runs again with their points.
+    Reopen,
 }
 
 impl Trigger {
     /// Every trigger value, for exhaustive tests.
-    pub const ALL: [Trigger; 21] = [
+    pub const ALL: [Trigger; 22] = [
         Trigger::Offer,
         Trigger::OfferLapsed,
         Trigger::Started,
@@ -152,6 +155,7 @@ impl Trigger {
         Trigger::Cancel,
         Trigger::Retry,
         Trigger::Fail,
+        Trigger::Reopen,
     ];
 
     pub fn name(self) -> &'static str {
@@ -175,6 +179,7 @@ impl Trigger {
             Trigger::Cancel => "cancel",
             Trigger::Retry => "retry",
             Trigger::Fail => "fail",
+            Trigger::Reopen => "reopen",
         }
     }
 }
@@ -276,6 +281,7 @@ pub fn transition(from: State, trigger: Trigger) -> Result<(State, Vec<Action>),
         }
 
         (S::Failed | S::Cancelled | S::Escalated, T::Retry) => (S::Queued, vec![A::Dispatch]),
+        (S::Done, T::Reopen) => (S::Queued, vec![A::Dispatch]),
 
         (from, trigger) => return Err(TransitionError { from, trigger }),
     };
@@ -376,6 +382,7 @@ mod tests {
             S::Queued,
             vec![A::Dispatch],
         );
+        add(&[S::Done], T::Reopen, S::Queued, vec![A::Dispatch]);
         add(&[S::Deciding, S::Queued], T::Block, S::Blocked, vec![]);
         add(
             &[S::Blocked, S::Waiting],
@@ -440,7 +447,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 13 * 21);
+        assert_eq!(checked, 13 * 22);
     }
 
     #[test]
@@ -448,7 +455,9 @@ mod tests {
         for from in [S::Done, S::Failed, S::Cancelled] {
             for trig in Trigger::ALL {
                 let ok = transition(from, trig).is_ok();
-                assert_eq!(ok, trig == T::Retry && from != S::Done, "{from:?} {trig:?}");
+                let want =
+                    (trig == T::Retry && from != S::Done) || (trig == T::Reopen && from == S::Done);
+                assert_eq!(ok, want, "{from:?} {trig:?}");
             }
         }
     }

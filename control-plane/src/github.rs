@@ -66,18 +66,16 @@ impl GithubConfig {
         if self.timeout.is_zero() {
             return Err("github.timeout: must be more than zero".into());
         }
-        if !self.issue_label.is_empty() {
-            if self.issue_label.len() > 50
-                || !self
-                    .issue_label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(format!(
-                    "github.issue_label: {:?} must be letters, digits, '-', '_' or '.'",
-                    self.issue_label
-                ));
-            }
+        let label_ok = self.issue_label.len() <= 50
+            && self
+                .issue_label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !label_ok {
+            return Err(format!(
+                "github.issue_label: {:?} must be letters, digits, '-', '_' or '.'",
+                self.issue_label
+            ));
         }
         if self.issue_poll < Duration::from_millis(100) {
             return Err("github.issue_poll: must be at least 100ms".into());

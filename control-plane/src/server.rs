@@ -443,6 +443,10 @@ fn chat_bot(
         api::admin::BudgetApi {
             board: board.clone(),
         },
+        api::projects::ProjectApi {
+            board: board.clone(),
+            checkouts: workers.clone(),
+        },
         trust_domain.to_string(),
         policy,
     ))

@@ -301,6 +301,47 @@ async fn slack_commands_and_events_are_verified_and_answered() {
     assert_eq!(all[0].title, "Greet the world");
     let h = cp.cp.board.history(all[0].id).await.unwrap();
     assert_eq!(h.events[0].actor, "operator/alice");
+    // Projects are added and removed from chat too.
+    let slash = |text: &str, command: &str| {
+        let body = form("U1", command, text);
+        let sig = sign(SECRET.as_bytes(), t, body.as_bytes());
+        let url = format!("{base}/slack/commands");
+        let post = &post;
+        async move {
+            let r = post(url, body, t, Some(sig)).await.unwrap();
+            r.json::<serde_json::Value>().await.unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let said = slash("api /srv/api --github acme/api", "/addproject").await;
+    assert!(
+        said.starts_with("project api added (workflow solo), pull requests to acme/api"),
+        "{said}"
+    );
+    let p = cp
+        .cp
+        .board
+        .store()
+        .get_project("api")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.github_repo, "acme/api");
+    let said = slash("api --github not-a-repo", "/addproject").await;
+    assert!(said.starts_with("refused:"), "{said}");
+    let said = slash("api", "/rmproject").await;
+    assert_eq!(said, "project api removed");
+    assert!(
+        cp.cp
+            .board
+            .store()
+            .get_project("api")
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The Events API: the URL check, then a message answered through chat.postMessage.
     let body = serde_json::json!({"type": "url_verification", "challenge": "c-123"}).to_string();
     let r = post(

@@ -476,6 +476,18 @@ async fn codex_spending_is_priced_and_its_budget_holds() {
         "the tokens were priced: {}",
         escalated.cost_usd
     );
+    // Crossing 80 % of the budget was a warning (the chat bot forwards it), once.
+    let warnings = h
+        .events
+        .iter()
+        .filter(|e| e.message.starts_with("budget warning: "))
+        .count();
+    assert_eq!(
+        warnings,
+        1,
+        "{:?}",
+        h.events.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
     w.stop().await;
 }
 

@@ -218,6 +218,17 @@ impl Board {
                         )
                         .attempt(f.attempt_id, f.epoch),
                     );
+                    // Crossing 80 % of the budget is worth a warning (once: only the
+                    // change that crosses it says so).
+                    let (before, after) = (e.before.cost, e.change.ticket.cost);
+                    let budget = e.before.budget;
+                    if budget.0 > 0 && crossed_warning(before, after, budget) {
+                        e.change.events.push(NewEvent::new(
+                            EventKind::Cost,
+                            "control-plane",
+                            format!("budget warning: {after} of {budget} spent"),
+                        ));
+                    }
                 }
                 Ok(())
             })
@@ -532,6 +543,12 @@ impl Board {
     }
 }
 
+/// Whether spending went from under 80 % of `budget` to at least that.
+pub fn crossed_warning(before: Money, after: Money, budget: Money) -> bool {
+    let mark = budget.0 / 5 * 4;
+    before.0 < mark && after.0 >= mark
+}
+
 /// How long a ticket waits after its `n`-th usage limit in a row (0-based) when the agent
 /// named no reset time: 15 minutes, doubling, at most 8 hours.
 pub fn usage_backoff(n: usize) -> std::time::Duration {
@@ -545,6 +562,18 @@ pub fn usage_backoff(n: usize) -> std::time::Duration {
 mod tests {
     use super::usage_backoff;
     use std::time::Duration;
+
+    #[test]
+    fn the_budget_warning_comes_once_at_eighty_percent() {
+        use super::crossed_warning;
+        use crate::domain::Money;
+        let b = Money::from_usd(5.0);
+        let m = Money::from_usd;
+        assert!(!crossed_warning(m(1.0), m(3.9), b));
+        assert!(crossed_warning(m(3.9), m(4.0), b));
+        assert!(crossed_warning(m(0.0), m(9.0), b));
+        assert!(!crossed_warning(m(4.0), m(4.5), b), "already past it");
+    }
 
     #[test]
     fn an_unknown_reset_time_backs_off_exponentially_and_is_capped() {

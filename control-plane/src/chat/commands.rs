@@ -24,6 +24,15 @@ pub enum Command {
         ticket: i64,
         how: Resolution,
     },
+    /// A new project: its slug, and optionally its GitHub repository and workflow. (The
+    /// checkout path belongs to the worker host that has it: `projects.<slug>.path` in its
+    /// configuration.)
+    AddProject {
+        slug: String,
+        github: Option<String>,
+        workflow: Option<String>,
+    },
+    RemoveProject(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +50,8 @@ pub const HELP: &str = "Mission Control commands:\n\
 /budget — today's spend\n\
 /inbox — what needs a human\n\
 /answer <id> <text> — answer a ticket's question (or reply to the question's message)\n\
-/resolve <id> advance | return <point>; <point> | cancel";
+/resolve <id> advance | return <point>; <point> | cancel\n\
+/addproject <slug> [--github owner/repo] [--workflow name] · /rmproject <slug>";
 
 fn id(s: &str) -> Result<i64, String> {
     let s = s.trim().trim_start_matches('#');
@@ -146,6 +156,36 @@ pub fn parse(text: &str) -> Result<Option<Command>, String> {
                 _ => return Err(usage.into()),
             };
             Command::Resolve { ticket, how }
+        }
+        "addproject" => {
+            let usage = "usage: /addproject <slug> [--github owner/repo] [--workflow name]";
+            let mut words = args.split_whitespace();
+            let slug = words.next().ok_or(usage)?.to_string();
+            let (mut github, mut workflow) = (None, None);
+            while let Some(w) = words.next() {
+                match w {
+                    "--github" => github = Some(words.next().ok_or(usage)?.to_string()),
+                    "--workflow" => workflow = Some(words.next().ok_or(usage)?.to_string()),
+                    // A checkout path (the original product's form) is the worker's to know.
+                    p if p.starts_with('/') || p.starts_with('~') => {}
+                    other => return Err(format!("{usage} (what is {other:?}?)")),
+                }
+            }
+            Command::AddProject {
+                slug,
+                github,
+                workflow,
+            }
+        }
+        "rmproject" => {
+            let slug = args
+                .split_whitespace()
+                .next()
+                .ok_or("usage: /rmproject <slug>")?;
+            if args.split_whitespace().count() != 1 {
+                return Err("usage: /rmproject <slug>".into());
+            }
+            Command::RemoveProject(slug.to_string())
         }
         other => return Err(format!("unknown command /{other}; /help lists them")),
     }))
@@ -296,5 +336,38 @@ mod tests {
                 .iter()
                 .all(|p| p.chars().count() <= 100)
         );
+    }
+
+    #[test]
+    fn projects_are_added_and_removed_from_chat() {
+        assert_eq!(
+            parse("/addproject web /srv/web --github acme/web").unwrap(),
+            Some(Command::AddProject {
+                slug: "web".into(),
+                github: Some("acme/web".into()),
+                workflow: None,
+            })
+        );
+        assert_eq!(
+            parse("/addproject api --workflow dev_review_qa").unwrap(),
+            Some(Command::AddProject {
+                slug: "api".into(),
+                github: None,
+                workflow: Some("dev_review_qa".into()),
+            })
+        );
+        assert!(parse("/addproject").unwrap_err().starts_with("usage"));
+        assert!(
+            parse("/addproject web --github")
+                .unwrap_err()
+                .starts_with("usage")
+        );
+        assert!(parse("/addproject web what").unwrap_err().contains("what"));
+        assert_eq!(
+            parse("/rmproject web").unwrap(),
+            Some(Command::RemoveProject("web".into()))
+        );
+        assert!(parse("/rmproject").is_err());
+        assert!(parse("/rmproject a b").is_err());
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use mc_common::identity::{Identity, Role};
 use mc_proto as pb;
 use pb::budget_service_server::BudgetService;
+use pb::project_service_server::ProjectService;
 use pb::ticket_service_server::TicketService;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -154,6 +155,7 @@ pub struct Bot {
     pub(crate) board: Board,
     tickets: api::tickets::TicketApi,
     budget: api::admin::BudgetApi,
+    projects: api::projects::ProjectApi,
     trust_domain: String,
     cfg: Policy,
     /// Question messages the bot sent: (chat, message) → ticket, so a reply answers it.
@@ -165,6 +167,7 @@ impl Bot {
         board: Board,
         tickets: api::tickets::TicketApi,
         budget: api::admin::BudgetApi,
+        projects: api::projects::ProjectApi,
         trust_domain: String,
         cfg: Policy,
     ) -> Bot {
@@ -172,6 +175,7 @@ impl Bot {
             board,
             tickets,
             budget,
+            projects,
             trust_domain,
             cfg,
             questions: Mutex::new(HashMap::new()),
@@ -304,6 +308,42 @@ impl Bot {
                         format!("ticket #{id}, last lines:\n{tail}")
                     }
                 }),
+            Command::AddProject {
+                slug,
+                github,
+                workflow,
+            } => self
+                .projects
+                .add_project(self.call(
+                    op,
+                    pb::AddProjectRequest {
+                        project: Some(pb::Project {
+                            slug: slug.clone(),
+                            github_repo: github.clone().unwrap_or_default(),
+                            default_workflow: workflow.clone().unwrap_or_default(),
+                            ..Default::default()
+                        }),
+                    },
+                ))
+                .await
+                .map(|r| {
+                    let p = r.into_inner().project.unwrap_or_default();
+                    let mut s =
+                        format!("project {} added (workflow {})", p.slug, p.default_workflow);
+                    if !p.github_repo.is_empty() {
+                        s.push_str(&format!(", pull requests to {}", p.github_repo));
+                    }
+                    s.push_str(&format!(
+                        "; a worker serves it once its configuration has projects.{}.path",
+                        p.slug
+                    ));
+                    s
+                }),
+            Command::RemoveProject(slug) => self
+                .projects
+                .remove_project(self.call(op, pb::RemoveProjectRequest { slug: slug.clone() }))
+                .await
+                .map(|_| format!("project {slug} removed")),
             Command::Budget => self
                 .budget
                 .get_budget(self.call(op, pb::GetBudgetRequest {}))
@@ -485,6 +525,9 @@ impl Bot {
             }
             (EventKind::Published, _) if e.message.starts_with("pull request opened: ") => {
                 format!("🔀 #{} {}: {}", t.id, t.title, e.message)
+            }
+            (EventKind::Cost, _) if e.message.starts_with("budget warning: ") => {
+                format!("💸 #{} {}: {}", t.id, t.title, e.message)
             }
             (EventKind::Escalated, _) if e.message.contains("budget") => {
                 format!("💸 #{} {}: {}", t.id, t.title, e.message)

@@ -29,6 +29,12 @@ pub struct GithubConfig {
     /// list costs GitHub nothing).
     #[serde(with = "humantime_serde")]
     pub issue_poll: Duration,
+    /// Where GitHub's webhooks arrive (`POST /github/webhook`; `issues` and
+    /// `pull_request_review` events), behind your HTTPS proxy. Empty: no webhook listener
+    /// (the polling still runs).
+    pub webhook_listen: String,
+    /// A file holding the webhook's secret (every delivery's HMAC is checked with it).
+    pub webhook_secret_file: PathBuf,
 }
 
 impl Default for GithubConfig {
@@ -40,6 +46,8 @@ impl Default for GithubConfig {
             timeout: Duration::from_secs(30),
             issue_label: "mc-auto".into(),
             issue_poll: Duration::from_secs(60),
+            webhook_listen: String::new(),
+            webhook_secret_file: PathBuf::new(),
         }
     }
 }
@@ -79,6 +87,12 @@ impl GithubConfig {
         }
         if self.issue_poll < Duration::from_millis(100) {
             return Err("github.issue_poll: must be at least 100ms".into());
+        }
+        if !self.webhook_listen.is_empty() && self.webhook_secret_file.as_os_str().is_empty() {
+            return Err(
+                "github.webhook_secret_file: required with github.webhook_listen (deliveries are verified)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -56,6 +56,48 @@ fn ask(project: &str, repo: &str, i: &Issue) -> CreateTicket {
     }
 }
 
+/// Makes `i` a ticket of project `slug` unless it is one already; tells the issue. Returns
+/// the new ticket's id (`None`: it was taken before).
+pub async fn take(
+    board: &Board,
+    github: &Github,
+    slug: &str,
+    repo: &str,
+    i: &Issue,
+) -> Result<Option<i64>, BoardError> {
+    let (t, fresh) = board.create_ticket_fresh(ask(slug, repo, i), ACTOR).await?;
+    if !fresh {
+        return Ok(None);
+    }
+    tracing::info!(%repo, issue = i.number, ticket_id = t.id, "issue taken as a ticket");
+    let said = github
+        .comment(
+            repo,
+            i.number,
+            &format!(
+                "Mission Control took this on as ticket #{}. Its pull request will say `Closes #{}`.",
+                t.id, i.number
+            ),
+        )
+        .await;
+    let msg = match said {
+        Ok(()) => format!("from GitHub issue {repo}#{}; the issue was told", i.number),
+        Err(e) => format!(
+            "from GitHub issue {repo}#{} (telling the issue failed: {e})",
+            i.number
+        ),
+    };
+    board
+        .annotate(t.id, None, |e| {
+            e.change
+                .events
+                .push(NewEvent::new(EventKind::Published, ACTOR, msg.clone()));
+            Ok(())
+        })
+        .await?;
+    Ok(Some(t.id))
+}
+
 /// One look at every project's labelled issues. `etags` remembers each repository's last
 /// list, so an unchanged one is not read again.
 pub async fn poll(
@@ -89,47 +131,14 @@ pub async fn poll(
         };
         let mut all_taken = true;
         for i in &issues {
-            let (t, fresh) = match board
-                .create_ticket_fresh(ask(&p.slug, &repo, i), ACTOR)
-                .await
-            {
-                Ok(r) => r,
+            match take(board, github, &p.slug, &repo, i).await {
+                Ok(Some(_)) => pass.created += 1,
+                Ok(None) => {}
                 Err(e) => {
                     all_taken = false;
                     tracing::warn!(%repo, issue = i.number, error = %e, "an issue did not become a ticket");
-                    continue;
                 }
-            };
-            if !fresh {
-                continue;
             }
-            pass.created += 1;
-            tracing::info!(%repo, issue = i.number, ticket_id = t.id, "issue taken as a ticket");
-            let said = github
-                .comment(
-                    &repo,
-                    i.number,
-                    &format!(
-                        "Mission Control took this on as ticket #{}. Its pull request will say `Closes #{}`.",
-                        t.id, i.number
-                    ),
-                )
-                .await;
-            let msg = match said {
-                Ok(()) => format!("from GitHub issue {repo}#{}; the issue was told", i.number),
-                Err(e) => format!(
-                    "from GitHub issue {repo}#{} (telling the issue failed: {e})",
-                    i.number
-                ),
-            };
-            board
-                .annotate(t.id, None, |e| {
-                    e.change
-                        .events
-                        .push(NewEvent::new(EventKind::Published, ACTOR, msg.clone()));
-                    Ok(())
-                })
-                .await?;
         }
         // A list only counts as seen once every issue on it is a ticket.
         match etag {

@@ -24,6 +24,7 @@ pub mod scrape;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod webhook;
 pub mod workers;
 
 pub use config::Config;

@@ -63,6 +63,8 @@ pub struct ControlPlane {
     pub console: Option<ConsoleHandle>,
     /// Where Slack's requests arrive, if the Slack bot is on.
     pub slack_addr: Option<SocketAddr>,
+    /// Where GitHub's webhooks arrive, if they do.
+    pub github_webhook_addr: Option<SocketAddr>,
     pub board: Board,
     pub workers: Registry,
     token: CancellationToken,
@@ -296,6 +298,37 @@ impl ControlPlane {
             )));
             tracing::info!(label = %cfg.github.issue_label, "GitHub issue watcher and review follow-up on");
         }
+        let github_webhook_addr = match &github {
+            Some(gh) if !cfg.github.webhook_listen.is_empty() => {
+                let secret = mc_common::config::read_secret_file(
+                    &cfg.github.webhook_secret_file,
+                    "github.webhook_secret_file",
+                )
+                .map_err(StartError::Config)?;
+                let listen = &cfg.github.webhook_listen;
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| StartError::Listen(listen.clone(), e))?;
+                let a = l
+                    .local_addr()
+                    .map_err(|e| StartError::Listen(listen.clone(), e))?;
+                loops.push(tokio::spawn(crate::console::serve(
+                    l,
+                    None,
+                    crate::webhook::router(
+                        board.clone(),
+                        gh.clone(),
+                        cfg.github.issue_label.clone(),
+                        secret.into_bytes(),
+                    ),
+                    cfg.connections,
+                    token.clone(),
+                )));
+                tracing::info!(addr = %a, "GitHub webhooks on");
+                Some(a)
+            }
+            _ => None,
+        };
         let slack_addr = if cfg.chat.slack.enabled() {
             let (slack, secret) =
                 crate::chat::slack::Slack::new(&cfg.chat.slack).map_err(StartError::Config)?;
@@ -391,6 +424,7 @@ impl ControlPlane {
             metrics_addr,
             console,
             slack_addr,
+            github_webhook_addr,
             board,
             workers,
             token,

@@ -596,3 +596,100 @@ async fn state_of(c: &mut mc_tests::wait::Tickets, id: i64) -> i32 {
         .unwrap()
         .state
 }
+
+/// GitHub's webhook: a delivery whose HMAC does not match is refused and changes nothing;
+/// a signed `issues` event for a labelled issue makes it a ticket at once, and the same
+/// delivery again (GitHub redelivers) makes no second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_issue_webhook_makes_one_ticket_and_a_forged_one_nothing() {
+    const SECRET: &str = "whsec-test-never-shown";
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("webhook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let s = stack_with("acme/web", move |c| {
+        // Polling stays out of the way: the webhook is what this test is about.
+        c.github.issue_poll = Duration::from_secs(3600);
+        c.github.webhook_listen = "127.0.0.1:0".into();
+        c.github.webhook_secret_file = secret_file;
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/issues/21/comments"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({"id": 1})))
+        .expect(1)
+        .mount(&s.github)
+        .await;
+    let url = format!(
+        "http://{}/github/webhook",
+        s.cp.cp.github_webhook_addr.unwrap()
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let payload = serde_json::json!({
+        "action": "labeled",
+        "issue": {"number": 21, "title": "Add a favicon", "body": "The tab has none.",
+                  "state": "open", "html_url": "https://github.example/acme/web/issues/21",
+                  "labels": [{"name": "bug"}, {"name": "mc-auto"}]},
+        "repository": {"full_name": "acme/web"}
+    })
+    .to_string();
+    let send = |sig: Option<String>, event: &str, body: String| {
+        let mut r = http
+            .post(&url)
+            .header("x-github-event", event)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(sig) = sig {
+            r = r.header("x-hub-signature-256", sig);
+        }
+        r.send()
+    };
+    let tickets = || async {
+        s.cp.cp
+            .board
+            .store()
+            .list_tickets(&mc_control_plane::store::TicketFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
+    for (what, sig) in [
+        ("unsigned", None),
+        (
+            "signed with another secret",
+            Some(mc_control_plane::webhook::sign(
+                b"not the secret",
+                payload.as_bytes(),
+            )),
+        ),
+    ] {
+        let r = send(sig, "issues", payload.clone()).await.unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+    }
+    assert!(
+        tickets().await.is_empty(),
+        "a refused delivery changed nothing"
+    );
+    let sig = mc_control_plane::webhook::sign(SECRET.as_bytes(), payload.as_bytes());
+    let r = send(Some(sig.clone()), "ping", r#"{"zen":"hi"}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a signature is for its own body only");
+    let r = send(Some(sig.clone()), "issues", payload.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["created"], true, "{j}");
+    let all = tickets().await;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].title, "Add a favicon");
+    assert_eq!(all[0].source, mc_control_plane::domain::Source::GithubIssue);
+    // Redelivered: the same ticket, none new.
+    let r = send(Some(sig), "issues", payload.clone()).await.unwrap();
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["created"], false, "{j}");
+    assert_eq!(tickets().await.len(), 1);
+}

@@ -180,3 +180,87 @@ pub async fn pushed(
         }
     }
 }
+
+/// How many times a ticket's push is asked for before a person has to look.
+const MAX_ASKS: usize = 3;
+/// How long an ask may go unanswered before it is asked again.
+const ASK_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Publishing lost in a crash is taken up again (on the leader): a done ticket of a
+/// publishing project with no pull request whose push was never asked for (the effect died
+/// with its replica), or asked for and never answered (the report was lost, the host was
+/// on another replica), is asked again — at most three times, two minutes apart. A
+/// refusal with a reason (the push failed, GitHub said no) is left for a person.
+pub async fn retry_lost(
+    board: &Board,
+    workers: &Registry,
+    github: &Github,
+) -> Result<usize, BoardError> {
+    let now = board.now();
+    let done = board
+        .store()
+        .list_tickets(&crate::store::TicketFilter {
+            states: vec![State::Done],
+            newest_first: true,
+            limit: 100,
+            ..Default::default()
+        })
+        .await?;
+    let mut asked = 0;
+    for t in done.iter().filter(|t| {
+        t.pr_url.is_empty()
+            && !t.branch.is_empty()
+            && now.since(t.updated_at) < std::time::Duration::from_secs(24 * 3600)
+            && now.since(t.updated_at) >= ASK_AGAIN_AFTER
+    }) {
+        let project = board.project(&t.project).await?;
+        if project.github_repo.is_empty() {
+            continue;
+        }
+        let events = board
+            .store()
+            .events_after(
+                0,
+                &crate::store::EventFilter {
+                    ticket_id: Some(t.id),
+                    project: None,
+                },
+                10_000,
+            )
+            .await?;
+        // Since it last became done (a reopened ticket is published again).
+        let Some(done_at) = events.iter().rposition(|e| e.to_state == Some(State::Done)) else {
+            continue;
+        };
+        let done_since = events[done_at].at;
+        let published: Vec<&crate::domain::Event> = events[done_at..]
+            .iter()
+            .filter(|e| e.kind == EventKind::Published)
+            .collect();
+        let asks = published
+            .iter()
+            .filter(|e| {
+                e.message.starts_with("asked ")
+                    || e.message.contains("is not connected to this replica")
+            })
+            .count();
+        let again = match published.last() {
+            // The effect that asks may still be on its way: give it the same time.
+            None => now.since(done_since) >= ASK_AGAIN_AFTER,
+            Some(e)
+                if e.message.starts_with("asked ")
+                    || e.message.contains("is not connected to this replica") =>
+            {
+                asks < MAX_ASKS && now.since(e.at) >= ASK_AGAIN_AFTER
+            }
+            // Pushed, failed or refused: in hand, or a person's to read.
+            Some(_) => false,
+        };
+        if again {
+            tracing::info!(ticket_id = t.id, asks, "publishing taken up again");
+            request_push(board, workers, github, t).await?;
+            asked += 1;
+        }
+    }
+    Ok(asked)
+}

@@ -281,8 +281,7 @@ pub async fn reconcile(decider: &Decider, retry: Duration) -> Result<(), BoardEr
         .list_tickets(&list(vec![State::Queued]))
         .await?
     {
-        if t.budget.0 > 0 && t.cost >= t.budget {
-            let msg = format!("budget exhausted: spent {} of {}", t.cost, t.budget);
+        if let Some(msg) = crate::domain::guardrails::budget_exhausted(&t) {
             let _ = board
                 .apply(t.id, None, Trigger::Escalate, "control-plane", &msg, |e| {
                     e.change.ticket.state_reason = msg.clone();

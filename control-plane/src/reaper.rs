@@ -126,6 +126,8 @@ pub struct Reaper {
     pub retry: std::time::Duration,
     /// How long waits on someone else may last.
     pub patience: crate::domain::patience::Bounds,
+    /// Publishing lost in a crash is taken up again when GitHub is on.
+    pub github: Option<std::sync::Arc<crate::github::Github>>,
 }
 
 impl Reaper {
@@ -134,6 +136,7 @@ impl Reaper {
         let mut reap_tick = tokio::time::interval(self.cfg.reap_interval);
         let mut placement = crate::placement::PlacementWatch::default();
         let mut reminded = crate::patience::Reminded::new();
+        let mut last_publish_check = None;
         lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading = false;
@@ -171,6 +174,14 @@ impl Reaper {
                         }
                         if let Err(e) = crate::patience::check(&self.board, &self.patience, &mut reminded).await {
                             tracing::warn!(error = %e, "patience pass failed");
+                        }
+                        if let Some(gh) = &self.github
+                            && last_publish_check.is_none_or(|at: tokio::time::Instant| at.elapsed() >= std::time::Duration::from_secs(30))
+                        {
+                            last_publish_check = Some(tokio::time::Instant::now());
+                            if let Err(e) = crate::publish::retry_lost(&self.board, &self.workers, gh).await {
+                                tracing::warn!(error = %e, "publish retry pass failed");
+                            }
                         }
                     }
                 }

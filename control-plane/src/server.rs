@@ -148,6 +148,7 @@ impl ControlPlane {
             decider: decider.clone(),
             retry: cfg.brain.retry,
             patience: cfg.patience.clone(),
+            github: github.clone(),
         };
         let monitor = Monitor {
             decider,

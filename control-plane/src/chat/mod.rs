@@ -112,6 +112,19 @@ pub struct Inbound {
     pub message_id: String,
     /// The bot message this one replies to.
     pub reply_to: Option<String>,
+    /// That message's text, where the platform sends it along (Telegram does).
+    pub reply_text: Option<String>,
+}
+
+/// The ticket a question message of the bot is about ("❓ #12 …", "⏰ #12 …"): a reply to
+/// it answers that ticket even when the bot no longer remembers sending it (a restart, or
+/// another replica took over the chat).
+pub fn question_ticket(text: &str) -> Option<i64> {
+    let rest = text
+        .strip_prefix("❓ #")
+        .or_else(|| text.strip_prefix("⏰ #"))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|n: &i64| *n > 0)
 }
 
 /// Who may talk to a bot and where it speaks, whatever the platform.
@@ -208,7 +221,8 @@ impl Bot {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&(m.chat.clone(), to.clone()))
-                .copied();
+                .copied()
+                .or_else(|| m.reply_text.as_deref().and_then(question_ticket));
             if let Some(ticket) = ticket
                 && !m.text.trim().starts_with('/')
             {
@@ -691,4 +705,31 @@ fn state(s: i32) -> String {
                 .to_lowercase()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::question_ticket;
+
+    #[test]
+    fn a_reply_names_its_ticket_by_the_question_it_answers() {
+        assert_eq!(
+            question_ticket("❓ #12 Pick a database asks:\npostgres?"),
+            Some(12)
+        );
+        assert_eq!(
+            question_ticket("⏰ #7 Ask still waiting for an answer"),
+            Some(7)
+        );
+        for not in [
+            "✅ #12 done",
+            "#12",
+            "❓ #x",
+            "❓ #0 zero",
+            "❓ #99999999999999999999 big",
+            "",
+        ] {
+            assert_eq!(question_ticket(not), None, "{not}");
+        }
+    }
 }

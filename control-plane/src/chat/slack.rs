@@ -305,6 +305,7 @@ async fn commands(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Res
         text: format!("{command} {}", get("text")),
         message_id: String::new(),
         reply_to: None,
+        reply_text: None,
     };
     let reply = h.bot.handle(&m).await;
     axum::Json(serde_json::json!({"response_type": "ephemeral", "text": reply})).into_response()
@@ -348,6 +349,7 @@ async fn events(State(h): State<Http>, headers: HeaderMap, body: Bytes) -> Respo
                     text: text.to_string(),
                     message_id: e["ts"].as_str().unwrap_or_default().to_string(),
                     reply_to: e["thread_ts"].as_str().map(str::to_string),
+                    reply_text: None,
                 };
                 if h.slack.tx.try_send(m).is_err() {
                     tracing::warn!("the Slack event queue is full; an event is dropped");

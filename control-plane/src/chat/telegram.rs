@@ -87,6 +87,10 @@ impl Messenger for Telegram {
                 text: text.to_string(),
                 message_id: m.id.0.to_string(),
                 reply_to: m.reply_to_message().map(|r| r.id.0.to_string()),
+                reply_text: m
+                    .reply_to_message()
+                    .and_then(|r| r.text())
+                    .map(str::to_string),
             });
         }
         // A server that answers at once with nothing (no long polling) is not hammered.

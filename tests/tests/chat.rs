@@ -102,7 +102,40 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
         .find_map(|l| l.strip_prefix("RESULT "))
         .map(|j| serde_json::from_str(j).unwrap())
         .unwrap_or_default();
-    assert!(status.success(), "the chat scenario failed: {result:#}");
+    if !status.success() {
+        // What the board did meanwhile, so an intermittent failure says where it stopped.
+        let story = match result["ticket"].as_i64() {
+            Some(id) => match cp.cp.board.history(id).await {
+                Ok(h) => format!(
+                    "ticket {id}: {} ({})\nevents:\n{}\nattempts: {:?}\nworkers: {:?}",
+                    h.ticket.state,
+                    h.ticket.state_reason,
+                    h.events
+                        .iter()
+                        .map(|e| format!(
+                            "  {} {} {}: {}",
+                            e.at.to_rfc3339(),
+                            e.kind,
+                            e.actor,
+                            e.message
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    h.attempts
+                        .iter()
+                        .map(|a| (a.id, a.outcome, a.reason.clone()))
+                        .collect::<Vec<_>>(),
+                    cp.cp.board.store().list_workers().await.map(|ws| ws
+                        .into_iter()
+                        .map(|w| (w.name, w.state, w.last_seen))
+                        .collect::<Vec<_>>()),
+                ),
+                Err(e) => format!("no history: {e}"),
+            },
+            None => "no ticket".into(),
+        };
+        panic!("the chat scenario failed: {result:#}\n{story}");
+    }
     let id = result["ticket"].as_i64().unwrap();
     assert!(
         result["question"]

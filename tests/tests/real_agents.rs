@@ -1045,3 +1045,118 @@ async fn a_codex_tui_out_of_usage_parks_the_ticket_until_its_reset() {
     w.stop().await;
     worker::kill_tmux(&socket);
 }
+
+/// The real claude TUI saying "committed it" without committing: in tmux as headless, the
+/// host's rescue commit is not the agent's, and the round is returned for fixes naming the
+/// uncommitted file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_claude_tui_saying_it_committed_without_committing_is_returned_for_fixes() {
+    let e = env("claude-interactive").await;
+    let fake = FakeApi::anthropic(json!({"turns": [
+        {"content": [text("Writing the page."), bash("echo '<form></form>' > login.html")]},
+        {"content": [text("DONE: fixed the login page and committed it")]}
+    ]}));
+    let home = fakes::claude_home(e.dir.path(), KEY);
+    let (w, socket) = e
+        .worker(
+            "claude-interactive",
+            claude_profile("claude-interactive", &fake, &home),
+        )
+        .await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Fix the login page")).await;
+    let returned = mc_tests::wait::until_ok(T, "the first round returned for fixes", || {
+        let mut c = c.clone();
+        async move {
+            let h = mc_tests::wait::history(&mut c, t.id).await;
+            h.decisions
+                .iter()
+                .find(|d| d.kind == pb::DecisionKind::ReturnForFixes as i32)
+                .cloned()
+                .map(|d| (d, h.attempts))
+                .ok_or_else(|| "not returned yet".to_string())
+        }
+    })
+    .await;
+    let (d, attempts) = returned;
+    assert_eq!(d.source, "guardrail/no_commits", "{d:?}");
+    assert!(
+        d.points.iter().any(|p| p.contains("login.html")),
+        "{:?}",
+        d.points
+    );
+    let first = attempts[0].evidence.as_ref().unwrap();
+    assert!(first.done_claimed, "it did claim DONE");
+    assert_eq!(first.commits, 0, "the rescue is not the agent's commit");
+    assert_eq!(first.rescued_files, ["login.html"]);
+    w.stop().await;
+    worker::kill_tmux(&socket);
+}
+
+/// The real codex CLI whose model API stalls after the turn starts: codex waits (minutes,
+/// by its own idle timeout) and prints nothing. That is silence at the profile's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_codex_stream_is_silent_although_the_process_lives() {
+    let e = env("codex-headless").await;
+    let fake = FakeApi::openai(json!({"turns": [{"stall": true}]}));
+    let (home, codex_home) = fakes::codex_home(e.dir.path(), &fake.url());
+    let mut p = codex_profile("codex-headless", &fake, &home, &codex_home);
+    p.silence_timeout = Duration::from_secs(6);
+    let (w, _s) = e.worker("codex-headless", p).await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Think forever")).await;
+    let first = mc_tests::wait::until_ok(T, "the first attempt to end", || {
+        let mut c = c.clone();
+        async move {
+            let h = mc_tests::wait::history(&mut c, t.id).await;
+            h.attempts
+                .into_iter()
+                .next()
+                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
+                .ok_or_else(|| "still running".to_string())
+        }
+    })
+    .await;
+    assert_eq!(first.reason, "silent for 6s", "{first:?}");
+    w.stop().await;
+}
+
+/// The real claude CLI in a loop (one more command, again and again): stopped as looping
+/// at the profile's cap of model responses, long before its own turn limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_looping_claude_is_stopped_at_its_model_response_cap() {
+    let e = env("claude-headless").await;
+    let turns: Vec<serde_json::Value> = (0..30)
+        .map(|i| {
+            json!({"content": [text("One more step."), bash(&format!("echo step {i}"))],
+                        "usage": {"input_tokens": 100, "output_tokens": 10}})
+        })
+        .collect();
+    let fake = FakeApi::anthropic(json!({ "turns": turns }));
+    let home = fakes::claude_home(e.dir.path(), KEY);
+    let mut p = claude_profile("claude-headless", &fake, &home);
+    p.max_model_responses = 6;
+    let (w, _s) = e.worker("claude-headless", p).await;
+    let mut c = e.cp.tickets().await;
+    let t = mc_tests::wait::created(&mut c, create("web", "Loop")).await;
+    let first = mc_tests::wait::until_ok(T, "the first attempt to end", || {
+        let mut c = c.clone();
+        async move {
+            let h = mc_tests::wait::history(&mut c, t.id).await;
+            h.attempts
+                .into_iter()
+                .next()
+                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
+                .ok_or_else(|| "still running".to_string())
+        }
+    })
+    .await;
+    let n: u32 = first
+        .reason
+        .strip_prefix("stopped as looping: ")
+        .and_then(|r| r.strip_suffix(" model responses, the profile's cap is 6"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{first:?}"));
+    assert!(n > 6, "{}", first.reason);
+    w.stop().await;
+}

@@ -833,18 +833,7 @@ async fn a_stalled_claude_stream_is_silent_although_the_process_lives() {
     let (w, _s) = e.worker("claude-headless", p).await;
     let mut c = e.cp.tickets().await;
     let t = mc_tests::wait::created(&mut c, create("web", "Think forever")).await;
-    let first = mc_tests::wait::until_ok(T, "the first attempt to end", || {
-        let mut c = c.clone();
-        async move {
-            let h = mc_tests::wait::history(&mut c, t.id).await;
-            h.attempts
-                .into_iter()
-                .next()
-                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
-                .ok_or_else(|| "still running".to_string())
-        }
-    })
-    .await;
+    let first = first_attempt_ended(&c, t.id).await;
     assert_eq!(first.reason, "silent for 6s", "{first:?}");
     assert_eq!(first.outcome, pb::AttemptOutcome::TimedOut as i32);
     w.stop().await;
@@ -865,18 +854,7 @@ async fn a_looping_codex_is_stopped_at_its_model_response_cap() {
     let (w, _s) = e.worker("codex-headless", p).await;
     let mut c = e.cp.tickets().await;
     let t = mc_tests::wait::created(&mut c, create("web", "Loop")).await;
-    let first = mc_tests::wait::until_ok(T, "the first attempt to end", || {
-        let mut c = c.clone();
-        async move {
-            let h = mc_tests::wait::history(&mut c, t.id).await;
-            h.attempts
-                .into_iter()
-                .next()
-                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
-                .ok_or_else(|| "still running".to_string())
-        }
-    })
-    .await;
+    let first = first_attempt_ended(&c, t.id).await;
     // Responses are counted as they stream and checked on the attempt's tick, so the run
     // stops a few past the cap, never before it.
     let n: u32 = first
@@ -1105,18 +1083,7 @@ async fn a_stalled_codex_stream_is_silent_although_the_process_lives() {
     let (w, _s) = e.worker("codex-headless", p).await;
     let mut c = e.cp.tickets().await;
     let t = mc_tests::wait::created(&mut c, create("web", "Think forever")).await;
-    let first = mc_tests::wait::until_ok(T, "the first attempt to end", || {
-        let mut c = c.clone();
-        async move {
-            let h = mc_tests::wait::history(&mut c, t.id).await;
-            h.attempts
-                .into_iter()
-                .next()
-                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
-                .ok_or_else(|| "still running".to_string())
-        }
-    })
-    .await;
+    let first = first_attempt_ended(&c, t.id).await;
     assert_eq!(first.reason, "silent for 6s", "{first:?}");
     w.stop().await;
 }
@@ -1139,18 +1106,7 @@ async fn a_looping_claude_is_stopped_at_its_model_response_cap() {
     let (w, _s) = e.worker("claude-headless", p).await;
     let mut c = e.cp.tickets().await;
     let t = mc_tests::wait::created(&mut c, create("web", "Loop")).await;
-    let first = mc_tests::wait::until_ok(T, "the first attempt to end", || {
-        let mut c = c.clone();
-        async move {
-            let h = mc_tests::wait::history(&mut c, t.id).await;
-            h.attempts
-                .into_iter()
-                .next()
-                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
-                .ok_or_else(|| "still running".to_string())
-        }
-    })
-    .await;
+    let first = first_attempt_ended(&c, t.id).await;
     let n: u32 = first
         .reason
         .strip_prefix("stopped as looping: ")
@@ -1159,4 +1115,20 @@ async fn a_looping_claude_is_stopped_at_its_model_response_cap() {
         .unwrap_or_else(|| panic!("{first:?}"));
     assert!(n > 6, "{}", first.reason);
     w.stop().await;
+}
+
+/// The ticket's first attempt, once it has ended.
+async fn first_attempt_ended(c: &mc_tests::wait::Tickets, id: i64) -> pb::Attempt {
+    mc_tests::wait::until_ok(T, "the first attempt to end", || {
+        let mut c = c.clone();
+        async move {
+            let h = mc_tests::wait::history(&mut c, id).await;
+            h.attempts
+                .into_iter()
+                .next()
+                .filter(|a| a.outcome != pb::AttemptOutcome::Active as i32)
+                .ok_or_else(|| "still running".to_string())
+        }
+    })
+    .await
 }

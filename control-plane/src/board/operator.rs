@@ -451,16 +451,7 @@ impl Board {
                 before.state
             )));
         }
-        let workflow = self
-            .workflows()
-            .get(&before.workflow)
-            .ok_or_else(|| {
-                BoardError::Internal(format!(
-                    "ticket {id} has unknown workflow {}",
-                    before.workflow
-                ))
-            })?
-            .clone();
+        let workflow = self.workflow_of(&before)?;
         let trigger = match kind {
             DecisionKind::Advance => Trigger::Advance {
                 last_phase: workflow.is_last(before.phase_index),
@@ -533,16 +524,7 @@ impl Board {
         points: &[String],
     ) -> Result<Ticket, BoardError> {
         let before = self.ticket(id).await?;
-        let workflow = self
-            .workflows()
-            .get(&before.workflow)
-            .ok_or_else(|| {
-                BoardError::Internal(format!(
-                    "ticket {id} has unknown workflow {}",
-                    before.workflow
-                ))
-            })?
-            .clone();
+        let workflow = self.workflow_of(&before)?;
         let msg = format!("reopened by {actor}: {}", preview(reason, 300));
         let (c, _) = self
             .apply(id, None, Trigger::Reopen, actor, &msg, |e| {
@@ -573,6 +555,16 @@ impl Board {
             })
             .await?;
         Ok(c.ticket)
+    }
+
+    /// The workflow a ticket follows.
+    fn workflow_of(&self, t: &Ticket) -> Result<crate::domain::workflow::Workflow, BoardError> {
+        self.workflows().get(&t.workflow).cloned().ok_or_else(|| {
+            BoardError::Internal(format!(
+                "ticket {} has unknown workflow {}",
+                t.id, t.workflow
+            ))
+        })
     }
 
     pub async fn set_lane(&self, a: LaneAssignment) -> Result<LaneAssignment, BoardError> {

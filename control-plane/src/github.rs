@@ -417,17 +417,7 @@ impl Github {
     }
 }
 
-/// The idempotency key of a ticket made from issue `number` of `repo`: the same issue
-/// becomes one ticket, whichever replica sees it and however often.
-pub fn issue_key(repo: &str, number: u64) -> String {
-    format!("github:{repo}#{number}")
-}
-
-/// The issue a ticket was made from, by its idempotency key.
-pub fn issue_of(key: &str) -> Option<(&str, u64)> {
-    let (repo, n) = key.strip_prefix("github:")?.rsplit_once('#')?;
-    Some((repo, n.parse().ok()?))
-}
+pub use crate::domain::pull_request::{issue_key, issue_of};
 
 fn url_of(v: &serde_json::Value) -> Result<String, String> {
     v["html_url"]

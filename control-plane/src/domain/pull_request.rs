@@ -22,6 +22,18 @@ fn quote(s: &str) -> String {
     s.replace('@', "@\u{200b}").replace("<!--", "&lt;!--")
 }
 
+/// The idempotency key of a ticket made from issue `number` of `repo`: the same issue
+/// becomes one ticket, whichever replica sees it and however often.
+pub fn issue_key(repo: &str, number: u64) -> String {
+    format!("github:{repo}#{number}")
+}
+
+/// The issue a ticket was made from, by its idempotency key.
+pub fn issue_of(key: &str) -> Option<(&str, u64)> {
+    let (repo, n) = key.strip_prefix("github:")?.rsplit_once('#')?;
+    Some((repo, n.parse().ok()?))
+}
+
 /// The pull request for `t`, whose branch goes into `base`.
 pub fn pull_request(
     t: &Ticket,
@@ -36,11 +48,7 @@ pub fn pull_request(
         t.id, t.project, t.workflow
     );
     // A ticket made from an issue of this repository closes it when merged.
-    if let Some((_, n)) = t
-        .idempotency_key
-        .as_deref()
-        .and_then(crate::github::issue_of)
-    {
+    if let Some((_, n)) = t.idempotency_key.as_deref().and_then(issue_of) {
         let _ = writeln!(b, "\nCloses #{n}");
     }
     if !t.body.trim().is_empty() {

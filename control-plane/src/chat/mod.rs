@@ -594,6 +594,7 @@ pub async fn run(
     ));
     let mut after = bot.board.store().last_event_id().await.unwrap_or(0);
     let mut leading = false;
+    let mut confirmed = bot.board.now();
     let mut lease = tokio::time::interval(Duration::from_secs(2));
     lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = tokio::time::interval(Duration::from_millis(500));
@@ -605,7 +606,23 @@ pub async fn run(
             _ = lease.tick() => {
                 let now = bot.board.now();
                 let was = leading;
-                leading = bot.board.store().try_lead(lease_name, &replica, now, now.saturating_add(Duration::from_secs(10))).await.unwrap_or(false);
+                // A store that fails to answer (busy under load) is not a lost lease: the
+                // lease runs 10 s, so this replica still holds it; flipping to "not leading"
+                // and back would restart notifications from "now" and skip what happened
+                // in between (a question nobody would hear about).
+                match bot.board.store().try_lead(lease_name, &replica, now, now.saturating_add(Duration::from_secs(10))).await {
+                    Ok(l) => {
+                        leading = l;
+                        confirmed = now;
+                    }
+                    // Past most of the lease without a confirmation, another replica may
+                    // take it: step down.
+                    Err(e) if now.since(confirmed) >= Duration::from_secs(8) => {
+                        tracing::warn!(error = %e, "chat lease not confirmed for 8 s; stepping down");
+                        leading = false;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "chat lease check failed; keeping the lease as it was"),
+                }
                 if leading && !was {
                     // Notifications start from now: a new leader does not replay the past.
                     after = bot.board.store().last_event_id().await.unwrap_or(after);

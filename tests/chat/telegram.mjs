@@ -53,6 +53,8 @@ const scenarios = {
     });
     await heard(alice, "the answer taken", new RegExp(`^answer sent to ticket #${id}$`));
     await heard(alice, "done", new RegExp(`^✅ #${id} `));
+    // Then the pull request its branch became.
+    result.pr = (await heard(alice, "the pull request", new RegExp(`^🔀 #${id} .*pull request opened: `))).message.text;
     await say(alice, "/status");
     result.status = (await heard(alice, "the status", /running, .* queued/)).message.text;
     await say(alice, `/logs ${id}`);

@@ -1,8 +1,9 @@
 //! The chat bot against a Telegram Bot API on loopback (npm telegram-test-api, driven by
 //! `tests/chat/telegram.mjs`), with a real control plane and worker agent: a stranger is
 //! refused and nothing happens; an allowed person creates a ticket, answers its question
-//! by replying to the bot's message, hears it is done, and asks for status, logs and the
-//! budget — every action recorded under their operator name.
+//! by replying to the bot's message, hears it is done and then the link of the pull request
+//! its branch became (on a loopback fake of GitHub, with the evidence in its body), and
+//! asks for status, logs and the budget — every action recorded under their operator name.
 
 use std::path::Path;
 use std::time::Duration;
@@ -50,7 +51,24 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("telegram.token");
     std::fs::write(&token_file, TOKEN).unwrap();
+    // GitHub: a loopback fake of its REST API, and a real bare remote for the push.
+    let github = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/repos/acme/web/pulls"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(201).set_body_json(serde_json::json!({
+                "number": 7,
+                "html_url": "https://github.example/acme/web/pull/7",
+            })),
+        )
+        .mount(&github)
+        .await;
+    let gh_token = dir.path().join("github.token");
+    std::fs::write(&gh_token, "ghp_chat_test").unwrap();
+    let gh_uri = github.uri();
     let cp = TestCp::start_with(Backend::Sqlite, |c| {
+        c.github.api_url = gh_uri;
+        c.github.token_file = gh_token;
         c.lanes.insert(
             "coder".into(),
             LaneConfig {
@@ -67,8 +85,28 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
         t.poll = Duration::from_secs(1);
     })
     .await;
-    cp.add_project("web", "solo").await;
+    cp.projects()
+        .await
+        .add_project(pb::AddProjectRequest {
+            project: Some(pb::Project {
+                slug: "web".into(),
+                default_workflow: "solo".into(),
+                github_repo: "acme/web".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
     let checkout = repo(&dir.path().join("web"));
+    let remote = dir.path().join("remote.git");
+    mc_tests::worker::git(
+        dir.path(),
+        &["init", "-q", "--bare", remote.to_str().unwrap()],
+    );
+    mc_tests::worker::git(
+        &checkout,
+        &["remote", "add", "origin", remote.to_str().unwrap()],
+    );
     let asking = script(
         dir.path(),
         "coder.sh",
@@ -144,6 +182,29 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
             .contains("postgres or sqlite?"),
         "{result:#}"
     );
+    // The chat heard the pull request's link; the PR carries the agent's commit.
+    assert!(
+        result["pr"]
+            .as_str()
+            .unwrap()
+            .ends_with("pull request opened: https://github.example/acme/web/pull/7"),
+        "{result:#}"
+    );
+    let pr_bodies: Vec<String> = github
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/repos/acme/web/pulls")
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(pr_bodies.len(), 1);
+    assert!(pr_bodies[0].contains("use sqlite"), "{}", pr_bodies[0]);
     assert!(
         result["status"]
             .as_str()

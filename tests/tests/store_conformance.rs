@@ -1111,6 +1111,20 @@ async fn workers_lanes_and_leadership(s: Arc<dyn Store>) {
             .await
             .unwrap()
     );
+    // A cursor in the event log: unset, set, and never moved back (its time still moves).
+    assert_eq!(s.cursor("chat/notified").await.unwrap(), None);
+    s.set_cursor("chat/notified", 42, at(1_000)).await.unwrap();
+    s.set_cursor("chat/notified", 17, at(2_000)).await.unwrap();
+    assert_eq!(
+        s.cursor("chat/notified").await.unwrap(),
+        Some((42, at(2_000)))
+    );
+    s.set_cursor("chat/notified", 50, at(3_000)).await.unwrap();
+    assert_eq!(
+        s.cursor("chat/notified").await.unwrap(),
+        Some((50, at(3_000)))
+    );
+    assert_eq!(s.cursor("other").await.unwrap(), None);
 }
 
 async fn dependents_and_wakeups(s: Arc<dyn Store>) {

@@ -624,21 +624,51 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, "chat lease check failed; keeping the lease as it was"),
                 }
                 if leading && !was {
-                    // Notifications start from now: a new leader does not replay the past.
-                    after = bot.board.store().last_event_id().await.unwrap_or(after);
-                    tracing::info!(%replica, "chat bot taking updates");
+                    after = resume_point(&bot, lease_name, after).await;
+                    tracing::info!(%replica, after, "chat bot taking updates");
                 }
                 leading_tx.send_replace(leading);
             }
             _ = events.tick(), if leading => {
-                after = notify(&bot, messenger.as_ref(), after).await;
+                after = notify_and_note(&bot, messenger.as_ref(), lease_name, after).await;
             }
             _ = signal.changed(), if leading => {
-                after = notify(&bot, messenger.as_ref(), after).await;
+                after = notify_and_note(&bot, messenger.as_ref(), lease_name, after).await;
             }
         }
     }
     let _ = receiver.await;
+}
+
+/// How far back a new leader goes on from where the last one stopped; a position older
+/// than this (the bot was off) restarts from now rather than replaying old news.
+const RESUME_WITHIN: Duration = Duration::from_secs(600);
+
+/// Where a replica that has just taken the chat lease goes on from: where the previous
+/// leader's notifications got to, if it was recent, so what happened during the handover
+/// is still told; else from now.
+async fn resume_point(bot: &Bot, lease_name: &str, fallback: i64) -> i64 {
+    let store = bot.board.store();
+    let now_id = store.last_event_id().await.unwrap_or(fallback);
+    match store.cursor(&format!("{lease_name}/notified")).await {
+        Ok(Some((at, set))) if bot.board.now().since(set) < RESUME_WITHIN && at <= now_id => at,
+        _ => now_id,
+    }
+}
+
+/// Notifies, and notes how far it got for the next leader.
+async fn notify_and_note(bot: &Bot, m: &dyn Messenger, lease_name: &str, after: i64) -> i64 {
+    let next = notify(bot, m, after).await;
+    if next != after
+        && let Err(e) = bot
+            .board
+            .store()
+            .set_cursor(&format!("{lease_name}/notified"), next, bot.board.now())
+            .await
+    {
+        tracing::warn!(error = %e, "noting the notification position failed");
+    }
+    next
 }
 
 /// Takes messages while this replica leads, answers each.

@@ -9,6 +9,8 @@
 //! - `events`: the append-only history; ids are assigned in commit order, so a watcher that
 //!   resumes after id N misses nothing.
 //! - `decisions`, `answers`, `log_chunks`, `workers`, `lanes`, `spend`, `leader_leases`.
+//! - `cursors`: named positions in the event log that outlive a leader (the chat bot's
+//!   notifications).
 //!
 //! Two implementations, `sqlite` and `postgres`, share their SQL (`sql.rs`) and differ only
 //! in connection setup, migrations and locking. One conformance suite
@@ -324,4 +326,9 @@ pub trait Store: Send + Sync + 'static {
         until: Timestamp,
     ) -> Result<bool, StoreError>;
     async fn resign(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// A named position in the event log and when it was set (`None`: never set).
+    async fn cursor(&self, name: &str) -> Result<Option<(i64, Timestamp)>, StoreError>;
+    /// Moves the named position forward to `position` (never back).
+    async fn set_cursor(&self, name: &str, position: i64, at: Timestamp) -> Result<(), StoreError>;
 }

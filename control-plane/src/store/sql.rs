@@ -764,6 +764,14 @@ macro_rules! impl_store {
                 self.try_lead_sql(name, holder, now, until).await
             }
 
+            async fn cursor(&self, name: &str) -> Result<Option<(i64, Timestamp)>, StoreError> {
+                self.cursor_sql(name).await
+            }
+
+            async fn set_cursor(&self, name: &str, position: i64, at: Timestamp) -> Result<(), StoreError> {
+                self.set_cursor_sql(name, position, at).await
+            }
+
             async fn resign(&self, name: &str, holder: &str) -> Result<(), StoreError> {
                 self.resign_sql(name, holder).await
             }

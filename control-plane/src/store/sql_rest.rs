@@ -176,6 +176,31 @@ macro_rules! impl_rest {
                 Ok(n == 1)
             }
 
+            pub(super) async fn cursor_sql(&self, name: &str) -> Result<Option<(i64, Timestamp)>, StoreError> {
+                let row: Option<(i64, i64)> =
+                    sqlx::query_as("SELECT position, updated_at FROM cursors WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&self.read)
+                        .await?;
+                Ok(row.map(|(p, at)| (p, Timestamp(at))))
+            }
+
+            pub(super) async fn set_cursor_sql(&self, name: &str, position: i64, at: Timestamp) -> Result<(), StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO cursors (name, position, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at, position = \
+                     CASE WHEN excluded.position > cursors.position THEN excluded.position ELSE cursors.position END",
+                )
+                .bind(name)
+                .bind(position)
+                .bind(at.0)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             pub(super) async fn resign_sql(&self, name: &str, holder: &str) -> Result<(), StoreError> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query("DELETE FROM leader_leases WHERE name = $1 AND holder = $2")

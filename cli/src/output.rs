@@ -159,18 +159,14 @@ pub fn ticket_detail(x: &pb::Ticket, a: Option<&pb::Attempt>) -> String {
         time(&x.created_at),
         time(&x.updated_at),
     );
-    let secs = |d: &Option<pb::prost_types::Duration>| {
-        d.as_ref().map(|d| {
-            humantime::format_duration(std::time::Duration::from_secs(
-                d.seconds.max(0).unsigned_abs(),
-            ))
-            .to_string()
-        })
-    };
     s.push_str(&format!(
         "  time      {} of {}\n",
-        secs(&x.wall_spent).unwrap_or_else(|| "0s".into()),
-        secs(&x.wall_budget).unwrap_or_else(|| "no limit".into())
+        words(&x.wall_spent),
+        if x.wall_budget.is_some() {
+            words(&x.wall_budget)
+        } else {
+            "no limit".into()
+        }
     ));
     if !x.pr_url.is_empty() {
         s.push_str(&format!("  pull req  {}\n", x.pr_url));

@@ -193,13 +193,9 @@ impl Dispatcher {
             requires_commits: phase.is_some_and(|p| p.requires_commits),
             // The time still left of the ticket's wall-clock budget; the worker stops the
             // run when it is used up.
-            wall_remaining: (t.wall_budget_ms > 0).then(|| {
-                let ms = t.wall_budget_ms.saturating_sub(t.wall_ms).max(0);
-                mc_proto::prost_types::Duration {
-                    seconds: ms / 1000,
-                    nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
-                }
-            }),
+            wall_remaining: (t.wall_budget_ms > 0)
+                .then(|| convert::ms_duration(t.wall_budget_ms.saturating_sub(t.wall_ms).max(0)))
+                .flatten(),
         };
         tracing::info!(ticket_id = t.id, attempt_id = c.attempt.id, epoch = c.attempt.epoch, worker = %w.name, "offered");
         if !self

@@ -54,19 +54,9 @@ impl PlacementWatch {
         self.unplaceable
             .retain(|id, _| queued.iter().any(|t| t.id == *id));
         for t in &queued {
-            // No claim takes a ticket whose budget is used up (a requeue after a lost
-            // attempt may leave one queued): it is escalated at once, with the numbers.
-            if let Some(why) = crate::domain::guardrails::budget_exhausted(t) {
-                let res = board
-                    .apply(t.id, None, Trigger::Escalate, "control-plane", &why, |e| {
-                        e.change.ticket.state_reason = why.clone();
-                        e.change.events[0].kind = EventKind::Escalated;
-                        Ok(())
-                    })
-                    .await;
-                if let Err(e) = res {
-                    tracing::debug!(ticket_id = t.id, error = %e, "escalating a ticket out of budget skipped");
-                }
+            // No claim takes a ticket whose budget is used up; `reactor::reconcile`
+            // escalates it with the numbers. Where it could run is not its question.
+            if crate::domain::guardrails::budget_exhausted(t).is_some() {
                 continue;
             }
             let profile = lanes

@@ -36,13 +36,10 @@ fn window_ms(d: Option<&pb::prost_types::Duration>) -> std::result::Result<i64, 
     let Some(d) = d else {
         return Ok(DEFAULT_WINDOW_MS);
     };
-    if d.seconds < 0 || !(0..1_000_000_000).contains(&d.nanos) {
-        return Err(FieldError::new("since", "must be a positive duration"));
+    match convert::duration_ms("since", d, MAX_WINDOW_MS, "a year")? {
+        ms if ms < 1000 => Err(FieldError::new("since", "must be at least 1 second")),
+        ms => Ok(ms),
     }
-    d.seconds
-        .checked_mul(1000)
-        .filter(|ms| (1..=MAX_WINDOW_MS).contains(ms))
-        .ok_or_else(|| FieldError::new("since", "must be between 1 second and a year"))
 }
 
 /// The autonomy figures over the last `window_ms`, from the store.

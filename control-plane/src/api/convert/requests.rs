@@ -255,6 +255,13 @@ const MAX_WALL_BUDGET_MS: i64 = 30 * 24 * 3600 * 1000;
 /// applies); negative, malformed or longer than 30 days is refused, naming the field.
 pub fn wall_budget(field: &str, d: Option<&prost_types::Duration>) -> R<Option<i64>> {
     let Some(d) = d else { return Ok(None) };
+    let ms = duration_ms(field, d, MAX_WALL_BUDGET_MS, "30 days")?;
+    Ok((ms > 0).then_some(ms))
+}
+
+/// A duration from a request in milliseconds, checked: negative or malformed is refused,
+/// and so is more than `max_ms` (`max_words` says how much that is), naming the field.
+pub fn duration_ms(field: &str, d: &prost_types::Duration, max_ms: i64, max_words: &str) -> R<i64> {
     if d.seconds < 0 || !(0..1_000_000_000).contains(&d.nanos) {
         return Err(FieldError::new(
             field,
@@ -264,11 +271,9 @@ pub fn wall_budget(field: &str, d: Option<&prost_types::Duration>) -> R<Option<i
             ),
         ));
     }
-    let ms = d
-        .seconds
+    d.seconds
         .checked_mul(1000)
         .and_then(|ms| ms.checked_add(i64::from(d.nanos / 1_000_000)))
-        .filter(|ms| *ms <= MAX_WALL_BUDGET_MS)
-        .ok_or_else(|| FieldError::new(field, "must be at most 30 days"))?;
-    Ok((ms > 0).then_some(ms))
+        .filter(|ms| *ms <= max_ms)
+        .ok_or_else(|| FieldError::new(field, format!("must be at most {max_words}")))
 }

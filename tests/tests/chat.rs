@@ -172,7 +172,13 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
             },
             None => "no ticket".into(),
         };
-        panic!("the chat scenario failed: {result:#}\n{story}");
+        // How far the bot's notifications got (an event id), and the last event's.
+        let store = cp.cp.board.store();
+        let notified = store.cursor("chat-telegram/notified").await;
+        let last = store.last_event_id().await;
+        panic!(
+            "the chat scenario failed: {result:#}\n{story}\nnotified up to {notified:?}, last event {last:?}"
+        );
     }
     let id = result["ticket"].as_i64().unwrap();
     assert!(

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::board::Board;
+use crate::board::{Board, BoardError};
 use crate::domain::{EventKind, State};
 use crate::store::{EventFilter, TicketFilter};
 use commands::{Command, Resolution};
@@ -492,8 +492,19 @@ impl Bot {
     }
 
     /// The notification an event deserves, if any (and whether it is a question).
-    async fn notification(&self, e: &crate::domain::Event) -> Option<(String, bool)> {
-        let t = self.board.ticket(e.ticket_id).await.ok()?;
+    async fn notification(
+        &self,
+        e: &crate::domain::Event,
+    ) -> Result<Option<(String, bool)>, BoardError> {
+        let t = self.board.ticket(e.ticket_id).await?;
+        Ok(self.notification_for(e, &t).await)
+    }
+
+    async fn notification_for(
+        &self,
+        e: &crate::domain::Event,
+        t: &crate::domain::Ticket,
+    ) -> Option<(String, bool)> {
         let moved = e.from_state != e.to_state;
         let question = || async {
             self.board
@@ -724,8 +735,18 @@ async fn notify(bot: &Bot, m: &dyn Messenger, mut after: i64) -> i64 {
         }
     };
     for e in page {
+        // A ticket that cannot be read now (a busy store) is tried again on the next
+        // tick: skipping the event would lose its notification for good.
+        let note = match bot.notification(&e).await {
+            Ok(n) => n,
+            Err(BoardError::NotFound(_)) => None,
+            Err(err) => {
+                tracing::warn!(event_id = e.id, error = %err, "reading a ticket for a notification failed; trying again");
+                break;
+            }
+        };
         after = e.id;
-        let Some((text, question)) = bot.notification(&e).await else {
+        let Some((text, question)) = note else {
             continue;
         };
         for chat in &bot.cfg.notify {

@@ -108,7 +108,11 @@ impl Messenger for Telegram {
             match self.bot.send_message(ChatId(chat), text).await {
                 Ok(m) => return Ok(m.id.0.to_string()),
                 Err(RequestError::RetryAfter(s)) => {
-                    tokio::time::sleep(Duration::from_secs(u64::from(s.seconds()))).await;
+                    // Honoured, but bounded: a long wait would hold every notification
+                    // behind this one.
+                    let wait = u64::from(s.seconds()).min(30);
+                    tracing::info!(wait_s = wait, "Telegram asks to retry later");
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
                 }
                 Err(e) => return Err(self.describe(&e)),
             }

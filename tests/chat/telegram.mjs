@@ -19,15 +19,26 @@ const person = (id, name) => server.getClient(token, { userId: id, chatId: id, f
 const alice = person(1001, "alice");
 const mallory = person(666, "mallory");
 
+// Bot messages fetched but not yet waited for, per client: one fetch can bring several
+// (the reply to a command and a notification racing it), and the server hands each out
+// once, so the ones after the awaited match must wait for the next `heard`.
+const unheard = new Map();
+
 // Waits for a bot message to this person's chat that matches; returns it.
 async function heard(client, what, re, ms = 90000) {
   const deadline = Date.now() + ms;
+  const queue = unheard.get(client) || [];
+  unheard.set(client, queue);
   while (Date.now() < deadline) {
+    while (queue.length > 0) {
+      const u = queue.shift();
+      if (re.test(u.message.text)) return u;
+    }
     let r;
     try { r = await client.getUpdates(); } catch (_) { continue; }
     for (const u of r.result) {
       result.said.push(u.message.text);
-      if (re.test(u.message.text)) return u;
+      queue.push(u);
     }
   }
   throw new Error(`never heard ${what} (${re}); the bot said: ${JSON.stringify(result.said)}`);

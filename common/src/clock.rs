@@ -78,6 +78,8 @@ struct ClockInner {
     origin_wall_ms: i64,
     origin: tokio::time::Instant,
     offset_ms: AtomicI64,
+    /// A manual clock: only `advance` moves it.
+    manual: bool,
 }
 
 impl Clock {
@@ -98,13 +100,32 @@ impl Clock {
                 origin_wall_ms: start.0,
                 origin: tokio::time::Instant::now(),
                 offset_ms: AtomicI64::new(0),
+                manual: false,
+            }),
+        }
+    }
+
+    /// A clock that reads `start` until `advance` moves it, and only then: for unit tests
+    /// of leases and timeouts that do real I/O (a database on another thread), where
+    /// tokio's paused clock would jump ahead on its own while the I/O runs.
+    pub fn manual(start: Timestamp) -> Clock {
+        Clock {
+            inner: Arc::new(ClockInner {
+                origin_wall_ms: start.0,
+                origin: tokio::time::Instant::now(),
+                offset_ms: AtomicI64::new(0),
+                manual: true,
             }),
         }
     }
 
     pub fn now(&self) -> Timestamp {
-        let elapsed = tokio::time::Instant::now().duration_since(self.inner.origin);
-        let elapsed_ms = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+        let elapsed_ms = if self.inner.manual {
+            0
+        } else {
+            let elapsed = tokio::time::Instant::now().duration_since(self.inner.origin);
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        };
         Timestamp(
             self.inner
                 .origin_wall_ms
@@ -138,6 +159,15 @@ mod tests {
         assert_eq!(c.now(), Timestamp(3_000));
         c.clone().advance(Duration::from_millis(500));
         assert_eq!(c.now(), Timestamp(3_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_manual_clock_moves_only_when_advanced() {
+        let c = Clock::manual(Timestamp(1_000));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(c.now(), Timestamp(1_000), "tokio's time does not move it");
+        c.advance(Duration::from_millis(250));
+        assert_eq!(c.clone().now(), Timestamp(1_250));
     }
 
     #[test]

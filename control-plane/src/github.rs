@@ -343,6 +343,34 @@ pub fn changes_requested(v: &serde_json::Value) -> Vec<ChangesRequested> {
         .unwrap_or_default()
 }
 
+/// Where a pull request ended, if it did: merged (by whom) or closed without merging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEnd {
+    Open,
+    Merged { by: String },
+    Closed,
+}
+
+/// A pull request's end, from GitHub's `GET /repos/{repo}/pulls/{n}`.
+pub fn pull_end(v: &serde_json::Value) -> PullEnd {
+    if v["merged"].as_bool() == Some(true) || v["merged_at"].is_string() {
+        let by: String = v["merged_by"]["login"]
+            .as_str()
+            .unwrap_or("someone")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(39)
+            .collect();
+        return PullEnd::Merged {
+            by: if by.is_empty() { "someone".into() } else { by },
+        };
+    }
+    match v["state"].as_str() {
+        Some("closed") => PullEnd::Closed,
+        _ => PullEnd::Open,
+    }
+}
+
 /// A review's line comments as points: `path:line: text`.
 pub fn review_points(v: &serde_json::Value) -> Vec<String> {
     v.as_array()
@@ -398,6 +426,15 @@ impl Github {
             ))
             .await?;
         Ok(changes_requested(&v))
+    }
+
+    /// Whether pull request `number` was merged or closed.
+    pub async fn pull_end(&self, repo: &str, number: u64) -> Result<PullEnd, String> {
+        let (owner, name) = split_repo(repo)?;
+        let v = self
+            .get_json(format!("/repos/{owner}/{name}/pulls/{number}"))
+            .await?;
+        Ok(pull_end(&v))
     }
 
     /// The line comments of one review, as points.
@@ -502,6 +539,38 @@ mod tests {
         assert_eq!(issue_of(&issue_key("acme/web", 7)), Some(("acme/web", 7)));
         assert_eq!(issue_of("other-key"), None);
         assert_eq!(issue_of("github:acme/web#x"), None);
+    }
+
+    #[test]
+    fn a_pull_requests_end_is_read_from_what_github_says() {
+        let cases = [
+            (
+                serde_json::json!({"state": "closed", "merged": true, "merged_by": {"login": "octo"}}),
+                PullEnd::Merged { by: "octo".into() },
+            ),
+            (
+                serde_json::json!({"state": "closed", "merged_at": "2026-12-01T10:00:00Z", "merged_by": {"login": "<b>x</b>"}}),
+                PullEnd::Merged { by: "bxb".into() },
+            ),
+            (
+                serde_json::json!({"state": "closed", "merged": true, "merged_by": null}),
+                PullEnd::Merged {
+                    by: "someone".into(),
+                },
+            ),
+            (
+                serde_json::json!({"state": "closed", "merged": false}),
+                PullEnd::Closed,
+            ),
+            (
+                serde_json::json!({"state": "open", "merged": false}),
+                PullEnd::Open,
+            ),
+            (serde_json::json!("not an object"), PullEnd::Open),
+        ];
+        for (v, want) in cases {
+            assert_eq!(pull_end(&v), want, "{v}");
+        }
     }
 
     #[test]

@@ -173,11 +173,7 @@ pub async fn run(
         }
         let now = board.now();
         let until = now.saturating_add(every * 3);
-        match board
-            .store()
-            .try_lead("github-issues", &replica, now, until)
-            .await
-        {
+        match board.try_lead("github-issues", &replica, until).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another replica watches; its list is not ours to remember.

@@ -24,6 +24,8 @@ pub mod scrape;
 pub mod server;
 pub mod session;
 pub mod store;
+#[cfg(test)]
+mod testkit;
 pub mod webhook;
 pub mod workers;
 

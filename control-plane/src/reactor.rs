@@ -186,10 +186,7 @@ pub async fn deliver_answers(
             }),
         );
         if sent {
-            board
-                .store()
-                .mark_answer_delivered(a.id, board.now())
-                .await?;
+            board.mark_answer_delivered(a.id).await?;
         }
     }
     Ok(())

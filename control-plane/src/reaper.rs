@@ -30,8 +30,7 @@ pub async fn flush_leases(
         if let Some(entry) = workers.unregister(&name, session) {
             tracing::warn!(worker = %name, held = entry.attempts.len(), "worker lost: no heartbeat for {}", humantime::format_duration(cfg.worker_ttl));
             board
-                .store()
-                .set_worker_state(&name, WorkerState::Lost, now, entry.connected_at)
+                .set_worker_state(&name, WorkerState::Lost, entry.connected_at)
                 .await?;
             // Dropping the entry closes the stream's outbox; the worker reconnects if alive.
         }
@@ -39,7 +38,6 @@ pub async fn flush_leases(
     let held = workers.renewable(cutoff);
     if !held.is_empty() {
         board
-            .store()
             .renew_leases(&held, now.saturating_add(cfg.lease_ttl))
             .await?;
     }
@@ -150,7 +148,7 @@ impl Reaper {
                 _ = reap_tick.tick() => {
                     let now = self.board.now();
                     let until = now.saturating_add(self.cfg.reap_interval * 5);
-                    match self.board.store().try_lead("scheduler", &self.replica, now, until).await {
+                    match self.board.try_lead("scheduler", &self.replica, until).await {
                         Ok(l) => {
                             if l != leading {
                                 tracing::info!(replica = %self.replica, leading = l, "scheduler leadership changed");
@@ -187,7 +185,7 @@ impl Reaper {
                 }
                 _ = token.cancelled() => {
                     if leading {
-                        let _ = self.board.store().resign("scheduler", &self.replica).await;
+                        let _ = self.board.resign("scheduler", &self.replica).await;
                     }
                     return;
                 }
@@ -195,3 +193,6 @@ impl Reaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

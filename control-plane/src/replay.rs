@@ -8,6 +8,7 @@ use mc_common::Timestamp;
 use mc_proto as pb;
 
 use crate::api::convert;
+use crate::domain::decision::{self, BrainAnswer};
 use crate::domain::guardrails::{self, GuardInput, Verdict};
 use crate::domain::workflow::{Phase, Workflow};
 use crate::domain::{
@@ -70,28 +71,26 @@ pub fn after_brain(
     let g = Inputs::from_pb(input)?;
     let kind =
         convert::decision_kind_from_pb("decision", answer.decision).map_err(|e| e.to_string())?;
-    if kind == DecisionKind::ReturnForFixes && g.point == DecisionPoint::AttemptFinished {
-        let cause = if answer.points.is_empty() {
-            answer.reason.clone()
-        } else {
-            answer.points.join("; ")
-        };
-        let v = guardrails::returned(
-            &g.guard(),
-            "brain",
-            answer.reason.clone(),
-            answer.points.clone(),
-            cause,
-        );
-        if v.kind == DecisionKind::Escalate {
-            return Ok(v.into());
-        }
-    }
-    Ok(Replayed {
+    let a = BrainAnswer {
         kind,
-        source: format!("brain/{}", answer.brain),
         reason: answer.reason.clone(),
         points: answer.points.clone(),
+        next_prompt: answer.next_prompt.clone(),
+        wait_until: None,
+        brain: answer.brain.clone(),
+        redispatch: answer.redispatch,
+    };
+    // The same rule a live decision takes the brain's answer by.
+    let c = decision::from_brain(&g.guard(), a);
+    Ok(Replayed {
+        kind: c.kind,
+        source: c.source,
+        reason: c.reason,
+        points: c
+            .points
+            .into_iter()
+            .filter(|p| !p.starts_with("root cause: "))
+            .collect(),
     })
 }
 

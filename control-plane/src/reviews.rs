@@ -2,11 +2,14 @@
 //! ticket whose pull request gets a "changes requested" review is reopened — the coding
 //! phase runs again on the same branch, with the review's text and line comments as its
 //! points, as that reviewer's decision (`github/<login>`). Each review reopens a ticket at
-//! most once: the review's id is in the decision's reason, which is durable.
+//! most once: the review's id is in the decision's reason, which is durable. A pull request
+//! that was merged (or closed) closes the ticket's follow-up: it is labelled `pr:merged`
+//! (`pr:closed`), the history says by whom, and its reviews are not read again.
 
 use crate::board::{Board, BoardError};
+use crate::domain::pull_request;
 use crate::domain::{State, Ticket};
-use crate::github::{Github, pr_number};
+use crate::github::{Github, PullEnd, pr_number};
 use crate::store::TicketFilter;
 
 /// How many points one review may bring, and how long each may be.
@@ -39,7 +42,10 @@ pub async fn poll(board: &Board, github: &Github) -> Result<usize, BoardError> {
         })
         .await?;
     let mut reopened = 0;
-    for t in done.iter().filter(|t| !t.pr_url.is_empty()) {
+    for t in done
+        .iter()
+        .filter(|t| !t.pr_url.is_empty() && !pull_request::ended(t))
+    {
         let Some(number) = pr_number(&t.pr_url) else {
             continue;
         };
@@ -48,6 +54,43 @@ pub async fn poll(board: &Board, github: &Github) -> Result<usize, BoardError> {
             continue;
         }
         let repo = &project.github_repo;
+        match github.pull_end(repo, number).await {
+            Ok(PullEnd::Open) => {}
+            Ok(end) => {
+                let (label, actor, message) = match end {
+                    PullEnd::Merged { by } => (
+                        pull_request::MERGED,
+                        format!("github/{by}"),
+                        format!(
+                            "pull request merged by {by}: {}; review follow-up closed",
+                            t.pr_url
+                        ),
+                    ),
+                    _ => (
+                        pull_request::CLOSED,
+                        "github".to_string(),
+                        format!(
+                            "pull request closed without merging: {}; review follow-up closed",
+                            t.pr_url
+                        ),
+                    ),
+                };
+                match board
+                    .pull_request_ended(t.id, label, &actor, &message)
+                    .await
+                {
+                    Ok(_) => tracing::info!(ticket_id = t.id, %label, "pull request ended"),
+                    Err(e) => {
+                        tracing::warn!(ticket_id = t.id, error = %e, "recording the pull request's end failed")
+                    }
+                }
+                continue;
+            }
+            // Not known now: the reviews are still looked at.
+            Err(e) => {
+                tracing::warn!(ticket_id = t.id, %repo, pr = number, error = %e, "reading the pull request failed");
+            }
+        }
         let reviews = match github.changes_requested(repo, number).await {
             Ok(r) => r,
             Err(e) => {

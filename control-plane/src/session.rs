@@ -148,7 +148,7 @@ pub async fn run(
         last_seen: now,
         connected_at: now,
     };
-    if let Err(e) = ctx.board.store().upsert_worker(&record).await {
+    if let Err(e) = ctx.board.upsert_worker(&record).await {
         tracing::warn!(worker = %name, error = %e, "recording the worker failed");
     }
     let mut s = Session {
@@ -255,8 +255,7 @@ impl Session {
             let _ = self
                 .ctx
                 .board
-                .store()
-                .set_worker_state(&self.name, state, self.ctx.board.now(), self.connected_at)
+                .set_worker_state(&self.name, state, self.connected_at)
                 .await;
         }
     }
@@ -360,8 +359,7 @@ impl Session {
                         WorkerState::Connected
                     };
                     board
-                        .store()
-                        .set_worker_state(&self.name, state, board.now(), self.connected_at)
+                        .set_worker_state(&self.name, state, self.connected_at)
                         .await?;
                 }
                 // Leases are flushed every lease_flush; one flush from now they run for lease_ttl.
@@ -664,8 +662,8 @@ impl Session {
         if chunks.is_empty() {
             return;
         }
-        match self.ctx.board.store().append_logs(epoch, &chunks).await {
-            Ok(()) => self.ctx.board.logs_appended(),
+        match self.ctx.board.append_logs(epoch, &chunks).await {
+            Ok(()) => {}
             Err(
                 crate::store::StoreError::StaleEpoch { .. } | crate::store::StoreError::NotFound(_),
             ) => {

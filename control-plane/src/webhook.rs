@@ -72,8 +72,10 @@ async fn deliver(State(h): State<Hook>, headers: HeaderMap, body: Bytes) -> Resp
     match event {
         "ping" => answer(StatusCode::OK, serde_json::json!({"pong": true})),
         "issues" => issue_event(&h, &v).await,
-        "pull_request_review" => {
-            let asks = v["review"]["state"].as_str() == Some("changes_requested");
+        "pull_request_review" | "pull_request" => {
+            // A review asking for changes, or a pull request merged or closed.
+            let asks = v["review"]["state"].as_str() == Some("changes_requested")
+                || (event == "pull_request" && v["action"].as_str() == Some("closed"));
             if asks {
                 let (board, github) = (h.board.clone(), h.github.clone());
                 // Answered at once (GitHub waits 10 s at most); the follow-up runs behind.

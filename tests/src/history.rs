@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use mc_control_plane::domain::{AttemptOutcome, State};
-use mc_control_plane::store::{EventFilter, Store, TicketFilter};
+use mc_control_plane::store::{EventFilter, Reads, TicketFilter};
 
 /// Checks the board's history; panics describing the first violation.
-pub async fn check(store: &dyn Store, created: &[i64]) {
+pub async fn check(store: &dyn Reads, created: &[i64]) {
     let tickets = store
         .list_tickets(&TicketFilter {
             limit: 100_000,

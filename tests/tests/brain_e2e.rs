@@ -156,7 +156,7 @@ impl Loop {
     }
 
     async fn check(&self, ids: &[i64]) {
-        mc_tests::history::check(self.cp.cp.board.store().as_ref(), ids).await;
+        mc_tests::history::check(self.cp.cp.board.store(), ids).await;
     }
 }
 

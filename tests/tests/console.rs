@@ -807,8 +807,15 @@ async fn mc_up_prints_a_one_time_link_to_its_console() {
 }
 
 /// Reads a server-sent event stream until `want` shows up in it (or the deadline passes).
-async fn sse_until(mut r: reqwest::Response, want: &str) -> String {
+async fn sse_until(r: reqwest::Response, want: &str) -> String {
+    let mut r = r;
     let mut seen = String::new();
+    sse_more(&mut r, &mut seen, want).await;
+    seen
+}
+
+/// Reads `r` into `seen` until `want` is in it (within 30 s).
+async fn sse_more(r: &mut reqwest::Response, seen: &mut String, want: &str) {
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(chunk) = r.chunk().await.unwrap() {
             seen.push_str(&String::from_utf8_lossy(&chunk));
@@ -821,7 +828,6 @@ async fn sse_until(mut r: reqwest::Response, want: &str) -> String {
     .await
     .unwrap_or(false);
     assert!(found, "{want:?} never came on the event stream: {seen}");
-    seen
 }
 
 /// Two replicas on one Postgres: the second serves its console over HTTPS with the control
@@ -896,16 +902,20 @@ async fn every_replica_serves_the_whole_board_over_https_with_the_shared_key() {
     assert_eq!(events.status(), 200);
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     let t2_title = "Made on replica one, later";
-    let (seen, t2) = tokio::join!(sse_until(events, t2_title), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut c = s.tickets().await;
-        c.create_ticket(create("web", t2_title))
-            .await
-            .unwrap()
-            .into_inner()
-            .ticket
-            .unwrap()
-    });
+    // The past first (the stream is live once it has sent it), then a ticket made now.
+    let mut events = events;
+    let mut seen = String::new();
+    sse_more(&mut events, &mut seen, &format!("\"ticket_id\":{}", t.id)).await;
+    let t2 = s
+        .tickets()
+        .await
+        .create_ticket(create("web", t2_title))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    sse_more(&mut events, &mut seen, t2_title).await;
     assert!(seen.contains(&format!("\"ticket_id\":{}", t.id)), "{seen}");
     assert!(
         seen.contains("id: "),

@@ -693,3 +693,134 @@ async fn a_signed_issue_webhook_makes_one_ticket_and_a_forged_one_nothing() {
     assert_eq!(j["created"], false, "{j}");
     assert_eq!(tickets().await.len(), 1);
 }
+
+/// A merged pull request closes the ticket's follow-up: the history says who merged it, the
+/// ticket stays done although a review asking for changes is on it, and its reviews are
+/// not read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merged_pull_request_closes_the_tickets_review_follow_up() {
+    let s = stack_with("acme/web", |c| {
+        c.github.issue_poll = Duration::from_millis(200);
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/web/pulls"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "number": 9,
+            "html_url": "https://github.example/acme/web/pull/9",
+        })))
+        .mount(&s.github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/web/pulls/9"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "number": 9, "state": "closed", "merged": true,
+            "merged_by": {"login": "octo"}
+        })))
+        .mount(&s.github)
+        .await;
+    // A late review asking for changes: merged work is not reopened for it.
+    Mock::given(method("GET"))
+        .and(path("/repos/acme/web/pulls/9/reviews"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
+            {"id": 77, "state": "CHANGES_REQUESTED", "user": {"login": "late"}, "body": "too late"}
+        ])))
+        .mount(&s.github)
+        .await;
+    let w = s
+        .worker("echo hi > hello.txt; git add -A; git commit -q -m 'say hi'; echo 'DONE: said hi'")
+        .await;
+    let mut c = s.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Say hi"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let history = |c: &mut mc_tests::wait::Tickets| {
+        let mut c = c.clone();
+        async move {
+            c.get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|e| e.to_string())
+        }
+    };
+    mc_tests::wait::until_ok(T, "the merge recorded on the ticket", || {
+        let h = history(&mut c);
+        async move {
+            let h = h.await?;
+            let merged = h.events.iter().any(|e| {
+                e.kind == pb::EventKind::Published as i32
+                    && e.message.starts_with(
+                        "pull request merged by octo: https://github.example/acme/web/pull/9",
+                    )
+            });
+            if merged {
+                Ok(())
+            } else {
+                Err(format!(
+                    "events: {:?}",
+                    h.events.iter().map(|e| &e.message).collect::<Vec<_>>()
+                ))
+            }
+        }
+    })
+    .await;
+    // Later looks find nothing to follow up: wait for a few more passes of the watcher
+    // (it lists the repository's labelled issues every pass), then count.
+    let passes = || async {
+        s.github
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/repos/acme/web/pulls/9")
+            .count()
+    };
+    let issue_lists = || async {
+        s.github
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/repos/acme/web/issues")
+            .count()
+    };
+    let before = issue_lists().await;
+    mc_tests::wait::until_ok(T, "three more passes of the watcher", || async {
+        let n = issue_lists().await;
+        if n >= before + 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} passes"))
+        }
+    })
+    .await;
+    assert_eq!(
+        passes().await,
+        1,
+        "the pull request is read once, then left alone"
+    );
+    let reviews = s
+        .github
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/repos/acme/web/pulls/9/reviews")
+        .count();
+    assert_eq!(reviews, 0, "a merged pull request's reviews are not read");
+    let h = history(&mut c).await.unwrap();
+    let ticket = h.ticket.unwrap();
+    assert_eq!(ticket.state, pb::TicketState::Done as i32);
+    assert!(
+        ticket.labels.iter().any(|l| l == "pr:merged"),
+        "{:?}",
+        ticket.labels
+    );
+    assert_eq!(h.attempts.len(), 1, "not reopened");
+    assert!(h.decisions.iter().all(|d| !d.source.starts_with("github/")));
+    w.stop().await;
+}

@@ -309,7 +309,7 @@ while [ ! -e '{}' ]; do sleep 0.1; done"#,
         },
     )
     .await;
-    history::check(cp.cp.board.store().as_ref(), &[t.id]).await;
+    history::check(cp.cp.board.store(), &[t.id]).await;
     w.stop().await;
 }
 

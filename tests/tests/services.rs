@@ -272,7 +272,7 @@ async fn sigterm_drains_the_worker_agent_while_it_keeps_heartbeating() {
         h2.attempts
     );
     assert!(worker.log().contains("draining"), "{}", worker.log());
-    mc_tests::history::check(cp.cp.board.store().as_ref(), &[first.id, second.id]).await;
+    mc_tests::history::check(cp.cp.board.store(), &[first.id, second.id]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -52,6 +52,7 @@ conformance!(
     create_checks_references,
     list_filters_and_paging,
     commit_is_compare_and_set,
+    labels_change_only_when_a_change_says_so,
     commit_fences_stale_epochs_atomically,
     claim_order_and_matching,
     concurrent_claims_never_share_a_ticket,
@@ -354,6 +355,59 @@ async fn list_filters_and_paging(s: Arc<dyn Store>) {
     let counts: BTreeMap<State, i64> = s.count_by_state().await.unwrap().into_iter().collect();
     assert_eq!(counts.get(&State::Queued), Some(&6));
     assert_eq!(counts.get(&State::Cancelled), Some(&1));
+}
+
+/// A change that relabels rewrites the labels (and what filters by them); one that does
+/// not leaves them as they were, whatever its ticket row says.
+async fn labels_change_only_when_a_change_says_so(s: Arc<dyn Store>) {
+    s.add_project(&project("web")).await.unwrap();
+    let mut nt = new_ticket("web", "labelled");
+    nt.labels = vec!["ui".into()];
+    let (t, _) = s.create_ticket(&nt, T0, created()).await.unwrap();
+    let by_label = |l: &'static str| {
+        let s = s.clone();
+        async move {
+            s.list_tickets(&TicketFilter {
+                label: Some(l.into()),
+                limit: 100,
+                ..TicketFilter::default()
+            })
+            .await
+            .unwrap()
+            .len()
+        }
+    };
+    let mut n = t.clone();
+    n.labels = vec!["ui".into(), "pr:merged".into()];
+    let mut c = Change::new(n.clone(), t.version);
+    c.relabel = true;
+    let t = s.commit(&c).await.unwrap().ticket;
+    assert_eq!(t.labels, ["ui", "pr:merged"]);
+    let read = s.get_ticket(t.id).await.unwrap().unwrap();
+    assert_eq!(read.labels, ["ui", "pr:merged"]);
+    assert_eq!(by_label("pr:merged").await, 1);
+    assert_eq!(by_label("ui").await, 1);
+    // Without `relabel` the labels stay.
+    let mut n = read.clone();
+    n.labels = vec![];
+    let t = s
+        .commit(&Change::new(n, read.version))
+        .await
+        .unwrap()
+        .ticket;
+    let read = s.get_ticket(t.id).await.unwrap().unwrap();
+    assert_eq!(read.labels, ["ui", "pr:merged"]);
+    // Relabelling to fewer drops the rest.
+    let mut n = read.clone();
+    n.labels = vec!["pr:merged".into()];
+    let mut c = Change::new(n, read.version);
+    c.relabel = true;
+    s.commit(&c).await.unwrap();
+    assert_eq!(by_label("ui").await, 0);
+    assert_eq!(
+        s.get_ticket(t.id).await.unwrap().unwrap().labels,
+        ["pr:merged"]
+    );
 }
 
 async fn commit_is_compare_and_set(s: Arc<dyn Store>) {

@@ -97,7 +97,7 @@ async fn scripted_agent_is_verified_done(backend: Backend, runtime: RuntimeKind)
         out.contains("# Ticket"),
         "the brief reached the agent: {out}"
     );
-    mc_tests::history::check(cp.cp.board.store().as_ref(), &[t.id]).await;
+    mc_tests::history::check(cp.cp.board.store(), &[t.id]).await;
     w.stop().await;
     worker::kill_tmux(&socket);
 }

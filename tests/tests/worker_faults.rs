@@ -71,7 +71,7 @@ impl Env {
     }
 
     async fn check(&self, ids: &[i64]) {
-        history::check(self.cp.cp.board.store().as_ref(), ids).await;
+        history::check(self.cp.cp.board.store(), ids).await;
         history::check_agents(self.dir.path());
     }
 

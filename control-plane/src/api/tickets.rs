@@ -567,7 +567,7 @@ mod tests {
     use crate::domain::{
         EventKind, Lane, LogChunk, Money, NewEvent, NewTicket, Project, Source, State,
     };
-    use crate::store::{AttemptPatch, Change, ClaimQuery, Claimed, SqliteStore, Store};
+    use crate::store::{ClaimQuery, Claimed, SqliteStore, Store};
 
     #[test]
     fn a_follower_keeps_its_place_until_the_attempt_changes() {
@@ -674,31 +674,25 @@ mod tests {
                 data: format!("line {seq}\n").into_bytes(),
             })
             .collect();
-        let store = api.board.store();
-        store
+        api.board
             .append_logs(c.attempt.epoch, &chunks)
             .await
             .expect("logs appended");
-        api.board.logs_appended();
     }
 
+    /// The ticket is finished through the board (cancelled: its attempt ends with it).
     async fn finish(api: &TicketApi, c: &Claimed) {
-        let store = api.board.store();
-        let before = store
-            .get_ticket(c.ticket.id)
+        api.board
+            .apply(
+                c.ticket.id,
+                None,
+                crate::domain::Trigger::Cancel,
+                "operator/test",
+                "done with it",
+                |_| Ok(()),
+            )
             .await
-            .expect("read")
-            .expect("the ticket");
-        let mut done = before.clone();
-        done.state = State::Done;
-        let mut change = Change::new(done, before.version);
-        change.attempt = Some(AttemptPatch {
-            id: c.attempt.id,
-            epoch: c.attempt.epoch,
-            ended: Some((crate::domain::AttemptOutcome::Exited, "exited".into(), T0)),
-            ..AttemptPatch::default()
-        });
-        store.commit(&change).await.expect("the ticket is done");
+            .expect("the ticket is finished");
     }
 
     fn follow(ticket_id: i64, attempt_id: i64, after_seq: i64) -> Request<pb::FollowLogsRequest> {

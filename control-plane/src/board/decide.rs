@@ -1,21 +1,23 @@
-//! Decision points: guardrails first (pure, `domain::guardrails`), then the brain for
-//! judgement calls, then the decision is applied as a transition with its record, layer,
-//! reason and latency, atomically.
+//! Decision points, the I/O half: load what a decision looks at, run the guardrails, ask the
+//! brain for judgement calls, and commit what the pure core (`domain::decision`) chose — the
+//! transition, the ticket's changes, the decision's record (layer, reason, latency, input)
+//! and, for a runtime flag, the flag's event — in ONE compare-and-set.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mc_common::Timestamp;
 use tracing::Instrument;
 
-use super::{Board, BoardError, fix_brief, preview};
-use crate::domain::guardrails::{self, GuardInput, Verdict, is_review_lane};
+use super::{Board, BoardError, preview};
+use crate::domain::decision::{self, Choice};
+pub use crate::domain::decision::{BrainAnswer, BrainError};
+use crate::domain::guardrails::{self, GuardInput, is_review_lane};
 use crate::domain::workflow::Workflow;
 use crate::domain::{
-    Attempt, AttemptOutcome, Decision, DecisionKind, DecisionLayer, DecisionPoint, Event,
-    EventKind, Evidence, NewEvent, State, Ticket, Trigger,
+    Attempt, AttemptOutcome, Decision, DecisionKind, DecisionPoint, Event, EventKind, Evidence,
+    NewEvent, State, Ticket,
 };
 use crate::store::{EventFilter, Fence, NewDecision};
 
@@ -34,81 +36,9 @@ pub struct BrainRequest {
     pub context: String,
 }
 
-/// The brain's answer, already checked against the contract.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BrainAnswer {
-    pub kind: DecisionKind,
-    pub reason: String,
-    pub points: Vec<String>,
-    pub next_prompt: String,
-    pub wait_until: Option<Timestamp>,
-    pub brain: String,
-    /// For UNSTICK: a fresh runtime rather than a re-prompt.
-    pub redispatch: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BrainError {
-    /// No answer (down, slow, failing): retried within the patience window.
-    #[error("brain unavailable: {0}")]
-    Unavailable(String),
-    /// An answer the contract forbids: never applied; escalated at once.
-    #[error("brain answer refused: {0}")]
-    OffContract(String),
-}
-
 #[async_trait]
 pub trait Brain: Send + Sync {
     async fn decide(&self, req: &BrainRequest) -> Result<BrainAnswer, BrainError>;
-}
-
-/// A decision ready to apply.
-#[derive(Debug, Clone)]
-struct Chosen {
-    kind: DecisionKind,
-    layer: DecisionLayer,
-    source: String,
-    reason: String,
-    points: Vec<String>,
-    next_prompt: String,
-    wait_until: Option<Timestamp>,
-    avoid_runtime: Option<String>,
-    redispatch: bool,
-    /// What the decision was taken on (an encoded `mc.v1.DecisionInput`), stored with it.
-    input: Option<Vec<u8>>,
-}
-
-impl From<Verdict> for Chosen {
-    fn from(v: Verdict) -> Self {
-        Chosen {
-            kind: v.kind,
-            layer: DecisionLayer::Guardrail,
-            source: v.source,
-            reason: v.reason,
-            points: v.points,
-            next_prompt: String::new(),
-            wait_until: None,
-            redispatch: v.redispatch,
-            avoid_runtime: v.avoid_runtime,
-            input: None,
-        }
-    }
-}
-
-/// The runtime identity that did the work a review phase reviews: the last attempt of the
-/// phase fixes go back to.
-fn author_runtime(attempts: &[Attempt], fix_phase: u32) -> Option<String> {
-    attempts
-        .iter()
-        .rev()
-        .find(|a| a.phase_index == fix_phase && a.started_at.is_some())
-        .map(|a| {
-            a.evidence
-                .as_ref()
-                .map(|e| e.runtime_identity.clone())
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| a.runtime_identity())
-        })
 }
 
 /// Takes decisions: guardrails first, then the brain; never two at once for a ticket.
@@ -177,43 +107,36 @@ impl Decider {
             .await?;
         let recorded = record_input(&req, &input);
         let chosen = match guardrails::check(&input) {
-            Some(v) => Chosen::from(v),
-            None => match &self.brain {
-                Some(b) => match b.decide(&req).await {
-                    Ok(a) => from_brain(&input, a),
-                    Err(e @ BrainError::OffContract(_)) => escalate("brain_refused", e.to_string()),
-                    Err(e) => {
-                        let waited = board.now().since(t.updated_at);
-                        if waited < self.patience {
-                            tracing::warn!(ticket_id = id, error = %e, waited = ?waited, "no decision yet; will retry");
-                            return Ok(None);
-                        }
-                        escalate(
-                            "brain_unavailable",
-                            format!(
-                                "no decision from the brain for {}: {e}",
-                                humantime::format_duration(waited)
-                            ),
-                        )
-                    }
-                },
-                None => Chosen::from(fallback(&input)),
-            },
-        };
-        let chosen = Chosen {
-            input: Some(recorded),
-            ..chosen
+            Some(v) => Choice::from(v),
+            None => {
+                let asked = match &self.brain {
+                    Some(b) => Some(b.decide(&req).await),
+                    None => None,
+                };
+                let waited = board.now().since(t.updated_at);
+                if let Some(Err(e)) = &asked
+                    && waited < self.patience
+                {
+                    tracing::warn!(ticket_id = id, error = %e, waited = ?waited, "no decision yet; will retry");
+                }
+                match decision::after_brain(&input, asked, waited, self.patience) {
+                    Some(c) => c,
+                    None => return Ok(None),
+                }
+            }
         };
         let latency = board.now().since(started);
-        apply_decision(
+        commit(
             board,
             &t,
-            &ctx.workflow,
-            ctx.attempt.as_ref(),
-            ctx.author,
-            chosen,
-            DecisionPoint::AttemptFinished,
-            latency,
+            &ctx,
+            Decided {
+                choice: chosen,
+                point: DecisionPoint::AttemptFinished,
+                latency,
+                input: recorded,
+                flagged: None,
+            },
         )
         .await
         .map(Some)
@@ -255,51 +178,37 @@ impl Decider {
         {
             return Ok(None);
         }
-        let t = board
-            .annotate(id, Some(f), |e| {
-                e.change.events.push(
-                    NewEvent::new(
-                        EventKind::Flagged,
-                        "control-plane/monitor",
-                        format!("{}: {detail}", point.as_str().replace('_', " ")),
-                    )
-                    .attempt(f.attempt_id, f.epoch),
-                );
-                Ok(())
-            })
-            .await?
-            .ticket;
+        let flagged = NewEvent::new(
+            EventKind::Flagged,
+            "control-plane/monitor",
+            format!("{}: {detail}", point.as_str().replace('_', " ")),
+        )
+        .attempt(f.attempt_id, f.epoch);
         let ctx = Context::load(board, &t).await?;
         let req = ctx.request(board, &t, point, detail.to_string()).await?;
-        let recorded = record_input(&req, &ctx.input(&t));
-        let chosen = match &self.brain {
-            Some(b) => match b.decide(&req).await {
-                Ok(a) => {
-                    let input = ctx.input(&t);
-                    from_brain(&input, a)
-                }
-                Err(e) => {
-                    tracing::warn!(ticket_id = id, error = %e, "brain unavailable for a flag; using the built-in ladder");
-                    Chosen::from(guardrails::stall_ladder(&ctx.prior, f.attempt_id, point))
-                }
-            },
-            None => Chosen::from(guardrails::stall_ladder(&ctx.prior, f.attempt_id, point)),
+        let input = ctx.input(&t);
+        let recorded = record_input(&req, &input);
+        let asked = match &self.brain {
+            Some(b) => Some(b.decide(&req).await),
+            None => None,
         };
-        let chosen = Chosen {
-            input: Some(recorded),
-            ..chosen
-        };
+        if let Some(Err(e)) = &asked {
+            tracing::warn!(ticket_id = id, error = %e, "brain unavailable for a flag; using the built-in ladder");
+        }
+        let chosen = decision::after_flag(&input, f.attempt_id, point, asked);
         let kind = chosen.kind;
         let latency = board.now().since(started);
-        apply_decision(
+        commit(
             board,
             &t,
-            &ctx.workflow,
-            ctx.attempt.as_ref(),
-            ctx.author,
-            chosen,
-            point,
-            latency,
+            &ctx,
+            Decided {
+                choice: chosen,
+                point,
+                latency,
+                input: recorded,
+                flagged: Some(flagged),
+            },
         )
         .await?;
         Ok(Some(kind))
@@ -316,21 +225,6 @@ fn record_input(req: &BrainRequest, i: &GuardInput<'_>) -> Vec<u8> {
         unfinished_deps: i.unfinished_deps.to_vec(),
     }
     .encode_to_vec()
-}
-
-fn escalate(name: &str, reason: String) -> Chosen {
-    Chosen {
-        kind: DecisionKind::Escalate,
-        layer: DecisionLayer::Guardrail,
-        source: format!("guardrail/{name}"),
-        reason,
-        points: vec![],
-        next_prompt: String::new(),
-        wait_until: None,
-        avoid_runtime: None,
-        redispatch: false,
-        input: None,
-    }
 }
 
 /// What a decision about a ticket looks at.
@@ -382,7 +276,7 @@ impl Context {
         // A review phase with no earlier phase that commits (a review-only workflow) has no
         // author to keep apart from.
         let author = if is_review_lane(phase.lane) && fix_phase != t.phase_index {
-            author_runtime(&attempts, fix_phase)
+            decision::author_runtime(&attempts, fix_phase)
         } else {
             None
         };
@@ -459,251 +353,111 @@ impl Context {
     }
 }
 
-/// Without a brain: a verified DONE advances; anything else is sent back (with the cap).
-fn fallback(i: &GuardInput<'_>) -> Verdict {
-    let claimed = i.evidence.is_some_and(|e| e.done_claimed);
-    if claimed && i.outcome == AttemptOutcome::Exited {
-        return Verdict {
-            kind: DecisionKind::Advance,
-            source: "guardrail/verified_done".into(),
-            reason: "guardrails passed and the agent signalled DONE".into(),
-            points: vec![],
-            root_cause: None,
-            avoid_runtime: None,
-            redispatch: false,
-        };
-    }
-    let why = if claimed {
-        format!(
-            "the attempt ended {} after DONE",
-            i.outcome.as_str().replace('_', " ")
-        )
-    } else {
-        format!(
-            "the attempt ended ({}) without signalling DONE",
-            i.outcome.as_str().replace('_', " ")
-        )
-    };
-    guardrails::returned(
-        i,
-        "not_done",
-        why.clone(),
-        vec![
-            "finish the work, commit it, and print a line starting with DONE: when it is complete"
-                .into(),
-        ],
-        why,
-    )
-}
-
-/// A brain answer, with the round cap and the circuit breaker applied to RETURN_FOR_FIXES
-/// (the brain's points, or its reason, are the root cause it names).
-fn from_brain(i: &GuardInput<'_>, a: BrainAnswer) -> Chosen {
-    let mut points = a.points;
-    if a.kind == DecisionKind::ReturnForFixes {
-        let cause = if points.is_empty() {
-            a.reason.clone()
-        } else {
-            points.join("; ")
-        };
-        let v = guardrails::returned(i, "brain", a.reason.clone(), points.clone(), cause);
-        if v.kind == DecisionKind::Escalate {
-            return Chosen::from(v);
-        }
-        points = v.points;
-    }
-    Chosen {
-        kind: a.kind,
-        layer: DecisionLayer::Brain,
-        source: format!("brain/{}", a.brain),
-        reason: a.reason,
-        points,
-        next_prompt: a.next_prompt,
-        wait_until: a.wait_until,
-        avoid_runtime: None,
-        redispatch: a.redispatch,
-        input: None,
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn apply_decision(
-    board: &Board,
-    t: &Ticket,
-    workflow: &Workflow,
-    attempt: Option<&Attempt>,
-    author: Option<String>,
-    c: Chosen,
+/// A decision taken, with what it was taken on, ready to commit.
+struct Decided {
+    choice: Choice,
     point: DecisionPoint,
     latency: Duration,
+    /// An encoded `mc.v1.DecisionInput`, stored with the decision.
+    input: Vec<u8>,
+    /// The runtime flag that asked for it, committed with it.
+    flagged: Option<NewEvent>,
+}
+
+/// Commits a decision in one compare-and-set against the ticket as it was decided on: the
+/// transition the core names (or none, for a WAIT on a running attempt), the ticket's
+/// changes, the flag's event and the decision's event and record.
+async fn commit(
+    board: &Board,
+    t: &Ticket,
+    ctx: &Context,
+    d: Decided,
 ) -> Result<Ticket, BoardError> {
-    let trigger = match c.kind {
-        DecisionKind::Advance => Trigger::Advance {
-            last_phase: workflow.is_last(t.phase_index),
-        },
-        DecisionKind::ReturnForFixes => Trigger::ReturnForFixes,
-        DecisionKind::Block => Trigger::Block,
-        DecisionKind::Escalate => Trigger::Escalate,
-        // From `deciding` only a re-dispatch makes sense; a running attempt may be re-prompted.
-        DecisionKind::Unstick => Trigger::Unstick {
-            redispatch: c.redispatch || t.state == State::Deciding,
-        },
-        DecisionKind::Wait if t.state == State::Running => {
-            return record_only(board, t, attempt, c, point, latency).await;
-        }
-        DecisionKind::Wait => Trigger::Wait,
-    };
+    let c = &d.choice;
+    let attempt = ctx.attempt.as_ref();
+    let coder = ctx
+        .author
+        .clone()
+        .or_else(|| attempt.map(decision::runtime_of));
     let msg = format!(
         "{} by {}: {}",
         c.kind.as_str().to_uppercase(),
         c.source,
         preview(&c.reason, 500)
     );
-    let coder_runtime = author.or_else(|| {
-        attempt.map(|a| {
-            a.evidence
-                .as_ref()
-                .map(|e| e.runtime_identity.clone())
-                .filter(|r| !r.is_empty())
-                .unwrap_or_else(|| a.runtime_identity())
-        })
-    });
-    let (committed, _) = board
-        .apply(t.id, None, trigger, &c.source, &msg, |e| {
-            if e.before.version != t.version {
-                return Err(BoardError::Busy(format!(
-                    "ticket {} changed while deciding",
-                    t.id
-                )));
-            }
-            e.change.events[0].kind = EventKind::Decision;
-            let n = &mut e.change.ticket;
-            match c.kind {
-                DecisionKind::Advance => {
-                    if !workflow.is_last(n.phase_index) {
-                        n.phase_index += 1;
-                        n.lane = workflow.phases[n.phase_index as usize].lane;
-                        n.avoid_runtime = if is_review_lane(n.lane) {
-                            coder_runtime.clone()
-                        } else {
-                            None
-                        };
+    let record = |now| NewDecision {
+        attempt_id: attempt.map(|a| a.id),
+        kind: c.kind,
+        reason: c.reason.clone(),
+        points: c.points.clone(),
+        next_prompt: c.next_prompt.clone(),
+        layer: c.layer,
+        source: c.source.clone(),
+        latency_ms: i64::try_from(d.latency.as_millis()).unwrap_or(i64::MAX),
+        at: now,
+        wait_until: c.wait_until,
+        point: d.point,
+        input: Some(d.input.clone()),
+    };
+    let unchanged = |e: &super::Edit<'_>| {
+        if e.before.version != t.version {
+            return Err(BoardError::Busy(format!(
+                "ticket {} changed while deciding",
+                t.id
+            )));
+        }
+        Ok(())
+    };
+    let committed = match decision::trigger(c, t.state, ctx.workflow.is_last(t.phase_index)) {
+        Some(trigger) => {
+            board
+                .apply(t.id, None, trigger, &c.source, &msg, |e| {
+                    unchanged(e)?;
+                    e.change.events[0].kind = EventKind::Decision;
+                    if let Some(f) = &d.flagged {
+                        e.change.events.insert(0, f.clone());
                     }
-                    n.next_brief.clear();
-                    n.state_reason.clear();
-                }
-                DecisionKind::ReturnForFixes => {
-                    let fix = workflow.fix_phase(n.phase_index);
-                    let round = n.round(fix) + 1;
-                    n.set_round(fix, round);
-                    n.phase_index = fix;
-                    n.lane = workflow.phases[fix as usize].lane;
-                    n.avoid_runtime = None;
-                    let points: Vec<String> = c
-                        .points
-                        .iter()
-                        .filter(|p| !p.starts_with("root cause: "))
-                        .cloned()
-                        .collect();
-                    n.next_brief = if c.next_prompt.is_empty() {
-                        fix_brief(&c.reason, &points)
-                    } else {
-                        c.next_prompt.clone()
-                    };
-                    n.state_reason.clear();
-                }
-                DecisionKind::Unstick => {
-                    if c.avoid_runtime.is_some() {
-                        n.avoid_runtime = c.avoid_runtime.clone();
-                    }
-                    n.next_brief = if c.next_prompt.is_empty() {
-                        let mut s = c.reason.clone();
-                        for p in c.points.iter().filter(|p| !p.starts_with("root cause: ")) {
-                            s.push_str(&format!("\n- {p}"));
-                        }
-                        s
-                    } else {
-                        c.next_prompt.clone()
-                    };
-                    n.state_reason.clear();
-                }
-                DecisionKind::Wait => {
-                    n.wake_at = Some(
-                        c.wait_until
-                            .unwrap_or_else(|| e.now.saturating_add(Duration::from_secs(600))),
+                    decision::apply(
+                        &mut e.change.ticket,
+                        &ctx.workflow,
+                        c,
+                        coder.as_deref(),
+                        e.now,
                     );
-                    n.state_reason = c.reason.clone();
-                }
-                DecisionKind::Block | DecisionKind::Escalate => {
-                    n.state_reason = c.reason.clone();
-                }
-            }
-            e.change.decision = Some(NewDecision {
-                attempt_id: attempt.map(|a| a.id),
-                kind: c.kind,
-                reason: c.reason.clone(),
-                points: c.points.clone(),
-                next_prompt: c.next_prompt.clone(),
-                layer: c.layer,
-                source: c.source.clone(),
-                latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
-                at: e.now,
-                wait_until: c.wait_until,
-                point,
-                input: c.input.clone(),
+                    e.change.decision = Some(record(e.now));
+                    Ok(())
+                })
+                .await?
+                .0
+        }
+        None => {
+            let fence = attempt.map(|a| Fence {
+                attempt_id: a.id,
+                epoch: a.epoch,
             });
-            Ok(())
-        })
-        .await?;
+            board
+                .annotate(t.id, fence, |e| {
+                    unchanged(e)?;
+                    e.change.events.extend(d.flagged.clone());
+                    e.change.events.push(NewEvent::new(
+                        EventKind::Decision,
+                        c.source.clone(),
+                        msg.clone(),
+                    ));
+                    e.change.decision = Some(record(e.now));
+                    Ok(())
+                })
+                .await?
+        }
+    };
     tracing::info!(
         ticket_id = t.id,
-        point = point.as_str(),
+        point = d.point.as_str(),
         decision = c.kind.as_str(),
         layer = c.layer.as_str(),
         source = %c.source,
         reason = %c.reason,
         "decided"
     );
-    Ok(committed.ticket)
-}
-
-/// A decision that changes nothing now (WAIT on a running attempt): recorded, and the
-/// monitor checks again at `wait_until`.
-async fn record_only(
-    board: &Board,
-    t: &Ticket,
-    attempt: Option<&Attempt>,
-    c: Chosen,
-    point: DecisionPoint,
-    latency: Duration,
-) -> Result<Ticket, BoardError> {
-    let fence = attempt.map(|a| Fence {
-        attempt_id: a.id,
-        epoch: a.epoch,
-    });
-    let committed = board
-        .annotate(t.id, fence, |e| {
-            e.change.events.push(NewEvent::new(
-                EventKind::Decision,
-                c.source.clone(),
-                format!("WAIT by {}: {}", c.source, preview(&c.reason, 500)),
-            ));
-            e.change.decision = Some(NewDecision {
-                attempt_id: attempt.map(|a| a.id),
-                kind: c.kind,
-                reason: c.reason.clone(),
-                points: c.points.clone(),
-                next_prompt: c.next_prompt.clone(),
-                layer: c.layer,
-                source: c.source.clone(),
-                latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
-                at: e.now,
-                wait_until: c.wait_until,
-                point,
-                input: c.input.clone(),
-            });
-            Ok(())
-        })
-        .await?;
     Ok(committed.ticket)
 }

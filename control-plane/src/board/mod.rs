@@ -4,6 +4,7 @@
 
 mod decide;
 mod operator;
+mod records;
 mod worker;
 
 use std::sync::Arc;
@@ -16,11 +17,13 @@ use crate::domain::{
     Action, AttemptOutcome, EventKind, Lane, LaneAssignment, Money, NewEvent, State, Ticket,
     TransitionError, Trigger, transition, workflow::Workflows,
 };
-use crate::store::{AttemptPatch, Change, Committed, Fence, Store, StoreError};
+use crate::store::{AttemptPatch, Change, Committed, Fence, Reads, Store, StoreError};
 
+pub use crate::domain::decision::fix_brief;
+pub(crate) use crate::domain::preview;
 pub use decide::{Brain, BrainAnswer, BrainError, BrainRequest, Decider};
-pub use operator::{CreateTicket, History, InboxItem, fix_brief};
-pub(crate) use operator::{join_ids, preview};
+pub(crate) use operator::join_ids;
+pub use operator::{CreateTicket, History, InboxItem};
 pub use worker::{Finished, Started, interrupted_brief};
 
 /// How many times a change is retried when the ticket moved underneath it.
@@ -162,8 +165,9 @@ impl Board {
         )
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+    /// The board's persistence, read-only: every write goes through the board.
+    pub fn store(&self) -> &dyn Reads {
+        &*self.inner.store
     }
 
     pub fn clock(&self) -> &Clock {
@@ -292,8 +296,25 @@ impl Board {
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
-        self.change(id, fence, Some(trigger), actor, message, edit)
+        self.change(id, fence, &[(trigger, message)], actor, edit)
             .await
+    }
+
+    /// Applies several triggers in a row as ONE commit (an attempt that ended and whose
+    /// evidence is in: running → verifying → deciding): each step is the state machine's,
+    /// each leaves its event, and watchers hear only of the end.
+    pub async fn apply_steps<F>(
+        &self,
+        id: i64,
+        fence: Option<Fence>,
+        steps: &[(Trigger, &str)],
+        actor: &str,
+        edit: F,
+    ) -> Result<(Committed, Vec<Action>), BoardError>
+    where
+        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
+    {
+        self.change(id, fence, steps, actor, edit).await
     }
 
     /// Commits a change that does not move the ticket's state (an event, a cost update, an
@@ -307,7 +328,7 @@ impl Board {
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
-        Ok(self.change(id, fence, None, "", "", edit).await?.0)
+        Ok(self.change(id, fence, &[], "", edit).await?.0)
     }
 
     /// A change that ends an attempt adds the attempt's wall-clock time (started to ended)
@@ -342,9 +363,8 @@ impl Board {
         &self,
         id: i64,
         fence: Option<Fence>,
-        trigger: Option<Trigger>,
+        steps: &[(Trigger, &str)],
         actor: &str,
-        message: &str,
         mut edit: F,
     ) -> Result<(Committed, Vec<Action>), BoardError>
     where
@@ -364,52 +384,57 @@ impl Board {
                     .to_string(),
                 ));
             }
-            let (to, actions) = match trigger {
-                Some(t) => transition(before.state, t)?,
-                None => (before.state, Vec::new()),
-            };
             let now = self.now();
             let mut after = before.clone();
-            after.state = to;
+            let mut change = Change::new(after.clone(), before.version);
+            change.fence = fence;
+            let mut actions = Vec::new();
+            for &(trigger, message) in steps {
+                let (to, acts) = transition(after.state, trigger)?;
+                if to != after.state || !message.is_empty() {
+                    change.events.push(
+                        NewEvent::new(EventKind::StateChanged, actor, message)
+                            .states(after.state, to),
+                    );
+                }
+                if acts.contains(&Action::CloseAttempt)
+                    && change.attempt.is_none()
+                    && let Some(aid) = before.current_attempt_id
+                {
+                    let outcome = match trigger {
+                        Trigger::Cancel => AttemptOutcome::Cancelled,
+                        Trigger::OfferLapsed => AttemptOutcome::Lapsed,
+                        Trigger::Requeue => AttemptOutcome::Lost,
+                        Trigger::Wait => AttemptOutcome::UsageLimited,
+                        _ => AttemptOutcome::Superseded,
+                    };
+                    change.attempt = Some(AttemptPatch {
+                        id: aid,
+                        epoch: before.epoch,
+                        ended: Some((outcome, message.to_string(), now)),
+                        ..AttemptPatch::default()
+                    });
+                }
+                after.state = to;
+                actions.extend(acts);
+            }
             after.updated_at = now;
-            if to != State::Waiting {
+            if after.state != State::Waiting {
                 after.wake_at = None;
             }
-            let mut change = Change::new(after, before.version);
-            change.fence = fence;
-            if trigger.is_some() && (to != before.state || !message.is_empty()) {
-                change.events.push(
-                    NewEvent::new(EventKind::StateChanged, actor, message).states(before.state, to),
-                );
-            }
-            if actions.contains(&Action::CloseAttempt)
-                && let Some(aid) = before.current_attempt_id
-            {
-                let outcome = match trigger.unwrap_or(Trigger::Cancel) {
-                    Trigger::Cancel => AttemptOutcome::Cancelled,
-                    Trigger::OfferLapsed => AttemptOutcome::Lapsed,
-                    Trigger::Requeue => AttemptOutcome::Lost,
-                    Trigger::Wait => AttemptOutcome::UsageLimited,
-                    _ => AttemptOutcome::Superseded,
-                };
-                change.attempt = Some(AttemptPatch {
-                    id: aid,
-                    epoch: before.epoch,
-                    ended: Some((outcome, message.to_string(), now)),
-                    ..AttemptPatch::default()
-                });
-            }
+            change.ticket = after;
             edit(&mut Edit {
                 change: &mut change,
                 before: &before,
                 now,
             })?;
+            change.relabel = change.ticket.labels != before.labels;
             self.add_wall_time(&mut change).await?;
             match self.inner.store.commit(&change).await {
                 Ok(committed) => {
                     self.published(&committed);
                     self.count(&change);
-                    if let Some(trigger) = trigger {
+                    if let Some(&(trigger, _)) = steps.last() {
                         let _ = self.inner.effects.send(Effect {
                             before,
                             after: committed.ticket.clone(),

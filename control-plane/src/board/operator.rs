@@ -1,6 +1,7 @@
 //! Operator actions on the board: projects, tickets, answers, escalations, history.
 
-use super::{Board, BoardError};
+use super::{Board, BoardError, preview};
+use crate::domain::decision::fix_brief;
 use crate::domain::validate::{FieldError, branch_slug};
 use crate::domain::{
     Attempt, Decision, DecisionKind, DecisionLayer, DecisionPoint, Event, EventKind,
@@ -66,7 +67,7 @@ impl Board {
             .into());
         }
         p.created_at = self.now();
-        Ok(self.store().add_project(&p).await?)
+        Ok(self.inner.store.add_project(&p).await?)
     }
 
     pub async fn project(&self, slug: &str) -> Result<Project, BoardError> {
@@ -77,7 +78,7 @@ impl Board {
     }
 
     pub async fn remove_project(&self, slug: &str) -> Result<(), BoardError> {
-        Ok(self.store().remove_project(slug, self.now()).await?)
+        Ok(self.inner.store.remove_project(slug, self.now()).await?)
     }
 
     pub async fn create_ticket(
@@ -180,7 +181,7 @@ impl Board {
             format!("created: {} ({reason})", req.title)
         };
         let created = NewEvent::new(EventKind::Created, actor, msg).states(State::Queued, state);
-        let (ticket, fresh) = self.store().create_ticket(&new, now, created).await?;
+        let (ticket, fresh) = self.inner.store.create_ticket(&new, now, created).await?;
         if fresh {
             self.inner.events.send_modify(|_| {});
             if ticket.state == State::Queued {
@@ -513,6 +514,35 @@ impl Board {
         Ok(c.ticket)
     }
 
+    /// A done ticket's pull request ended (merged, or closed without merging): the ticket
+    /// is labelled so its review follow-up stops, and the history says who ended it.
+    pub async fn pull_request_ended(
+        &self,
+        id: i64,
+        label: &str,
+        actor: &str,
+        message: &str,
+    ) -> Result<Ticket, BoardError> {
+        let c = self
+            .annotate(id, None, |e| {
+                if e.before.state != State::Done {
+                    return Err(BoardError::FailedPrecondition(format!(
+                        "ticket {id} is {}, not done",
+                        e.before.state
+                    )));
+                }
+                if !e.change.ticket.labels.iter().any(|l| l == label) {
+                    e.change.ticket.labels.push(label.to_string());
+                }
+                e.change
+                    .events
+                    .push(NewEvent::new(EventKind::Published, actor, message));
+                Ok(())
+            })
+            .await?;
+        Ok(c.ticket)
+    }
+
     /// Verified work sent back by a person after all (changes requested on its pull
     /// request): the coding phase runs again on the same branch with their points, as a
     /// person's decision (`actor`, e.g. `github/octo`).
@@ -568,7 +598,7 @@ impl Board {
     }
 
     pub async fn set_lane(&self, a: LaneAssignment) -> Result<LaneAssignment, BoardError> {
-        self.store().set_lane(&a, self.now()).await?;
+        self.inner.store.set_lane(&a, self.now()).await?;
         Ok(a)
     }
 
@@ -580,33 +610,9 @@ impl Board {
     }
 }
 
-/// The brief for a fixes round: the reason and numbered points.
-pub fn fix_brief(reason: &str, points: &[String]) -> String {
-    let mut s = String::from("Your previous attempt was returned for fixes.");
-    if !reason.is_empty() {
-        s.push_str("\nReason: ");
-        s.push_str(reason);
-    }
-    for (i, p) in points.iter().enumerate() {
-        s.push_str(&format!("\n{}. {p}", i + 1));
-    }
-    s
-}
-
 pub(crate) fn join_ids(ids: &[i64]) -> String {
     ids.iter()
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub(crate) fn preview(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }

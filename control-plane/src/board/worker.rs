@@ -4,10 +4,11 @@
 use mc_common::Timestamp;
 
 use super::{Board, BoardError, preview};
+use crate::domain::attempt_end::{self, Finish};
 use crate::domain::losses::{AfterLoss, after_loss, losses_in_a_row};
 use crate::domain::{
-    AttemptOutcome, DecisionKind, DecisionLayer, DecisionPoint, EventKind, Evidence, Money,
-    NewEvent, Signal, State, Ticket, Trigger,
+    Attempt, AttemptOutcome, DecisionKind, DecisionLayer, DecisionPoint, EventKind, Evidence,
+    Money, NewEvent, Signal, State, Ticket, Trigger,
 };
 use crate::store::{AttemptPatch, Fence, NewDecision};
 
@@ -150,7 +151,7 @@ impl Board {
             _ => EventKind::Signal,
         };
         let message = match signal {
-            Signal::Exited => "runtime ended; verifying on the host".to_string(),
+            Signal::Exited => EXITED.to_string(),
             s => format!("{}: {text}", s.as_str().to_uppercase()),
         };
         let edit = |e: &mut super::Edit<'_>| {
@@ -190,46 +191,9 @@ impl Board {
             .get_attempt(f.attempt_id)
             .await?
             .ok_or_else(|| BoardError::NotFound(format!("attempt {}", f.attempt_id)))?;
-        let delta = Money((cost.0 - attempt.cost.0).max(0));
         let c = self
             .annotate(id, Some(f), |e| {
-                e.change.ticket.cost = e.before.cost.saturating_add(delta);
-                e.change.attempt = Some(AttemptPatch {
-                    id: f.attempt_id,
-                    epoch: f.epoch,
-                    usage: Some((
-                        Money(cost.0.max(attempt.cost.0)),
-                        tokens_in.max(0),
-                        tokens_out.max(0),
-                    )),
-                    ..AttemptPatch::default()
-                });
-                if delta.0 > 0 {
-                    e.change.spend = Some((e.now.utc_day(), delta));
-                    e.change.events.push(
-                        NewEvent::new(
-                            EventKind::Cost,
-                            format!("worker/{}", attempt.worker),
-                            format!(
-                                "cost {} (attempt total {})",
-                                delta,
-                                Money(cost.0.max(attempt.cost.0))
-                            ),
-                        )
-                        .attempt(f.attempt_id, f.epoch),
-                    );
-                    // Crossing 80 % of the budget is worth a warning (once: only the
-                    // change that crosses it says so).
-                    let (before, after) = (e.before.cost, e.change.ticket.cost);
-                    let budget = e.before.budget;
-                    if budget.0 > 0 && crossed_warning(before, after, budget) {
-                        e.change.events.push(NewEvent::new(
-                            EventKind::Cost,
-                            "control-plane",
-                            format!("budget warning: {after} of {budget} spent"),
-                        ));
-                    }
-                }
+                add_usage(e, f, &attempt, cost, tokens_in, tokens_out);
                 Ok(())
             })
             .await?;
@@ -250,26 +214,33 @@ impl Board {
             evidence,
             reset_at,
         } = fin;
-        let reason = reason.as_str();
-        // Cost and tokens first, so guardrails see the final spend; the evidence's numbers
-        // are the attempt's final ones (a short run may have sent no usage report at all).
-        if let Some(e) = &evidence
-            && (e.cost.0 > 0 || e.tokens_in > 0 || e.tokens_out > 0)
-        {
-            self.attempt_usage(id, f, e.cost, e.tokens_in, e.tokens_out)
-                .await?;
-        }
+        let reason = preview(&reason, 2000);
+        // The evidence's usage numbers are the attempt's final ones (a short run may have
+        // sent no usage report at all); they commit with the end, so guardrails see the
+        // final spend.
+        let usage = evidence
+            .as_ref()
+            .filter(|e| e.cost.0 > 0 || e.tokens_in > 0 || e.tokens_out > 0)
+            .map(|e| (e.cost, e.tokens_in, e.tokens_out));
+        let attempt = self
+            .store()
+            .get_attempt(f.attempt_id)
+            .await?
+            .ok_or_else(|| BoardError::NotFound(format!("attempt {}", f.attempt_id)))?;
+        let with_usage = |e: &mut super::Edit<'_>| {
+            if let Some((cost, tin, tout)) = usage {
+                add_usage(e, f, &attempt, cost, tin, tout);
+            }
+        };
         let t = self.ticket(id).await?;
-        let reason = preview(reason, 2000);
-        match (t.state, outcome) {
-            (State::Offered, _) => {
-                let o = match outcome {
-                    AttemptOutcome::Refused | AttemptOutcome::SpawnFailed => outcome,
-                    _ => AttemptOutcome::Lapsed,
-                };
+        match attempt_end::route(t.state, outcome) {
+            Finish::Lapse(o) => {
+                if let Some((cost, tin, tout)) = usage {
+                    self.attempt_usage(id, f, cost, tin, tout).await?;
+                }
                 self.offer_lapsed(id, f, actor, o, &reason).await
             }
-            (_, AttemptOutcome::UsageLimited) => {
+            Finish::UsageWait => {
                 // A reset time the agent named; otherwise a wait that doubles with every
                 // limit in a row (15 min, 30 min, … 8 h): never a failure.
                 let (wake, how) = match reset_at {
@@ -285,7 +256,8 @@ impl Board {
                             .take_while(|a| a.outcome == AttemptOutcome::UsageLimited)
                             .count();
                         (
-                            self.now().saturating_add(usage_backoff(in_a_row)),
+                            self.now()
+                                .saturating_add(attempt_end::usage_backoff(in_a_row)),
                             "no reset time named; backing off",
                         )
                     }
@@ -302,12 +274,16 @@ impl Board {
                             p.ended = Some((AttemptOutcome::UsageLimited, reason.clone(), e.now));
                             p.evidence = evidence.clone();
                         }
+                        with_usage(e);
                         Ok(())
                     })
                     .await?;
                 Ok(c.ticket)
             }
-            (_, AttemptOutcome::Lost) => {
+            Finish::Requeue => {
+                if let Some((cost, tin, tout)) = usage {
+                    self.attempt_usage(id, f, cost, tin, tout).await?;
+                }
                 self.requeue_interrupted(
                     id,
                     f,
@@ -318,88 +294,45 @@ impl Board {
                 )
                 .await
             }
-            (State::Running | State::NeedsInput | State::InReview, _) => {
-                self.agent_signal(id, f, actor, Signal::Exited, "").await?;
-                self.evidence_ready(id, f, actor, outcome, &reason, evidence)
-                    .await
+            Finish::Evidence { ended } => {
+                // One commit: the runtime's end (if news), the evidence, the final usage.
+                let summary = attempt_end::summary(outcome, evidence.as_ref());
+                let mut steps = Vec::with_capacity(2);
+                if ended {
+                    steps.push((Trigger::AttemptEnded, EXITED));
+                }
+                steps.push((Trigger::EvidenceReady, summary.as_str()));
+                let (c, _) = self
+                    .apply_steps(id, Some(f), &steps, actor, |e| {
+                        // One event per step: the runtime's end (a signal), the evidence.
+                        let n = e.change.events.len();
+                        for (i, ev) in e.change.events.iter_mut().enumerate() {
+                            ev.kind = if i + 1 < n {
+                                EventKind::Signal
+                            } else {
+                                EventKind::Evidence
+                            };
+                            ev.attempt_id = Some(f.attempt_id);
+                            ev.epoch = Some(f.epoch);
+                        }
+                        e.change.attempt = Some(AttemptPatch {
+                            id: f.attempt_id,
+                            epoch: f.epoch,
+                            ended: Some((outcome, reason.clone(), e.now)),
+                            evidence: evidence.clone(),
+                            ..AttemptPatch::default()
+                        });
+                        with_usage(e);
+                        Ok(())
+                    })
+                    .await?;
+                Ok(c.ticket)
             }
-            (State::Verifying, _) => {
-                self.evidence_ready(id, f, actor, outcome, &reason, evidence)
-                    .await
-            }
-            (s, _) => Err(BoardError::FailedPrecondition(format!(
-                "ticket {id} is {s}; attempt {} cannot finish now",
-                f.attempt_id
+            Finish::Refuse => Err(BoardError::FailedPrecondition(format!(
+                "ticket {id} is {}; attempt {} cannot finish now",
+                t.state, f.attempt_id
             ))),
         }
-    }
-
-    async fn evidence_ready(
-        &self,
-        id: i64,
-        f: Fence,
-        actor: &str,
-        outcome: AttemptOutcome,
-        reason: &str,
-        evidence: Option<Evidence>,
-    ) -> Result<Ticket, BoardError> {
-        let summary = match &evidence {
-            Some(e) => format!(
-                "{}: {} commit(s){}{}, acceptance {}{}",
-                outcome.as_str().replace('_', " "),
-                e.commits,
-                match e.verdict {
-                    Some(v) => format!(
-                        ", verdict {}{}",
-                        v.as_str().to_uppercase(),
-                        if e.review_points.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", e.review_points.join("; "))
-                        }
-                    ),
-                    None => String::new(),
-                },
-                if e.rescued_files.is_empty() {
-                    String::new()
-                } else {
-                    format!(", rescued {} uncommitted file(s)", e.rescued_files.len())
-                },
-                if e.acceptance.is_empty() {
-                    "not run".to_string()
-                } else if e
-                    .acceptance
-                    .iter()
-                    .all(|a| a.exit_code == 0 && !a.timed_out)
-                {
-                    "passed".to_string()
-                } else {
-                    "FAILED".to_string()
-                },
-                if e.done_claimed {
-                    format!(", DONE: {}", preview(&e.done_summary, 200))
-                } else {
-                    String::new()
-                }
-            ),
-            None => format!("{}: no evidence", outcome.as_str()),
-        };
-        let (c, _) = self
-            .apply(id, Some(f), Trigger::EvidenceReady, actor, &summary, |e| {
-                e.change.events[0].kind = EventKind::Evidence;
-                e.change.events[0].attempt_id = Some(f.attempt_id);
-                e.change.events[0].epoch = Some(f.epoch);
-                e.change.attempt = Some(AttemptPatch {
-                    id: f.attempt_id,
-                    epoch: f.epoch,
-                    ended: Some((outcome, reason.to_string(), e.now)),
-                    evidence: evidence.clone(),
-                    ..AttemptPatch::default()
-                });
-                Ok(())
-            })
-            .await?;
-        Ok(c.ticket)
     }
 
     /// The live attempt is gone (worker lost, lease expired, runtime lost in a restart):
@@ -543,45 +476,47 @@ impl Board {
     }
 }
 
-/// Whether spending went from under 80 % of `budget` to at least that.
-pub fn crossed_warning(before: Money, after: Money, budget: Money) -> bool {
-    let mark = budget.0 / 5 * 4;
-    before.0 < mark && after.0 >= mark
-}
+/// The event an attempt's runtime leaves when it ends before the host's evidence is in.
+const EXITED: &str = "runtime ended; verifying on the host";
 
-/// How long a ticket waits after its `n`-th usage limit in a row (0-based) when the agent
-/// named no reset time: 15 minutes, doubling, at most 8 hours.
-pub fn usage_backoff(n: usize) -> std::time::Duration {
-    const BASE: u64 = 15 * 60;
-    const CAP: u64 = 8 * 3600;
-    let shift = u32::try_from(n).unwrap_or(u32::MAX).min(16);
-    std::time::Duration::from_secs(BASE.saturating_mul(1u64 << shift).min(CAP))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::usage_backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn the_budget_warning_comes_once_at_eighty_percent() {
-        use super::crossed_warning;
-        use crate::domain::Money;
-        let b = Money::from_usd(5.0);
-        let m = Money::from_usd;
-        assert!(!crossed_warning(m(1.0), m(3.9), b));
-        assert!(crossed_warning(m(3.9), m(4.0), b));
-        assert!(crossed_warning(m(0.0), m(9.0), b));
-        assert!(!crossed_warning(m(4.0), m(4.5), b), "already past it");
-    }
-
-    #[test]
-    fn an_unknown_reset_time_backs_off_exponentially_and_is_capped() {
-        let mins = |n| usage_backoff(n).as_secs() / 60;
-        assert_eq!(
-            (0..7).map(mins).collect::<Vec<_>>(),
-            [15, 30, 60, 120, 240, 480, 480]
+/// Adds an attempt's cumulative usage to a change: the ticket's cost, the attempt's totals,
+/// the day's spend, a cost event, and the budget warning when this change crosses it.
+fn add_usage(
+    e: &mut super::Edit<'_>,
+    f: Fence,
+    attempt: &Attempt,
+    cost: Money,
+    tokens_in: i64,
+    tokens_out: i64,
+) {
+    let delta = attempt_end::usage_delta(attempt.cost, cost);
+    let total = Money(cost.0.max(attempt.cost.0));
+    e.change.ticket.cost = e.before.cost.saturating_add(delta);
+    let p = e.change.attempt.get_or_insert_with(|| AttemptPatch {
+        id: f.attempt_id,
+        epoch: f.epoch,
+        ..AttemptPatch::default()
+    });
+    p.usage = Some((total, tokens_in.max(0), tokens_out.max(0)));
+    if delta.0 > 0 {
+        e.change.spend = Some((e.now.utc_day(), delta));
+        e.change.events.push(
+            NewEvent::new(
+                EventKind::Cost,
+                format!("worker/{}", attempt.worker),
+                format!("cost {delta} (attempt total {total})"),
+            )
+            .attempt(f.attempt_id, f.epoch),
         );
-        assert_eq!(usage_backoff(usize::MAX), Duration::from_secs(8 * 3600));
+        // Crossing 80 % of the budget is worth a warning (once: only the change that
+        // crosses it says so).
+        let (before, after, budget) = (e.before.cost, e.change.ticket.cost, e.before.budget);
+        if budget.0 > 0 && attempt_end::crossed_warning(before, after, budget) {
+            e.change.events.push(NewEvent::new(
+                EventKind::Cost,
+                "control-plane",
+                format!("budget warning: {after} of {budget} spent"),
+            ));
+        }
     }
 }

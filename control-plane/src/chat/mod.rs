@@ -621,7 +621,7 @@ pub async fn run(
                 // lease runs 10 s, so this replica still holds it; flipping to "not leading"
                 // and back would restart notifications from "now" and skip what happened
                 // in between (a question nobody would hear about).
-                match bot.board.store().try_lead(lease_name, &replica, now, now.saturating_add(Duration::from_secs(10))).await {
+                match bot.board.try_lead(lease_name, &replica, now.saturating_add(Duration::from_secs(10))).await {
                     Ok(l) => {
                         leading = l;
                         confirmed = now;
@@ -673,8 +673,7 @@ async fn notify_and_note(bot: &Bot, m: &dyn Messenger, lease_name: &str, after: 
     if next != after
         && let Err(e) = bot
             .board
-            .store()
-            .set_cursor(&format!("{lease_name}/notified"), next, bot.board.now())
+            .set_cursor(&format!("{lease_name}/notified"), next)
             .await
     {
         tracing::warn!(error = %e, "noting the notification position failed");

@@ -22,6 +22,16 @@ fn quote(s: &str) -> String {
     s.replace('@', "@\u{200b}").replace("<!--", "&lt;!--")
 }
 
+/// The label a done ticket gets once its pull request was merged, or closed without being
+/// merged: its review follow-up is over (a later review reopens nothing).
+pub const MERGED: &str = "pr:merged";
+pub const CLOSED: &str = "pr:closed";
+
+/// Whether a done ticket's pull request has ended (merged or closed).
+pub fn ended(t: &Ticket) -> bool {
+    t.labels.iter().any(|l| l == MERGED || l == CLOSED)
+}
+
 /// The idempotency key of a ticket made from issue `number` of `repo`: the same issue
 /// becomes one ticket, whichever replica sees it and however often.
 pub fn issue_key(repo: &str, number: u64) -> String {

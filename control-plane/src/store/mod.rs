@@ -126,6 +126,8 @@ pub struct Change {
     pub answer: Option<NewAnswer>,
     /// Cost to add to the day's spend.
     pub spend: Option<(String, Money)>,
+    /// The ticket's labels changed (rare: a pull request's end): rewritten with the row.
+    pub relabel: bool,
 }
 
 impl Change {
@@ -139,6 +141,7 @@ impl Change {
             decision: None,
             answer: None,
             spend: None,
+            relabel: false,
         }
     }
 }
@@ -196,36 +199,17 @@ pub struct Claimed {
     pub queued_since: Timestamp,
 }
 
-/// The board's persistence. Every method is atomic.
+/// What may be read of the board's persistence: anyone may read (the API, the console,
+/// the chat bot, background passes); every method is atomic. `Board::store()` hands out
+/// only this view.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Reads: Send + Sync + 'static {
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
-
-    // Projects.
-    async fn add_project(&self, p: &Project) -> Result<Project, StoreError>;
     async fn get_project(&self, slug: &str) -> Result<Option<Project>, StoreError>;
     async fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
-    /// Refused (`FailedPrecondition`) while the project has tickets that are not finished.
-    async fn remove_project(&self, slug: &str, at: Timestamp) -> Result<(), StoreError>;
-
-    // Tickets.
-    /// Creates a ticket and its `created` event. With an idempotency key that was used
-    /// before, returns the existing ticket and `false`.
-    async fn create_ticket(
-        &self,
-        t: &NewTicket,
-        at: Timestamp,
-        event: NewEvent,
-    ) -> Result<(Ticket, bool), StoreError>;
     async fn get_ticket(&self, id: i64) -> Result<Option<Ticket>, StoreError>;
     async fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, StoreError>;
-    /// Applies a change if the ticket is still at `expected_version` (else `Conflict`) and
-    /// the fence, if any, is current (else `StaleEpoch`).
-    async fn commit(&self, c: &Change) -> Result<Committed, StoreError>;
-    /// Atomically moves the first matching queued ticket to `offered` with a new epoch and
-    /// inserts its attempt.
-    async fn claim(&self, q: &ClaimQuery) -> Result<Option<Claimed>, StoreError>;
     /// Tickets in `state` that depend on `ticket_id`.
     async fn dependents(&self, ticket_id: i64, state: State) -> Result<Vec<Ticket>, StoreError>;
     /// Waiting tickets whose wake-up time has passed.
@@ -242,8 +226,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(Ticket, bool)>, StoreError>;
     /// Live attempts per host.
     async fn active_attempts_by_host(&self) -> Result<Vec<(String, i64)>, StoreError>;
-
-    // Attempts.
     async fn get_attempt(&self, id: i64) -> Result<Option<Attempt>, StoreError>;
     async fn list_attempts(&self, ticket_id: i64) -> Result<Vec<Attempt>, StoreError>;
     /// Active attempts whose lease expired before `now`.
@@ -254,11 +236,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Attempt>, StoreError>;
     /// Active attempts held by a worker.
     async fn active_attempts_of(&self, worker: &str) -> Result<Vec<Attempt>, StoreError>;
-    /// Extends the leases of the given (attempt, epoch) pairs that are still active; one
-    /// statement per call, so heartbeats cost one write per flush, not per beat.
-    async fn renew_leases(&self, held: &[Fence], until: Timestamp) -> Result<u64, StoreError>;
-
-    // Events.
     async fn events_after(
         &self,
         after_id: i64,
@@ -266,19 +243,11 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<Event>, StoreError>;
     async fn last_event_id(&self) -> Result<i64, StoreError>;
-
-    // Decisions and answers.
     async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError>;
     /// What each of a ticket's decisions was taken on (`NewDecision::input`), by decision
     /// id; decisions stored without one are left out.
     async fn decision_inputs(&self, ticket_id: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
     async fn pending_answers(&self, attempt_id: i64) -> Result<Vec<Answer>, StoreError>;
-    async fn mark_answer_delivered(&self, id: i64, at: Timestamp) -> Result<(), StoreError>;
-
-    // Output.
-    /// Stores chunks of an active attempt at `epoch`; refused (`StaleEpoch`) otherwise.
-    /// Chunks already stored (same seq) are ignored, so a resend after reconnect is safe.
-    async fn append_logs(&self, epoch: i64, chunks: &[LogChunk]) -> Result<(), StoreError>;
     /// Chunks after `after_seq`, at most `max_bytes` of data (at least one chunk).
     async fn read_logs(
         &self,
@@ -292,8 +261,42 @@ pub trait Store: Send + Sync + 'static {
         attempt_id: i64,
         tail_bytes: i64,
     ) -> Result<Vec<LogChunk>, StoreError>;
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+    async fn lanes(&self) -> Result<Vec<LaneAssignment>, StoreError>;
+    /// Spend per ticket on a UTC day (`YYYY-MM-DD`).
+    async fn spend_on(&self, day: &str) -> Result<Vec<(i64, Money)>, StoreError>;
+    /// A named position in the event log and when it was set (`None`: never set).
+    async fn cursor(&self, name: &str) -> Result<Option<(i64, Timestamp)>, StoreError>;
+}
 
-    // Workers.
+/// The board's persistence: the reads and every write. Only `board/` holds this (the one
+/// writer of ticket state); every method is atomic.
+#[async_trait]
+pub trait Store: Reads {
+    async fn add_project(&self, p: &Project) -> Result<Project, StoreError>;
+    /// Refused (`FailedPrecondition`) while the project has tickets that are not finished.
+    async fn remove_project(&self, slug: &str, at: Timestamp) -> Result<(), StoreError>;
+    /// Creates a ticket and its `created` event. With an idempotency key that was used
+    /// before, returns the existing ticket and `false`.
+    async fn create_ticket(
+        &self,
+        t: &NewTicket,
+        at: Timestamp,
+        event: NewEvent,
+    ) -> Result<(Ticket, bool), StoreError>;
+    /// Applies a change if the ticket is still at `expected_version` (else `Conflict`) and
+    /// the fence, if any, is current (else `StaleEpoch`).
+    async fn commit(&self, c: &Change) -> Result<Committed, StoreError>;
+    /// Atomically moves the first matching queued ticket to `offered` with a new epoch and
+    /// inserts its attempt.
+    async fn claim(&self, q: &ClaimQuery) -> Result<Option<Claimed>, StoreError>;
+    /// Extends the leases of the given (attempt, epoch) pairs that are still active; one
+    /// statement per call, so heartbeats cost one write per flush, not per beat.
+    async fn renew_leases(&self, held: &[Fence], until: Timestamp) -> Result<u64, StoreError>;
+    async fn mark_answer_delivered(&self, id: i64, at: Timestamp) -> Result<(), StoreError>;
+    /// Stores chunks of an active attempt at `epoch`; refused (`StaleEpoch`) otherwise.
+    /// Chunks already stored (same seq) are ignored, so a resend after reconnect is safe.
+    async fn append_logs(&self, epoch: i64, chunks: &[LogChunk]) -> Result<(), StoreError>;
     async fn upsert_worker(&self, w: &WorkerRecord) -> Result<(), StoreError>;
     /// Sets the state of the worker's row written by the connection made at `connected_at`:
     /// a replica whose stream was replaced (the worker reconnected elsewhere) changes
@@ -305,17 +308,7 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
         connected_at: Timestamp,
     ) -> Result<bool, StoreError>;
-    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
-
-    // Lanes.
-    async fn lanes(&self) -> Result<Vec<LaneAssignment>, StoreError>;
     async fn set_lane(&self, a: &LaneAssignment, at: Timestamp) -> Result<(), StoreError>;
-
-    // Budget.
-    /// Spend per ticket on a UTC day (`YYYY-MM-DD`).
-    async fn spend_on(&self, day: &str) -> Result<Vec<(i64, Money)>, StoreError>;
-
-    // Leadership (one replica runs the reaper and scheduler).
     /// Takes or renews the named lease for `holder` until `until` if it is free, expired, or
     /// already held by `holder`. Returns whether `holder` holds it.
     async fn try_lead(
@@ -326,9 +319,6 @@ pub trait Store: Send + Sync + 'static {
         until: Timestamp,
     ) -> Result<bool, StoreError>;
     async fn resign(&self, name: &str, holder: &str) -> Result<(), StoreError>;
-
-    /// A named position in the event log and when it was set (`None`: never set).
-    async fn cursor(&self, name: &str) -> Result<Option<(i64, Timestamp)>, StoreError>;
     /// Moves the named position forward to `position` (never back).
     async fn set_cursor(&self, name: &str, position: i64, at: Timestamp) -> Result<(), StoreError>;
 }

@@ -88,11 +88,247 @@ macro_rules! impl_store {
         }
 
         #[async_trait::async_trait]
-        impl Store for $store {
+        impl Reads for $store {
             fn backend(&self) -> &'static str {
                 $backend
             }
 
+            async fn get_project(&self, slug: &str) -> Result<Option<Project>, StoreError> {
+                let row: Option<ProjectRow> = sqlx::query_as(
+                    "SELECT slug, name, default_branch, github_repo, acceptance, default_workflow, env, \
+                     budget_micros, wall_budget_ms, created_at FROM projects WHERE slug = $1 AND removed_at IS NULL",
+                )
+                .bind(slug)
+                .fetch_optional(&self.read)
+                .await?;
+                row.map(Project::try_from).transpose()
+            }
+
+            async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
+                let rows: Vec<ProjectRow> = sqlx::query_as(
+                    "SELECT slug, name, default_branch, github_repo, acceptance, default_workflow, env, \
+                     budget_micros, wall_budget_ms, created_at FROM projects WHERE removed_at IS NULL ORDER BY slug",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Project::try_from).collect()
+            }
+
+            async fn get_ticket(&self, id: i64) -> Result<Option<Ticket>, StoreError> {
+                Ok(self.tickets_where("WHERE id = $1", &[id]).await?.into_iter().next())
+            }
+
+            async fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {TICKET_COLS} FROM tickets WHERE id > "));
+                qb.push_bind(f.after_id);
+                if !f.states.is_empty() {
+                    qb.push(" AND state IN (");
+                    let mut sep = qb.separated(", ");
+                    for s in &f.states {
+                        sep.push_bind(s.as_str());
+                    }
+                    qb.push(")");
+                }
+                if let Some(p) = &f.project {
+                    qb.push(" AND project = ").push_bind(p.clone());
+                }
+                if let Some(l) = &f.label {
+                    qb.push(" AND id IN (SELECT ticket_id FROM ticket_labels WHERE label = ")
+                        .push_bind(l.clone())
+                        .push(")");
+                }
+                qb.push(if f.newest_first { " ORDER BY id DESC LIMIT " } else { " ORDER BY id LIMIT " })
+                    .push_bind(f.limit);
+                let rows: Vec<TicketRow> = qb.build_query_as().fetch_all(&self.read).await?;
+                rows.into_iter().map(Ticket::try_from).collect()
+            }
+
+            async fn dependents(&self, ticket_id: i64, state: State) -> Result<Vec<Ticket>, StoreError> {
+                let sql = format!(
+                    "SELECT {TICKET_COLS} FROM tickets WHERE state = $2 AND id IN \
+                     (SELECT ticket_id FROM ticket_deps WHERE depends_on = $1) ORDER BY id"
+                );
+                let rows: Vec<TicketRow> = sqlx::query_as(&sql)
+                    .bind(ticket_id)
+                    .bind(state.as_str())
+                    .fetch_all(&self.read)
+                    .await?;
+                rows.into_iter().map(Ticket::try_from).collect()
+            }
+
+            async fn due_wakeups(&self, now: Timestamp, limit: i64) -> Result<Vec<Ticket>, StoreError> {
+                self.tickets_where(
+                    "WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT $2",
+                    &[now.0, limit],
+                )
+                .await
+            }
+
+            async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT state, COUNT(*) FROM tickets GROUP BY state ORDER BY state")
+                        .fetch_all(&self.read)
+                        .await?;
+                rows.into_iter()
+                    .map(|(s, n)| Ok((parse_enum("tickets.state", &s, State::parse)?, n)))
+                    .collect()
+            }
+
+            async fn finished_since(&self, since: Timestamp, limit: i64) -> Result<Vec<(Ticket, bool)>, StoreError> {
+                const FINISHED: &str = "state IN ('done', 'escalated', 'failed', 'cancelled') AND updated_at >= $1";
+                let rows: Vec<TicketRow> = sqlx::query_as(&format!(
+                    "SELECT {TICKET_COLS} FROM tickets WHERE {FINISHED} ORDER BY updated_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(since.0)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                let touched: Vec<(i64,)> = sqlx::query_as(&format!(
+                    "SELECT DISTINCT e.ticket_id FROM events e WHERE e.ticket_id IN \
+                     (SELECT id FROM tickets WHERE {FINISHED}) AND e.actor LIKE 'operator/%' AND e.kind <> 'created'"
+                ))
+                .bind(since.0)
+                .fetch_all(&self.read)
+                .await?;
+                let touched: std::collections::HashSet<i64> = touched.into_iter().map(|(id,)| id).collect();
+                rows.into_iter()
+                    .map(|r| {
+                        let t = Ticket::try_from(r)?;
+                        let human = touched.contains(&t.id);
+                        Ok((t, human))
+                    })
+                    .collect()
+            }
+
+            async fn active_attempts_by_host(&self) -> Result<Vec<(String, i64)>, StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT host, COUNT(*) FROM attempts WHERE outcome = 'active' GROUP BY host ORDER BY host",
+                )
+                .fetch_all(&self.read)
+                .await?)
+            }
+
+            async fn get_attempt(&self, id: i64) -> Result<Option<Attempt>, StoreError> {
+                let row: Option<AttemptRow> =
+                    sqlx::query_as(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(&self.read)
+                        .await?;
+                row.map(Attempt::try_from).transpose()
+            }
+
+            async fn list_attempts(&self, ticket_id: i64) -> Result<Vec<Attempt>, StoreError> {
+                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE ticket_id = $1 ORDER BY id"
+                ))
+                .bind(ticket_id)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Attempt::try_from).collect()
+            }
+
+            async fn expired_attempts(&self, now: Timestamp, limit: i64) -> Result<Vec<Attempt>, StoreError> {
+                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE outcome = 'active' AND lease_expires_at < $1 \
+                     ORDER BY lease_expires_at LIMIT $2"
+                ))
+                .bind(now.0)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Attempt::try_from).collect()
+            }
+
+            async fn active_attempts_of(&self, worker: &str) -> Result<Vec<Attempt>, StoreError> {
+                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE outcome = 'active' AND worker = $1 ORDER BY id"
+                ))
+                .bind(worker)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Attempt::try_from).collect()
+            }
+
+            async fn events_after(&self, after_id: i64, f: &EventFilter, limit: i64) -> Result<Vec<Event>, StoreError> {
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE id > "));
+                qb.push_bind(after_id);
+                if let Some(t) = f.ticket_id {
+                    qb.push(" AND ticket_id = ").push_bind(t);
+                }
+                if let Some(p) = &f.project {
+                    qb.push(" AND project = ").push_bind(p.clone());
+                }
+                qb.push(" ORDER BY id LIMIT ").push_bind(limit);
+                let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.read).await?;
+                rows.into_iter().map(Event::try_from).collect()
+            }
+
+            async fn last_event_id(&self) -> Result<i64, StoreError> {
+                let (id,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) FROM events")
+                    .fetch_one(&self.read)
+                    .await?;
+                Ok(id)
+            }
+
+            async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError> {
+                let rows: Vec<DecisionRow> = sqlx::query_as(
+                    "SELECT id, ticket_id, attempt_id, kind, reason, points, next_prompt, layer, source, \
+                     latency_ms, at, wait_until, point FROM decisions WHERE ticket_id = $1 ORDER BY id",
+                )
+                .bind(ticket_id)
+                .fetch_all(&self.read)
+                .await?;
+                rows.into_iter().map(Decision::try_from).collect()
+            }
+
+            async fn decision_inputs(&self, ticket_id: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+                let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT id, input FROM decisions WHERE ticket_id = $1 AND input IS NOT NULL ORDER BY id",
+                )
+                .bind(ticket_id)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows)
+            }
+
+            async fn pending_answers(&self, attempt_id: i64) -> Result<Vec<Answer>, StoreError> {
+                let rows: Vec<AnswerRow> = sqlx::query_as(
+                    "SELECT id, ticket_id, attempt_id, epoch, text, actor, created_at, delivered_at FROM answers \
+                     WHERE attempt_id = $1 AND delivered_at IS NULL ORDER BY id",
+                )
+                .bind(attempt_id)
+                .fetch_all(&self.read)
+                .await?;
+                Ok(rows.into_iter().map(Answer::from).collect())
+            }
+
+            async fn read_logs(&self, attempt_id: i64, after_seq: i64, max_bytes: i64) -> Result<Vec<LogChunk>, StoreError> {
+                self.read_logs_sql(attempt_id, after_seq, max_bytes).await
+            }
+
+            async fn tail_logs(&self, attempt_id: i64, tail_bytes: i64) -> Result<Vec<LogChunk>, StoreError> {
+                self.tail_logs_sql(attempt_id, tail_bytes).await
+            }
+
+            async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+                self.list_workers_sql().await
+            }
+
+            async fn lanes(&self) -> Result<Vec<LaneAssignment>, StoreError> {
+                self.lanes_sql().await
+            }
+
+            async fn spend_on(&self, day: &str) -> Result<Vec<(i64, Money)>, StoreError> {
+                self.spend_on_sql(day).await
+            }
+
+            async fn cursor(&self, name: &str) -> Result<Option<(i64, Timestamp)>, StoreError> {
+                self.cursor_sql(name).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl Store for $store {
             async fn add_project(&self, p: &Project) -> Result<Project, StoreError> {
                 let mut tx = self.begin_write().await?;
                 let existing: Option<(Option<i64>,)> =
@@ -126,27 +362,6 @@ macro_rules! impl_store {
                     .await?;
                 tx.commit().await?;
                 Ok(p.clone())
-            }
-
-            async fn get_project(&self, slug: &str) -> Result<Option<Project>, StoreError> {
-                let row: Option<ProjectRow> = sqlx::query_as(
-                    "SELECT slug, name, default_branch, github_repo, acceptance, default_workflow, env, \
-                     budget_micros, wall_budget_ms, created_at FROM projects WHERE slug = $1 AND removed_at IS NULL",
-                )
-                .bind(slug)
-                .fetch_optional(&self.read)
-                .await?;
-                row.map(Project::try_from).transpose()
-            }
-
-            async fn list_projects(&self) -> Result<Vec<Project>, StoreError> {
-                let rows: Vec<ProjectRow> = sqlx::query_as(
-                    "SELECT slug, name, default_branch, github_repo, acceptance, default_workflow, env, \
-                     budget_micros, wall_budget_ms, created_at FROM projects WHERE removed_at IS NULL ORDER BY slug",
-                )
-                .fetch_all(&self.read)
-                .await?;
-                rows.into_iter().map(Project::try_from).collect()
             }
 
             async fn remove_project(&self, slug: &str, at: Timestamp) -> Result<(), StoreError> {
@@ -265,35 +480,6 @@ macro_rules! impl_store {
                 Ok((ticket, true))
             }
 
-            async fn get_ticket(&self, id: i64) -> Result<Option<Ticket>, StoreError> {
-                Ok(self.tickets_where("WHERE id = $1", &[id]).await?.into_iter().next())
-            }
-
-            async fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, StoreError> {
-                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {TICKET_COLS} FROM tickets WHERE id > "));
-                qb.push_bind(f.after_id);
-                if !f.states.is_empty() {
-                    qb.push(" AND state IN (");
-                    let mut sep = qb.separated(", ");
-                    for s in &f.states {
-                        sep.push_bind(s.as_str());
-                    }
-                    qb.push(")");
-                }
-                if let Some(p) = &f.project {
-                    qb.push(" AND project = ").push_bind(p.clone());
-                }
-                if let Some(l) = &f.label {
-                    qb.push(" AND id IN (SELECT ticket_id FROM ticket_labels WHERE label = ")
-                        .push_bind(l.clone())
-                        .push(")");
-                }
-                qb.push(if f.newest_first { " ORDER BY id DESC LIMIT " } else { " ORDER BY id LIMIT " })
-                    .push_bind(f.limit);
-                let rows: Vec<TicketRow> = qb.build_query_as().fetch_all(&self.read).await?;
-                rows.into_iter().map(Ticket::try_from).collect()
-            }
-
             async fn commit(&self, c: &Change) -> Result<Committed, StoreError> {
                 let t = &c.ticket;
                 let mut tx = self.begin_write().await?;
@@ -315,8 +501,11 @@ macro_rules! impl_store {
                     .push(", epoch = ").push_bind(t.epoch)
                     .push(", current_attempt_id = ").push_bind(t.current_attempt_id)
                     .push(", avoid_runtime = ").push_bind(t.avoid_runtime.clone())
-                    .push(", next_brief = ").push_bind(t.next_brief.clone())
-                    .push(", version = ").push_bind(c.expected_version + 1)
+                    .push(", next_brief = ").push_bind(t.next_brief.clone());
+                if c.relabel {
+                    qb.push(", labels = ").push_bind(to_json(&t.labels));
+                }
+                qb.push(", version = ").push_bind(c.expected_version + 1)
                     .push(" WHERE id = ").push_bind(t.id)
                     .push(" AND version = ").push_bind(c.expected_version);
                 if let Some(f) = c.fence {
@@ -335,6 +524,19 @@ macro_rules! impl_store {
                             _ => StoreError::Conflict { ticket: t.id, expected: c.expected_version },
                         },
                     });
+                }
+                if c.relabel {
+                    sqlx::query("DELETE FROM ticket_labels WHERE ticket_id = $1")
+                        .bind(t.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    for l in &t.labels {
+                        sqlx::query("INSERT INTO ticket_labels (ticket_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                            .bind(t.id)
+                            .bind(l.clone())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
                 if let Some(p) = &c.attempt {
                     let (outcome, reason, ended_at) = match &p.ended {
@@ -527,112 +729,6 @@ macro_rules! impl_store {
                 Ok(Some(Claimed { ticket, attempt, event, queued_since: Timestamp(queued_since) }))
             }
 
-            async fn dependents(&self, ticket_id: i64, state: State) -> Result<Vec<Ticket>, StoreError> {
-                let sql = format!(
-                    "SELECT {TICKET_COLS} FROM tickets WHERE state = $2 AND id IN \
-                     (SELECT ticket_id FROM ticket_deps WHERE depends_on = $1) ORDER BY id"
-                );
-                let rows: Vec<TicketRow> = sqlx::query_as(&sql)
-                    .bind(ticket_id)
-                    .bind(state.as_str())
-                    .fetch_all(&self.read)
-                    .await?;
-                rows.into_iter().map(Ticket::try_from).collect()
-            }
-
-            async fn due_wakeups(&self, now: Timestamp, limit: i64) -> Result<Vec<Ticket>, StoreError> {
-                self.tickets_where(
-                    "WHERE state = 'waiting' AND wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT $2",
-                    &[now.0, limit],
-                )
-                .await
-            }
-
-            async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError> {
-                let rows: Vec<(String, i64)> =
-                    sqlx::query_as("SELECT state, COUNT(*) FROM tickets GROUP BY state ORDER BY state")
-                        .fetch_all(&self.read)
-                        .await?;
-                rows.into_iter()
-                    .map(|(s, n)| Ok((parse_enum("tickets.state", &s, State::parse)?, n)))
-                    .collect()
-            }
-
-            async fn finished_since(&self, since: Timestamp, limit: i64) -> Result<Vec<(Ticket, bool)>, StoreError> {
-                const FINISHED: &str = "state IN ('done', 'escalated', 'failed', 'cancelled') AND updated_at >= $1";
-                let rows: Vec<TicketRow> = sqlx::query_as(&format!(
-                    "SELECT {TICKET_COLS} FROM tickets WHERE {FINISHED} ORDER BY updated_at DESC, id DESC LIMIT $2"
-                ))
-                .bind(since.0)
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?;
-                let touched: Vec<(i64,)> = sqlx::query_as(&format!(
-                    "SELECT DISTINCT e.ticket_id FROM events e WHERE e.ticket_id IN \
-                     (SELECT id FROM tickets WHERE {FINISHED}) AND e.actor LIKE 'operator/%' AND e.kind <> 'created'"
-                ))
-                .bind(since.0)
-                .fetch_all(&self.read)
-                .await?;
-                let touched: std::collections::HashSet<i64> = touched.into_iter().map(|(id,)| id).collect();
-                rows.into_iter()
-                    .map(|r| {
-                        let t = Ticket::try_from(r)?;
-                        let human = touched.contains(&t.id);
-                        Ok((t, human))
-                    })
-                    .collect()
-            }
-
-            async fn active_attempts_by_host(&self) -> Result<Vec<(String, i64)>, StoreError> {
-                Ok(sqlx::query_as(
-                    "SELECT host, COUNT(*) FROM attempts WHERE outcome = 'active' GROUP BY host ORDER BY host",
-                )
-                .fetch_all(&self.read)
-                .await?)
-            }
-
-            async fn get_attempt(&self, id: i64) -> Result<Option<Attempt>, StoreError> {
-                let row: Option<AttemptRow> =
-                    sqlx::query_as(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"))
-                        .bind(id)
-                        .fetch_optional(&self.read)
-                        .await?;
-                row.map(Attempt::try_from).transpose()
-            }
-
-            async fn list_attempts(&self, ticket_id: i64) -> Result<Vec<Attempt>, StoreError> {
-                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE ticket_id = $1 ORDER BY id"
-                ))
-                .bind(ticket_id)
-                .fetch_all(&self.read)
-                .await?;
-                rows.into_iter().map(Attempt::try_from).collect()
-            }
-
-            async fn expired_attempts(&self, now: Timestamp, limit: i64) -> Result<Vec<Attempt>, StoreError> {
-                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE outcome = 'active' AND lease_expires_at < $1 \
-                     ORDER BY lease_expires_at LIMIT $2"
-                ))
-                .bind(now.0)
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?;
-                rows.into_iter().map(Attempt::try_from).collect()
-            }
-
-            async fn active_attempts_of(&self, worker: &str) -> Result<Vec<Attempt>, StoreError> {
-                let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
-                    "SELECT {ATTEMPT_COLS} FROM attempts WHERE outcome = 'active' AND worker = $1 ORDER BY id"
-                ))
-                .bind(worker)
-                .fetch_all(&self.read)
-                .await?;
-                rows.into_iter().map(Attempt::try_from).collect()
-            }
-
             async fn renew_leases(&self, held: &[Fence], until: Timestamp) -> Result<u64, StoreError> {
                 if held.is_empty() {
                     return Ok(0);
@@ -660,59 +756,6 @@ macro_rules! impl_store {
                 Ok(total)
             }
 
-            async fn events_after(&self, after_id: i64, f: &EventFilter, limit: i64) -> Result<Vec<Event>, StoreError> {
-                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {EVENT_COLS} FROM events WHERE id > "));
-                qb.push_bind(after_id);
-                if let Some(t) = f.ticket_id {
-                    qb.push(" AND ticket_id = ").push_bind(t);
-                }
-                if let Some(p) = &f.project {
-                    qb.push(" AND project = ").push_bind(p.clone());
-                }
-                qb.push(" ORDER BY id LIMIT ").push_bind(limit);
-                let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.read).await?;
-                rows.into_iter().map(Event::try_from).collect()
-            }
-
-            async fn last_event_id(&self) -> Result<i64, StoreError> {
-                let (id,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) FROM events")
-                    .fetch_one(&self.read)
-                    .await?;
-                Ok(id)
-            }
-
-            async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError> {
-                let rows: Vec<DecisionRow> = sqlx::query_as(
-                    "SELECT id, ticket_id, attempt_id, kind, reason, points, next_prompt, layer, source, \
-                     latency_ms, at, wait_until, point FROM decisions WHERE ticket_id = $1 ORDER BY id",
-                )
-                .bind(ticket_id)
-                .fetch_all(&self.read)
-                .await?;
-                rows.into_iter().map(Decision::try_from).collect()
-            }
-
-            async fn decision_inputs(&self, ticket_id: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-                let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-                    "SELECT id, input FROM decisions WHERE ticket_id = $1 AND input IS NOT NULL ORDER BY id",
-                )
-                .bind(ticket_id)
-                .fetch_all(&self.read)
-                .await?;
-                Ok(rows)
-            }
-
-            async fn pending_answers(&self, attempt_id: i64) -> Result<Vec<Answer>, StoreError> {
-                let rows: Vec<AnswerRow> = sqlx::query_as(
-                    "SELECT id, ticket_id, attempt_id, epoch, text, actor, created_at, delivered_at FROM answers \
-                     WHERE attempt_id = $1 AND delivered_at IS NULL ORDER BY id",
-                )
-                .bind(attempt_id)
-                .fetch_all(&self.read)
-                .await?;
-                Ok(rows.into_iter().map(Answer::from).collect())
-            }
-
             async fn mark_answer_delivered(&self, id: i64, at: Timestamp) -> Result<(), StoreError> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query("UPDATE answers SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL")
@@ -728,14 +771,6 @@ macro_rules! impl_store {
                 self.append_logs_sql(epoch, chunks).await
             }
 
-            async fn read_logs(&self, attempt_id: i64, after_seq: i64, max_bytes: i64) -> Result<Vec<LogChunk>, StoreError> {
-                self.read_logs_sql(attempt_id, after_seq, max_bytes).await
-            }
-
-            async fn tail_logs(&self, attempt_id: i64, tail_bytes: i64) -> Result<Vec<LogChunk>, StoreError> {
-                self.tail_logs_sql(attempt_id, tail_bytes).await
-            }
-
             async fn upsert_worker(&self, w: &WorkerRecord) -> Result<(), StoreError> {
                 self.upsert_worker_sql(w).await
             }
@@ -744,28 +779,12 @@ macro_rules! impl_store {
                 self.set_worker_state_sql(name, state, at, connected_at).await
             }
 
-            async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-                self.list_workers_sql().await
-            }
-
-            async fn lanes(&self) -> Result<Vec<LaneAssignment>, StoreError> {
-                self.lanes_sql().await
-            }
-
             async fn set_lane(&self, a: &LaneAssignment, at: Timestamp) -> Result<(), StoreError> {
                 self.set_lane_sql(a, at).await
             }
 
-            async fn spend_on(&self, day: &str) -> Result<Vec<(i64, Money)>, StoreError> {
-                self.spend_on_sql(day).await
-            }
-
             async fn try_lead(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError> {
                 self.try_lead_sql(name, holder, now, until).await
-            }
-
-            async fn cursor(&self, name: &str) -> Result<Option<(i64, Timestamp)>, StoreError> {
-                self.cursor_sql(name).await
             }
 
             async fn set_cursor(&self, name: &str, position: i64, at: Timestamp) -> Result<(), StoreError> {

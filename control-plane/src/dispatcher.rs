@@ -3,10 +3,12 @@
 //! atomic move to `offered` with a new epoch and a short lease (the confirm timeout). The
 //! worker must spawn and confirm before the lease lapses (the reaper requeues otherwise).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mc_common::Timestamp;
 use mc_proto as pb;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -14,9 +16,22 @@ use crate::api::convert;
 use crate::board::{Board, BoardError};
 use crate::config::DispatchConfig;
 use crate::domain::{AttemptOutcome, Money};
-use crate::reactor::DispatchNudge;
 use crate::store::{ClaimQuery, Claimed, Fence};
 use crate::workers::{Registry, WorkerView};
+
+/// Wakes the dispatcher when there may be work to hand out.
+#[derive(Clone, Default)]
+pub struct DispatchNudge(Arc<Notify>);
+
+impl DispatchNudge {
+    pub fn nudge(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn wait(&self) {
+        self.0.notified().await
+    }
+}
 
 pub struct Dispatcher {
     pub board: Board,

@@ -93,3 +93,6 @@ impl Monitor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

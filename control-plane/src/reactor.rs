@@ -7,27 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mc_proto as pb;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::board::{Board, BoardError, Decider, Effect, Effects, join_ids};
+use crate::dispatcher::DispatchNudge;
 use crate::domain::{Action, EventKind, State, Trigger};
 use crate::store::TicketFilter;
 use crate::workers::Registry;
-
-/// Wakes the dispatcher when there may be work to hand out.
-#[derive(Clone, Default)]
-pub struct DispatchNudge(Arc<Notify>);
-
-impl DispatchNudge {
-    pub fn nudge(&self) {
-        self.0.notify_one();
-    }
-
-    pub async fn wait(&self) {
-        self.0.notified().await
-    }
-}
 
 pub struct Reactor {
     pub board: Board,

@@ -16,10 +16,11 @@ use tracing::Instrument;
 use crate::api::convert;
 use crate::board::{Board, BoardError, Finished, Started};
 use crate::config::DispatchConfig;
+use crate::dispatcher::DispatchNudge;
 use crate::domain::{
     AttemptOutcome, EventKind, LogChunk, Money, Signal, State, Trigger, WorkerRecord, WorkerState,
 };
-use crate::reactor::{DispatchNudge, deliver_answers};
+use crate::reactor::deliver_answers;
 use crate::store::Fence;
 use crate::workers::{Outbox, Registry, WorkerEntry};
 

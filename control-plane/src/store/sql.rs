@@ -526,10 +526,7 @@ macro_rules! impl_store {
                     });
                 }
                 if c.relabel {
-                    sqlx::query("DELETE FROM ticket_labels WHERE ticket_id = $1")
-                        .bind(t.id)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query("DELETE FROM ticket_labels WHERE ticket_id = $1").bind(t.id).execute(&mut *tx).await?;
                     for l in &t.labels {
                         sqlx::query("INSERT INTO ticket_labels (ticket_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                             .bind(t.id)

@@ -11,6 +11,7 @@ use mc_proto as pb;
 
 use crate::api::convert;
 use crate::board::{Brain, BrainAnswer, BrainError, BrainRequest};
+use crate::domain::guardrails::GuardInput;
 use crate::domain::{AttemptOutcome, DecisionKind, DecisionPoint};
 
 pub struct GrpcBrain {
@@ -31,6 +32,18 @@ impl GrpcBrain {
 
 fn point_pb(p: DecisionPoint) -> pb::DecisionPoint {
     convert::point_to_pb(p)
+}
+
+/// The stored form of what a decision is taken on.
+pub fn record_input(req: &BrainRequest, i: &GuardInput<'_>) -> Vec<u8> {
+    use prost::Message;
+    mc_proto::DecisionInput {
+        request: Some(request(req)),
+        acceptance_commands: i.acceptance_commands.to_vec(),
+        author_runtime: i.author_runtime.unwrap_or_default().to_string(),
+        unfinished_deps: i.unfinished_deps.to_vec(),
+    }
+    .encode_to_vec()
 }
 
 pub fn request(r: &BrainRequest) -> pb::DecideRequest {

@@ -11,6 +11,7 @@ use mc_common::telemetry::LogFormat;
 use serde::{Deserialize, Serialize};
 
 use crate::board::{BoardConfig, BudgetPolicy};
+pub use crate::dispatcher::DispatchConfig;
 use crate::domain::validate;
 use crate::domain::workflow::{WorkflowConfig, Workflows};
 use crate::domain::{Lane, LaneAssignment, Money};
@@ -112,34 +113,6 @@ impl Default for MonitorConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DispatchConfig {
-    #[serde(with = "humantime_serde")]
-    pub heartbeat_interval: Duration,
-    /// A worker with no heartbeat for this long is lost.
-    #[serde(with = "humantime_serde")]
-    pub worker_ttl: Duration,
-    /// An offer not confirmed (runtime spawned) within this lapses.
-    #[serde(with = "humantime_serde")]
-    pub offer_timeout: Duration,
-    /// Lease of a running attempt, renewed by heartbeats.
-    #[serde(with = "humantime_serde")]
-    pub lease_ttl: Duration,
-    /// How often leases are written to the store (heartbeats stay in memory between).
-    #[serde(with = "humantime_serde")]
-    pub lease_flush: Duration,
-    /// How often the reaper and scheduler look for expired leases and due wake-ups.
-    #[serde(with = "humantime_serde")]
-    pub reap_interval: Duration,
-    /// Most live attempts on the whole board; 0 = no cap.
-    pub global_cap: u32,
-    /// A queued ticket no connected worker can take (its reason is shown at once) is
-    /// escalated after this long.
-    #[serde(with = "humantime_serde")]
-    pub unplaceable_after: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct BudgetConfig {
     pub per_ticket_default_usd: f64,
     pub per_ticket_max_usd: f64,
@@ -184,21 +157,6 @@ impl Default for Config {
             patience: crate::domain::patience::Bounds::default(),
             connections: mc_common::tls::ConnLimits::default(),
             workers: BTreeMap::new(),
-        }
-    }
-}
-
-impl Default for DispatchConfig {
-    fn default() -> Self {
-        DispatchConfig {
-            heartbeat_interval: Duration::from_secs(5),
-            worker_ttl: Duration::from_secs(30),
-            offer_timeout: Duration::from_secs(30),
-            lease_ttl: Duration::from_secs(30),
-            lease_flush: Duration::from_secs(5),
-            reap_interval: Duration::from_secs(2),
-            global_cap: 0,
-            unplaceable_after: Duration::from_secs(600),
         }
     }
 }

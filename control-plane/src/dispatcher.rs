@@ -7,17 +7,60 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mc_common::Timestamp;
-use mc_proto as pb;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::api::convert;
 use crate::board::{Board, BoardError};
-use crate::config::DispatchConfig;
+use crate::domain::to_worker::{Offer, ToWorker};
 use crate::domain::{AttemptOutcome, Money};
 use crate::store::{ClaimQuery, Claimed, Fence};
 use crate::workers::{Registry, WorkerView};
+
+/// How dispatch runs (`[dispatch]` in `control-plane.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatchConfig {
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A worker with no heartbeat for this long is lost.
+    #[serde(with = "humantime_serde")]
+    pub worker_ttl: Duration,
+    /// An offer not confirmed (runtime spawned) within this lapses.
+    #[serde(with = "humantime_serde")]
+    pub offer_timeout: Duration,
+    /// Lease of a running attempt, renewed by heartbeats.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often leases are written to the store (heartbeats stay in memory between).
+    #[serde(with = "humantime_serde")]
+    pub lease_flush: Duration,
+    /// How often the reaper and scheduler look for expired leases and due wake-ups.
+    #[serde(with = "humantime_serde")]
+    pub reap_interval: Duration,
+    /// Most live attempts on the whole board; 0 = no cap.
+    pub global_cap: u32,
+    /// A queued ticket no connected worker can take (its reason is shown at once) is
+    /// escalated after this long.
+    #[serde(with = "humantime_serde")]
+    pub unplaceable_after: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            heartbeat_interval: Duration::from_secs(5),
+            worker_ttl: Duration::from_secs(30),
+            offer_timeout: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(30),
+            lease_flush: Duration::from_secs(5),
+            reap_interval: Duration::from_secs(2),
+            global_cap: 0,
+            unplaceable_after: Duration::from_secs(600),
+        }
+    }
+}
 
 /// Wakes the dispatcher when there may be work to hand out.
 #[derive(Clone, Default)]
@@ -185,38 +228,34 @@ impl Dispatcher {
             c.attempt.epoch,
             &t.trace_context,
         );
-        let offer = pb::Offer {
+        let offer = Offer {
             attempt_id: c.attempt.id,
             epoch: c.attempt.epoch,
-            ticket: Some(convert::ticket(t)),
+            ticket: t.clone(),
             profile: c.attempt.profile.clone(),
-            lane: convert::lane_to_pb(t.lane) as i32,
+            lane: t.lane,
             branch: t.branch.clone(),
             base_ref: project.default_branch.clone(),
             prompt,
-            lease_expires_at: Some(c.attempt.lease_expires_at.to_proto()),
-            confirm_within: Some(mc_proto::prost_types::Duration {
-                seconds: i64::try_from(self.cfg.offer_timeout.as_secs()).unwrap_or(i64::MAX),
-                nanos: 0,
-            }),
+            lease_expires_at: c.attempt.lease_expires_at,
+            confirm_within: self.cfg.offer_timeout,
             budget_usd: remaining.usd(),
             acceptance_commands: acceptance,
-            env: project.env.into_iter().collect(),
+            env: project.env,
             traceparent: mc_common::telemetry::current_traceparent()
                 .or_else(|| mc_common::telemetry::child_traceparent(&t.trace_context))
                 .unwrap_or_default(),
             requires_commits: phase.is_some_and(|p| p.requires_commits),
             // The time still left of the ticket's wall-clock budget; the worker stops the
             // run when it is used up.
-            wall_remaining: (t.wall_budget_ms > 0)
-                .then(|| convert::ms_duration(t.wall_budget_ms.saturating_sub(t.wall_ms).max(0)))
-                .flatten(),
+            wall_remaining: (t.wall_budget_ms > 0).then(|| {
+                Duration::from_millis(
+                    u64::try_from(t.wall_budget_ms.saturating_sub(t.wall_ms)).unwrap_or(0),
+                )
+            }),
         };
         tracing::info!(ticket_id = t.id, attempt_id = c.attempt.id, epoch = c.attempt.epoch, worker = %w.name, "offered");
-        if !self
-            .workers
-            .send(&w.name, pb::attach_response::Msg::Offer(offer))
-        {
+        if !self.workers.send(&w.name, ToWorker::Offer(Box::new(offer))) {
             self.workers.release(c.attempt.id);
             let f = Fence {
                 attempt_id: c.attempt.id,

@@ -22,7 +22,6 @@ pub mod replay;
 pub mod reviews;
 pub mod scrape;
 pub mod server;
-pub mod session;
 pub mod store;
 #[cfg(test)]
 mod testkit;

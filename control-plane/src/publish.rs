@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use mc_proto as pb;
-
 use crate::board::{Board, BoardError};
+use crate::domain::to_worker::{Pushed, ToWorker};
 use crate::domain::validate;
 use crate::domain::{EventKind, NewEvent, State, Ticket};
 use crate::github::Github;
@@ -63,12 +62,12 @@ pub async fn request_push(
     };
     let sent = workers.send(
         &worker,
-        pb::attach_response::Msg::Push(pb::PushBranch {
+        ToWorker::Push {
             ticket_id: t.id,
             project: t.project.clone(),
             branch: t.branch.clone(),
             remote: github.remote.clone(),
-        }),
+        },
     );
     let message = if sent {
         format!("asked {worker} to push {} to {}", t.branch, github.remote)
@@ -87,7 +86,7 @@ pub async fn pushed(
     board: &Board,
     github: &Arc<Github>,
     worker: &str,
-    p: pb::BranchPushed,
+    p: Pushed,
 ) -> Result<(), BoardError> {
     let t = board.ticket(p.ticket_id).await?;
     if t.state != State::Done || p.branch != t.branch {

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mc_proto as pb;
 use tokio_util::sync::CancellationToken;
 
 use crate::board::{Board, BoardError, Decider, Effect, Effects, join_ids};
 use crate::dispatcher::DispatchNudge;
+use crate::domain::to_worker::ToWorker;
 use crate::domain::{Action, EventKind, State, Trigger};
 use crate::store::TicketFilter;
 use crate::workers::Registry;
@@ -112,17 +112,17 @@ impl Reactor {
             effect.after.state_reason.clone()
         };
         let msg = if effect.trigger == Trigger::Cancel {
-            pb::attach_response::Msg::Cancel(pb::CancelAttempt {
+            ToWorker::Cancel {
                 attempt_id,
                 epoch,
                 reason,
-            })
+            }
         } else {
-            pb::attach_response::Msg::Revoked(pb::LeaseRevoked {
+            ToWorker::Revoked {
                 attempt_id,
                 epoch,
                 reason,
-            })
+            }
         };
         self.workers.send(&worker, msg);
         self.workers.release(attempt_id);
@@ -137,11 +137,11 @@ impl Reactor {
         };
         self.workers.send(
             &worker,
-            pb::attach_response::Msg::Unstick(pb::Unstick {
+            ToWorker::Unstick {
                 attempt_id,
                 epoch: effect.after.epoch,
                 prompt: effect.after.next_brief.clone(),
-            }),
+            },
         );
     }
 }
@@ -165,11 +165,11 @@ pub async fn deliver_answers(
         }
         let sent = workers.send(
             &worker,
-            pb::attach_response::Msg::Input(pb::Input {
+            ToWorker::Input {
                 attempt_id,
                 epoch: a.epoch,
                 text: a.text.clone(),
-            }),
+            },
         );
         if sent {
             board.mark_answer_delivered(a.id).await?;

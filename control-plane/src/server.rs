@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use crate::api;
+use crate::api::worker_stream::SessionCtx;
 use crate::board::{Board, Decider};
 use crate::config::{Config, Database};
 use crate::dispatcher::DispatchNudge;
@@ -21,7 +22,6 @@ use crate::dispatcher::Dispatcher;
 use crate::monitor::Monitor;
 use crate::reactor::Reactor;
 use crate::reaper::Reaper;
-use crate::session::SessionCtx;
 use crate::store::{PgStore, SqliteStore, Store};
 use crate::workers::Registry;
 
@@ -107,7 +107,12 @@ impl ControlPlane {
                 clock.clone(),
             )))
         };
-        let decider = Decider::new(board.clone(), brain, cfg.brain.patience);
+        let decider = Decider::new(
+            board.clone(),
+            brain,
+            cfg.brain.patience,
+            crate::brain::record_input,
+        );
         let replica = if cfg.replica.is_empty() {
             format!("{}-{}", hostname(), std::process::id())
         } else {

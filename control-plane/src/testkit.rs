@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mc_common::{Clock, Timestamp};
-use mc_proto as pb;
 use tokio::sync::mpsc;
 
 use crate::board::{Board, CreateTicket, Effects};
 use crate::config::{Config, DEFAULT_PROFILE};
+use crate::domain::runtime::HostCheckout;
+use crate::domain::to_worker::ToWorker;
 use crate::domain::{Project, Source, Ticket};
 use crate::store::sqlite::SqliteStore;
 use crate::workers::{Registry, WorkerEntry};
@@ -90,7 +91,7 @@ impl Kit {
         host: &str,
         slots: u32,
         projects: &[&str],
-    ) -> mpsc::Receiver<Result<pb::AttachResponse, tonic::Status>> {
+    ) -> mpsc::Receiver<ToWorker> {
         let (tx, rx) = mpsc::channel(16);
         let now = self.board.now();
         self.workers.register(
@@ -104,7 +105,7 @@ impl Kit {
                 profile_details: vec![],
                 checkouts: projects
                     .iter()
-                    .map(|p| pb::Checkout {
+                    .map(|p| HostCheckout {
                         project: p.to_string(),
                         path: format!("/src/{p}"),
                         host: host.into(),

@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use mc_common::Timestamp;
-use mc_proto as pb;
 use tokio::sync::mpsc;
-use tonic::Status;
 
+use crate::domain::runtime::{Beat, HostCheckout, Liveness, RuntimeProfile};
+use crate::domain::to_worker::ToWorker;
 use crate::store::Fence;
 
-pub type Outbox = mpsc::Sender<Result<pb::AttachResponse, Status>>;
+/// What the core sends a worker: domain messages, turned into the wire's by its stream's
+/// session (the edge), in the order sent.
+pub type Outbox = mpsc::Sender<ToWorker>;
 
 /// An attempt a worker holds, as this replica knows it.
 #[derive(Debug, Clone)]
@@ -22,7 +24,7 @@ pub struct Held {
     pub epoch: i64,
     /// The worker confirmed the spawn (leases are renewed only then).
     pub started: bool,
-    pub liveness: Option<pb::RuntimeLiveness>,
+    pub liveness: Option<Liveness>,
     /// When the last output was reported (for the heartbeat monitor).
     pub last_output_at: Option<Timestamp>,
     /// Heartbeats in a row with new output identical to the last (repeating).
@@ -42,8 +44,8 @@ pub struct WorkerEntry {
     pub version: String,
     pub os: String,
     pub profiles: Vec<String>,
-    pub profile_details: Vec<pb::RuntimeProfile>,
-    pub checkouts: Vec<pb::Checkout>,
+    pub profile_details: Vec<RuntimeProfile>,
+    pub checkouts: Vec<HostCheckout>,
     pub slots: u32,
     pub labels: Vec<String>,
     pub draining: bool,
@@ -113,12 +115,10 @@ impl Registry {
     }
 
     /// Sends a message to a worker; false if it is not connected here or its queue is full.
-    pub fn send(&self, name: &str, msg: pb::attach_response::Msg) -> bool {
+    pub fn send(&self, name: &str, msg: ToWorker) -> bool {
         let tx = self.lock().get(name).map(|e| e.outbox.clone());
         match tx {
-            Some(tx) => tx
-                .try_send(Ok(pb::AttachResponse { msg: Some(msg) }))
-                .is_ok(),
+            Some(tx) => tx.try_send(msg).is_ok(),
             None => false,
         }
     }
@@ -199,12 +199,7 @@ impl Registry {
     /// Records a heartbeat. Returns runtimes the worker reported that this replica does not
     /// know it holds (to be checked against the store), and whether it started or stopped
     /// draining with this beat.
-    pub fn heartbeat(
-        &self,
-        name: &str,
-        hb: &pb::Heartbeat,
-        now: Timestamp,
-    ) -> (Vec<pb::RuntimeLiveness>, bool) {
+    pub fn heartbeat(&self, name: &str, hb: &Beat, now: Timestamp) -> (Vec<Liveness>, bool) {
         let mut unknown = Vec::new();
         let mut draining_changed = false;
         self.with(name, |e| {
@@ -225,8 +220,7 @@ impl Registry {
                             }
                         }
                         h.dead = if r.alive { 0 } else { h.dead + 1 };
-                        if let Some(t) = &r.last_output_at {
-                            let at = Timestamp::from_proto(t);
+                        if let Some(at) = r.last_output_at {
                             h.last_output_at = Some(h.last_output_at.map_or(at, |x| x.max(at)));
                         }
                         h.liveness = Some(*r);
@@ -321,24 +315,23 @@ impl Registry {
         self.lock().keys().cloned().collect()
     }
 
-    pub fn checkouts_of(&self, project: &str) -> Vec<pb::Checkout> {
+    pub fn checkouts_of(&self, project: &str) -> Vec<HostCheckout> {
         self.lock()
             .values()
             .flat_map(|e| {
                 e.checkouts
                     .iter()
                     .filter(|c| c.project == project)
-                    .map(|c| pb::Checkout {
-                        project: c.project.clone(),
-                        path: c.path.clone(),
+                    .map(|c| HostCheckout {
                         host: e.host.clone(),
+                        ..c.clone()
                     })
             })
             .collect()
     }
 
-    pub fn profiles(&self) -> Vec<pb::RuntimeProfile> {
-        let mut out: Vec<pb::RuntimeProfile> = Vec::new();
+    pub fn profiles(&self) -> Vec<RuntimeProfile> {
+        let mut out: Vec<RuntimeProfile> = Vec::new();
         for e in self.lock().values() {
             for p in &e.profile_details {
                 match out.iter_mut().find(|o| o.name == p.name) {

@@ -97,7 +97,12 @@ impl pb::lane_service_server::LaneService for LaneApi {
         _req: Request<pb::ListProfilesRequest>,
     ) -> Result<pb::ListProfilesResponse> {
         Ok(Response::new(pb::ListProfilesResponse {
-            profiles: self.workers.profiles(),
+            profiles: self
+                .workers
+                .profiles()
+                .iter()
+                .map(convert::profile_to_pb)
+                .collect(),
         }))
     }
 

@@ -16,7 +16,11 @@ use crate::domain::{
 use mc_proto::prost_types;
 
 mod requests;
+mod runtime;
+mod to_worker;
 pub use requests::*;
+pub use runtime::*;
+pub use to_worker::to_worker;
 
 pub type R<T> = Result<T, FieldError>;
 
@@ -401,7 +405,7 @@ pub fn decision(d: &Decision) -> pb::Decision {
     }
 }
 
-pub fn project(p: &Project, checkouts: Vec<pb::Checkout>) -> pb::Project {
+pub fn project(p: &Project, checkouts: Vec<crate::domain::runtime::HostCheckout>) -> pb::Project {
     pb::Project {
         slug: p.slug.clone(),
         name: p.name.clone(),
@@ -428,7 +432,7 @@ pub fn project(p: &Project, checkouts: Vec<pb::Checkout>) -> pb::Project {
             .then(|| ms_duration(p.wall_budget_ms))
             .flatten(),
         created_at: ts(p.created_at),
-        checkouts,
+        checkouts: checkouts.iter().map(checkout_to_pb).collect(),
     }
 }
 

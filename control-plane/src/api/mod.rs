@@ -7,6 +7,7 @@ pub mod convert;
 pub mod projects;
 pub mod status;
 pub mod tickets;
+pub mod worker_stream;
 pub mod workers;
 
 use mc_common::auth::Access;

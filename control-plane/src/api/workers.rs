@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::worker_stream::{self, SessionCtx};
 use super::{Result, convert, status};
-use crate::session::{self, SessionCtx};
 
 type AttachStream =
     Pin<Box<dyn Stream<Item = std::result::Result<pb::AttachResponse, Status>> + Send>>;
@@ -32,7 +32,7 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
         tracing::Span::current().record("worker", name.as_str());
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(session::run(self.ctx.clone(), name, inbound, tx));
+        tokio::spawn(worker_stream::run(self.ctx.clone(), name, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -55,7 +55,11 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
                 if let Some(e) = self.ctx.workers.entry(&r.name) {
                     w.free_slots = i32::try_from(e.free_slots()).unwrap_or(0);
                     w.last_seen = Some(e.last_beat.to_proto());
-                    w.runtimes = e.attempts.values().filter_map(|h| h.liveness).collect();
+                    w.runtimes = e
+                        .attempts
+                        .values()
+                        .filter_map(|h| h.liveness.as_ref().map(convert::liveness_to_pb))
+                        .collect();
                 }
                 w
             })

@@ -41,6 +41,9 @@ pub trait Brain: Send + Sync {
     async fn decide(&self, req: &BrainRequest) -> Result<BrainAnswer, BrainError>;
 }
 
+/// Stores what a decision is taken on: the brain's request and the guardrails' inputs.
+pub type Recorder = fn(&BrainRequest, &GuardInput<'_>) -> Vec<u8>;
+
 /// Takes decisions: guardrails first, then the brain; never two at once for a ticket.
 #[derive(Clone)]
 pub struct Decider {
@@ -48,6 +51,10 @@ pub struct Decider {
     pub brain: Option<Arc<dyn Brain>>,
     /// How long a decision may wait for an unavailable brain before it escalates.
     pub patience: Duration,
+    /// How what a decision is taken on is stored with it (`brain::record_input`: the
+    /// brain's request and the guardrails' inputs, encoded), given by the edge that knows
+    /// the wire format.
+    pub record: Recorder,
     inflight: Arc<Mutex<HashSet<i64>>>,
 }
 
@@ -64,11 +71,17 @@ impl Drop for Inflight {
 }
 
 impl Decider {
-    pub fn new(board: Board, brain: Option<Arc<dyn Brain>>, patience: Duration) -> Decider {
+    pub fn new(
+        board: Board,
+        brain: Option<Arc<dyn Brain>>,
+        patience: Duration,
+        record: Recorder,
+    ) -> Decider {
         Decider {
             board,
             brain,
             patience,
+            record,
             inflight: Arc::default(),
         }
     }
@@ -105,7 +118,7 @@ impl Decider {
         let req = ctx
             .request(board, &t, DecisionPoint::AttemptFinished, String::new())
             .await?;
-        let recorded = record_input(&req, &input);
+        let recorded = (self.record)(&req, &input);
         let chosen = match guardrails::check(&input) {
             Some(v) => Choice::from(v),
             None => {
@@ -187,7 +200,7 @@ impl Decider {
         let ctx = Context::load(board, &t).await?;
         let req = ctx.request(board, &t, point, detail.to_string()).await?;
         let input = ctx.input(&t);
-        let recorded = record_input(&req, &input);
+        let recorded = (self.record)(&req, &input);
         let asked = match &self.brain {
             Some(b) => Some(b.decide(&req).await),
             None => None,
@@ -213,18 +226,6 @@ impl Decider {
         .await?;
         Ok(Some(kind))
     }
-}
-
-/// The stored form of what a decision is taken on.
-fn record_input(req: &BrainRequest, i: &GuardInput<'_>) -> Vec<u8> {
-    use prost::Message;
-    mc_proto::DecisionInput {
-        request: Some(crate::brain::request(req)),
-        acceptance_commands: i.acceptance_commands.to_vec(),
-        author_runtime: i.author_runtime.unwrap_or_default().to_string(),
-        unfinished_deps: i.unfinished_deps.to_vec(),
-    }
-    .encode_to_vec()
 }
 
 /// What a decision about a ticket looks at.

@@ -21,7 +21,7 @@ use crate::store::{AttemptPatch, Change, Committed, Fence, Reads, Store, StoreEr
 
 pub use crate::domain::decision::fix_brief;
 pub(crate) use crate::domain::preview;
-pub use decide::{Brain, BrainAnswer, BrainError, BrainRequest, Decider};
+pub use decide::{Brain, BrainAnswer, BrainError, BrainRequest, Decider, Recorder};
 pub(crate) use operator::join_ids;
 pub use operator::{CreateTicket, History, InboxItem};
 pub use worker::{Finished, Started, interrupted_brief};

@@ -317,11 +317,11 @@ async fn type_input(
     };
     let sent = c.workers.send(
         &worker,
-        pb::attach_response::Msg::Input(pb::Input {
+        crate::domain::to_worker::ToWorker::Input {
             attempt_id,
             epoch,
             text,
-        }),
+        },
     );
     if sent {
         Ok((format!("typed into ticket #{ticket_id}'s runtime"), None))

@@ -17,11 +17,9 @@ fn dispatcher(k: &Kit) -> Dispatcher {
     }
 }
 
-fn offer(
-    rx: &mut tokio::sync::mpsc::Receiver<Result<pb::AttachResponse, tonic::Status>>,
-) -> Option<pb::Offer> {
-    match rx.try_recv().ok()?.ok()?.msg? {
-        pb::attach_response::Msg::Offer(o) => Some(o),
+fn offer(rx: &mut tokio::sync::mpsc::Receiver<ToWorker>) -> Option<Offer> {
+    match rx.try_recv().ok()? {
+        ToWorker::Offer(o) => Some(*o),
         _ => None,
     }
 }
@@ -36,7 +34,7 @@ async fn a_ticket_goes_only_to_a_worker_with_its_project_and_the_offer_carries_t
     assert_eq!(dispatcher(&k).round().await.unwrap(), None);
     assert!(offer(&mut other).is_none(), "no checkout of web: no offer");
     let o = offer(&mut web).expect("the worker with the checkout gets it");
-    assert_eq!(o.ticket.as_ref().map(|t| t.id), Some(t.id));
+    assert_eq!(o.ticket.id, t.id);
     assert_eq!(o.branch, t.branch);
     assert_eq!(o.base_ref, "main");
     assert!(o.prompt.contains("fix the login page"), "{}", o.prompt);

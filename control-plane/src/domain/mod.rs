@@ -14,7 +14,9 @@ pub mod patience;
 pub mod placement;
 pub mod pull_request;
 pub mod ribbon;
+pub mod runtime;
 pub mod state;
+pub mod to_worker;
 pub mod validate;
 pub mod workflow;
 

@@ -51,7 +51,12 @@ async fn a_runtime_silent_past_the_window_is_flagged_once_and_re_prompted() {
     k.workers.mark_started("w1", f.attempt_id, now);
     let cfg = MonitorConfig::default();
     let m = Monitor {
-        decider: Decider::new(k.board.clone(), None, Duration::from_secs(300)),
+        decider: Decider::new(
+            k.board.clone(),
+            None,
+            Duration::from_secs(300),
+            crate::brain::record_input,
+        ),
         workers: k.workers.clone(),
         cfg: cfg.clone(),
     };

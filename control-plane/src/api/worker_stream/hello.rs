@@ -66,7 +66,7 @@ fn line(field: &str, value: &str, max: usize) -> Result<(), String> {
 /// The profiles as `mc profiles` shows them. A profile's command is display text joined
 /// from an argv, where a newline inside a quoted argument is legitimate, so control
 /// characters are escaped rather than refused; it is clamped to the command limit.
-pub(super) fn profile_details(h: &pb::WorkerHello) -> Vec<pb::RuntimeProfile> {
+pub(super) fn profile_details(h: &pb::WorkerHello) -> Vec<crate::domain::runtime::RuntimeProfile> {
     h.profile_details
         .iter()
         .map(|p| {
@@ -78,9 +78,9 @@ pub(super) fn profile_details(h: &pb::WorkerHello) -> Vec<pb::RuntimeProfile> {
                     command.push(c);
                 }
             }
-            pb::RuntimeProfile {
+            crate::domain::runtime::RuntimeProfile {
                 command: crate::board::preview(&command, validate::MAX_COMMAND),
-                ..p.clone()
+                ..crate::api::convert::profile_from_pb(p)
             }
         })
         .collect()

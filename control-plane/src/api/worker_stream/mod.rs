@@ -319,3 +319,6 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

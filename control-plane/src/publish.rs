@@ -263,3 +263,6 @@ pub async fn retry_lost(
     }
     Ok(asked)
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,12 @@
 //! received by a worker) with N simulated workers, on SQLite and Postgres, against the
 //! create RPC's own latency in the same run.
 //!
+//! On Postgres the same run drains the same number of no-op jobs through graphile-worker
+//! (npm, pinned; its defaults: concurrency 10, LISTEN/NOTIFY) on the same cluster and
+//! prints the ratios, and our commits and WAL records and syncs per ticket
+//! (`pg_stat_database`, `pg_stat_wal`). The cluster is made durable for the run
+//! (`fsync`, `full_page_writes` on), unlike the test suite's.
+//!
 //! `cargo bench -p mc-tests --bench dispatch [-- --workers N --tickets M]`
 
 use std::time::Duration;
@@ -23,6 +29,91 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// graphile-worker, installed once under `.tools/graphile` (pinned).
+fn graphile_dir() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join(".tools/graphile");
+    if !dir.join("node_modules/graphile-worker").exists() {
+        println!("installing graphile-worker@0.17.3 under {}", dir.display());
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&dir)
+            .arg("graphile-worker@0.17.3")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "npm install graphile-worker failed");
+    }
+    dir
+}
+
+/// Makes this benchmark's own cluster durable (the suite's runs with fsync off).
+async fn durable(base: &str) {
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    for q in [
+        "ALTER SYSTEM SET fsync = on",
+        "ALTER SYSTEM SET full_page_writes = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(q).execute(&mut c).await.unwrap();
+    }
+}
+
+/// (commits in `db`, WAL records, WAL syncs) so far.
+async fn pg_work(base: &str, db: &str) -> (i64, i64, i64) {
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    let commits: i64 =
+        sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+            .bind(db)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    let (records, syncs): (i64, i64) =
+        sqlx::query_as("SELECT wal_records, wal_sync FROM pg_stat_wal")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    (commits, records, syncs)
+}
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    jobs_per_s: f64,
+    add_start_p50_ms: f64,
+    add_start_p99_ms: f64,
+}
+
+/// graphile-worker draining `jobs` no-op jobs on a fresh database of the same cluster.
+async fn graphile(jobs: usize) -> Reference {
+    let dir = graphile_dir();
+    let url = mc_tests::pg::fresh_db().await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/graphile/drain.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&url)
+        .arg(jobs.to_string())
+        .arg("50")
+        .env("NODE_PATH", dir.join("node_modules"))
+        .current_dir(&dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "graphile-worker run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("graphile output {line:?}: {e}"))
+}
+
 fn main() {
     let workers = arg("--workers", 8);
     let tickets = arg("--tickets", 400);
@@ -33,6 +124,10 @@ fn main() {
     rt.block_on(async move {
         println!("dispatch benchmark: {workers} simulated workers × 4 slots, {tickets} tickets, release build");
         println!("{:<10} {:>14} {:>12} {:>12} {:>12} {:>12}", "backend", "tickets/s", "offer p50", "offer p99", "create p50", "offer/create");
+        let base = mc_tests::pg::server_url().to_string();
+        durable(&base).await;
+        let mut ours_pg = None;
+        let mut work = None;
         for backend in [Backend::Sqlite, Backend::Postgres] {
             let cp = TestCp::start_with(backend, |c| {
                 c.lanes.insert("coder".into(), LaneConfig { profile: "sim".into(), preferred_hosts: vec![] });
@@ -71,6 +166,11 @@ fn main() {
             }
 
             // Throughput: a burst of tickets, until all are done.
+            let db = cp.config.database.rsplit('/').next().unwrap_or("").to_string();
+            let before = match backend {
+                Backend::Postgres => Some(pg_work(&base, &db).await),
+                _ => None,
+            };
             let start = Instant::now();
             let mut ids = Vec::new();
             for i in 0..tickets {
@@ -97,6 +197,12 @@ fn main() {
             }
             let rate = tickets as f64 / start.elapsed().as_secs_f64();
             let (o50, o99, c50) = (pct(&mut offer_lat, 0.5), pct(&mut offer_lat, 0.99), pct(&mut create_lat, 0.5));
+            if let Some((c0, r0, s0)) = before {
+                let (c1, r1, s1) = pg_work(&base, &db).await;
+                let n = tickets as f64;
+                work = Some(((c1 - c0) as f64 / n, (r1 - r0) as f64 / n, (s1 - s0) as f64 / n));
+                ours_pg = Some((rate, o50, o99));
+            }
             println!(
                 "{:<10} {:>14.1} {:>12.2?} {:>12.2?} {:>12.2?} {:>11.2}x",
                 format!("{backend:?}").to_lowercase(),
@@ -110,6 +216,20 @@ fn main() {
                 s.stop();
             }
             cp.cp.shutdown().await;
+        }
+        let r = graphile(tickets).await;
+        println!(
+            "{:<10} {:>14.1} {:>11.2}ms {:>11.2}ms   (graphile-worker 0.17.3, concurrency 10: jobs/s, add → start)",
+            "reference", r.jobs_per_s, r.add_start_p50_ms, r.add_start_p99_ms
+        );
+        if let (Some((rate, o50, o99)), Some((commits, records, syncs))) = (ours_pg, work) {
+            println!(
+                "postgres vs reference: drain {:.2}x, idle p50 {:.2}x, p99 {:.2}x",
+                rate / r.jobs_per_s,
+                o50.as_secs_f64() * 1000.0 / r.add_start_p50_ms,
+                o99.as_secs_f64() * 1000.0 / r.add_start_p99_ms
+            );
+            println!("postgres work per ticket: {commits:.1} commits, {records:.1} WAL records, {syncs:.2} WAL syncs");
         }
         println!("tickets/s: full cycles (offer, start, finish with evidence, decision) per second;");
         println!("offer/create: idle latency from create to the worker's offer, over the create RPC's own latency");

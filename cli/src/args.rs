@@ -252,6 +252,19 @@ pub(crate) enum ProjectCmd {
     Remove {
         slug: String,
     },
+    /// A new repository: started on a worker host, created on GitHub with --github, and
+    /// registered as a project.
+    Create {
+        slug: String,
+        /// owner/name on GitHub (an organisation's, or the token's user's).
+        #[arg(long, default_value = "")]
+        github: String,
+        /// The host to start it on (default: any connected worker).
+        #[arg(long, default_value = "")]
+        host: String,
+        #[arg(long, default_value = "")]
+        workflow: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

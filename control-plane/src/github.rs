@@ -428,6 +428,36 @@ impl Github {
         Ok(changes_requested(&v))
     }
 
+    /// Creates the (private, empty) repository `owner/name`: an organisation's, or, when
+    /// `owner` is no organisation, the token's user's. Returns its clone URL.
+    pub async fn create_repo(&self, repo: &str) -> Result<String, String> {
+        let (owner, name) = split_repo(repo)?;
+        let body = serde_json::json!({"name": name, "private": true, "auto_init": false});
+        let post = |route: String| {
+            tokio::time::timeout(
+                self.timeout,
+                self.client.post::<_, serde_json::Value>(route, Some(&body)),
+            )
+        };
+        let created = match post(format!("/orgs/{owner}/repos"))
+            .await
+            .map_err(|_| format!("GitHub did not answer within {:?}", self.timeout))?
+        {
+            Err(octocrab::Error::GitHub { source, .. }) if source.status_code == 404 => {
+                post("/user/repos".to_string())
+                    .await
+                    .map_err(|_| format!("GitHub did not answer within {:?}", self.timeout))?
+            }
+            other => other,
+        };
+        let v = created.map_err(|e| describe(&e))?;
+        v["clone_url"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("GitHub created {repo} but named no clone_url"))
+    }
+
     /// Whether pull request `number` was merged or closed.
     pub async fn pull_end(&self, repo: &str, number: u64) -> Result<PullEnd, String> {
         let (owner, name) = split_repo(repo)?;

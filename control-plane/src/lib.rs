@@ -7,6 +7,7 @@ pub mod brief;
 pub mod chat;
 pub mod config;
 pub mod console;
+pub mod create;
 pub mod dispatcher;
 pub mod domain;
 pub mod github;

@@ -214,6 +214,7 @@ impl ControlPlane {
             pb::project_service_server::ProjectServiceServer::new(api::projects::ProjectApi {
                 board: board.clone(),
                 checkouts: workers.clone(),
+                github: github.clone(),
             });
         let lanes = pb::lane_service_server::LaneServiceServer::new(api::admin::LaneApi {
             board: board.clone(),
@@ -281,6 +282,7 @@ impl ControlPlane {
             let bot = chat_bot(
                 &board,
                 &workers,
+                github.clone(),
                 &token,
                 &me.trust_domain,
                 cfg.chat.telegram.policy(),
@@ -343,6 +345,7 @@ impl ControlPlane {
             let bot = chat_bot(
                 &board,
                 &workers,
+                github.clone(),
                 &token,
                 &me.trust_domain,
                 cfg.chat.slack.policy(),
@@ -470,6 +473,7 @@ impl ControlPlane {
 fn chat_bot(
     board: &Board,
     workers: &Registry,
+    github: Option<Arc<crate::github::Github>>,
     token: &CancellationToken,
     trust_domain: &str,
     policy: crate::chat::Policy,
@@ -487,6 +491,7 @@ fn chat_bot(
         api::projects::ProjectApi {
             board: board.clone(),
             checkouts: workers.clone(),
+            github,
         },
         trust_domain.to_string(),
         policy,

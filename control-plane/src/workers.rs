@@ -73,10 +73,15 @@ pub struct WorkerView {
     pub free: u32,
 }
 
+/// Answers awaited from workers to `CreateRepo`, by (worker, project): the checkout's path,
+/// or why not.
+type RepoAnswers = HashMap<(String, String), tokio::sync::oneshot::Sender<Result<String, String>>>;
+
 #[derive(Clone, Default)]
 pub struct Registry {
     inner: Arc<Mutex<HashMap<String, WorkerEntry>>>,
     next_session: Arc<std::sync::atomic::AtomicU64>,
+    repos: Arc<Mutex<RepoAnswers>>,
 }
 
 impl Registry {
@@ -309,6 +314,41 @@ impl Registry {
 
     pub fn entry(&self, name: &str) -> Option<WorkerEntry> {
         self.lock().get(name).cloned()
+    }
+
+    /// Waits for `worker`'s answer about the repository of `project` (see `repo_answered`).
+    pub fn expect_repo(
+        &self,
+        worker: &str,
+        project: &str,
+    ) -> tokio::sync::oneshot::Receiver<Result<String, String>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.repos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((worker.to_string(), project.to_string()), tx);
+        rx
+    }
+
+    /// A worker answered about a repository; an answer nobody waits for is dropped.
+    pub fn repo_answered(&self, worker: &str, project: &str, answer: Result<String, String>) {
+        let waiting = self
+            .repos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(worker.to_string(), project.to_string()));
+        if let Some(tx) = waiting {
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// A checkout a worker made while connected (a new repository).
+    pub fn add_checkout(&self, worker: &str, c: HostCheckout) {
+        self.with(worker, |e| {
+            if !e.checkouts.iter().any(|x| x.project == c.project) {
+                e.checkouts.push(c);
+            }
+        });
     }
 
     pub fn names(&self) -> Vec<String> {

@@ -76,6 +76,8 @@ const scenarios = {
     result.refused = (await heard(alice, "a refusal", /^refused: /)).message.text;
     await say(alice, "/frobnicate");
     result.unknown = (await heard(alice, "unknown", /^unknown command/)).message.text;
+    await say(alice, "/create shop");
+    result.created = (await heard(alice, "the project created", /^project shop created on /)).message.text;
     await say(alice, "/help");
     result.help = (await heard(alice, "the help", /^Mission Control commands/)).message.text;
   },

@@ -3,7 +3,8 @@
 //! refused and nothing happens; an allowed person creates a ticket, answers its question
 //! by replying to the bot's message, hears it is done and then the link of the pull request
 //! its branch became (on a loopback fake of GitHub, with the evidence in its body), and
-//! asks for status, logs and the budget — every action recorded under their operator name.
+//! asks for status, logs and the budget, and starts a new project with `/create` — every
+//! action recorded under their operator name.
 
 use std::path::Path;
 use std::time::Duration;
@@ -228,6 +229,17 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
     assert_eq!(
         result["refused"], "refused: ticket 999 not found",
         "{result:#}"
+    );
+    // `/create shop`: the repository started on the worker's host, the project registered.
+    assert_eq!(
+        result["created"], "project shop created on h1",
+        "{result:#}"
+    );
+    let shop = cp.cp.board.project("shop").await.unwrap();
+    assert_eq!(shop.default_workflow, "solo");
+    assert!(
+        dir.path().join("state-h1/repos/shop/.git").exists(),
+        "the repository is on the host"
     );
     // Only the allowed person's ticket exists; it was theirs, from chat, and it used the
     // answer they gave by replying.

@@ -824,3 +824,106 @@ async fn a_merged_pull_request_closes_the_tickets_review_follow_up() {
     assert!(h.decisions.iter().all(|d| !d.source.starts_with("github/")));
     w.stop().await;
 }
+
+/// `CreateProject` (what chat's `/create` calls): GitHub gets the repository, a worker host
+/// starts it with an empty first commit pushed there with its own credentials, and the
+/// project is registered with that host's checkout — a ticket on it then runs there and
+/// ends as a pull request on the new repository. Asking again is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_project_created_from_nothing_gets_its_repository_and_runs_tickets() {
+    let s = stack("acme/web").await;
+    let shop_remote = s.dir.path().join("shop.git");
+    git(
+        s.dir.path(),
+        &["init", "-q", "--bare", shop_remote.to_str().unwrap()],
+    );
+    // No organisation acme: the token's user gets it.
+    Mock::given(method("POST"))
+        .and(path("/orgs/acme/repos"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(serde_json::json!({"message": "Not Found"})),
+        )
+        .mount(&s.github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/user/repos"))
+        .and(body_partial_json(
+            serde_json::json!({"name": "shop", "private": true}),
+        ))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "full_name": "acme/shop",
+            "clone_url": shop_remote.to_str().unwrap(),
+        })))
+        .mount(&s.github)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/shop/pulls"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({
+            "number": 1,
+            "html_url": "https://github.example/acme/shop/pull/1",
+        })))
+        .mount(&s.github)
+        .await;
+    let w = s.worker(CODER).await;
+    let mut p = s.cp.projects().await;
+    // Retried until the worker has connected (until then: "no worker on host h1").
+    let created = mc_tests::wait::until_ok(T, "the project created", || {
+        let mut p = p.clone();
+        async move {
+            p.create_project(pb::CreateProjectRequest {
+                slug: "shop".into(),
+                github_repo: "acme/shop".into(),
+                host: "h1".into(),
+                default_workflow: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().project.unwrap())
+            .map_err(|e| e.message().to_string())
+        }
+    })
+    .await;
+    assert_eq!(created.github_repo, "acme/shop");
+    assert_eq!(created.default_workflow, "solo");
+    assert_eq!(created.checkouts.len(), 1, "{:?}", created.checkouts);
+    assert_eq!(created.checkouts[0].host, "h1");
+    let checkout = std::path::PathBuf::from(&created.checkouts[0].path);
+    assert!(checkout.join(".git").exists(), "{}", checkout.display());
+    assert_eq!(
+        branch_in(&shop_remote, "main").as_deref(),
+        Some("Initial commit")
+    );
+    // Again: refused, nothing new.
+    let again = p
+        .create_project(pb::CreateProjectRequest {
+            slug: "shop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.code(),
+        tonic::Code::AlreadyExists,
+        "{}",
+        again.message()
+    );
+    // A ticket on the new project runs on that host and ends as a pull request there.
+    let mut c = s.cp.tickets().await;
+    let t = c
+        .create_ticket(create("shop", "Greet the shop"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let done = ticket_until(&mut c, done.id, T, "its pull request", |t| {
+        !t.pr_url.is_empty()
+    })
+    .await;
+    assert_eq!(done.pr_url, "https://github.example/acme/shop/pull/1");
+    assert_eq!(
+        branch_in(&shop_remote, &t.branch).as_deref(),
+        Some("add the greeting\nInitial commit")
+    );
+    w.stop().await;
+}

@@ -217,9 +217,17 @@ impl Agent {
                 .config
                 .projects
                 .iter()
-                .map(|(slug, p)| pb::Checkout {
-                    project: slug.clone(),
-                    path: p.path.to_string_lossy().to_string(),
+                .map(|(slug, p)| (slug.clone(), p.path.clone()))
+                .chain(
+                    self.deps
+                        .repos
+                        .all()
+                        .into_iter()
+                        .filter(|(slug, _)| !cfg.config.projects.contains_key(slug)),
+                )
+                .map(|(slug, path)| pb::Checkout {
+                    project: slug,
+                    path: path.to_string_lossy().to_string(),
                     host: cfg.host.clone(),
                 })
                 .collect(),
@@ -352,13 +360,7 @@ impl Agent {
             Down::HeartbeatAck(_) => {}
             Down::Push(p) => {
                 let out = self.deps.out.clone();
-                let checkout = self
-                    .deps
-                    .cfg
-                    .config
-                    .projects
-                    .get(&p.project)
-                    .map(|c| c.path.clone());
+                let checkout = self.deps.checkout(&p.project);
                 tokio::spawn(async move {
                     let result = match checkout {
                         None => Err(format!(
@@ -382,6 +384,32 @@ impl Agent {
                             ticket_id: p.ticket_id,
                             branch: p.branch,
                             head_sha,
+                            error,
+                        })),
+                    });
+                });
+            }
+            Down::CreateRepo(r) => {
+                let (out, repos, host) = (
+                    self.deps.out.clone(),
+                    self.deps.repos.clone(),
+                    self.deps.cfg.host.clone(),
+                );
+                tokio::spawn(async move {
+                    let (path, error) = match repos.create(&r, &host).await {
+                        Ok(p) => {
+                            tracing::info!(project = %r.project, path = %p.display(), "repository started");
+                            (p.to_string_lossy().to_string(), String::new())
+                        }
+                        Err(e) => {
+                            tracing::warn!(project = %r.project, error = %e, "starting a repository failed");
+                            (String::new(), e)
+                        }
+                    };
+                    let _ = out.send(pb::AttachRequest {
+                        msg: Some(pb::attach_request::Msg::RepoCreated(pb::RepoCreated {
+                            project: r.project,
+                            path,
                             error,
                         })),
                     });

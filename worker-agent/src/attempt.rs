@@ -52,6 +52,9 @@ pub type Live = Arc<Mutex<HashMap<i64, pb::RuntimeLiveness>>>;
 #[derive(Clone)]
 pub struct Deps {
     pub cfg: Arc<Resolved>,
+    /// Repositories this host started for the control plane (checkouts beside the
+    /// configured `projects`).
+    pub repos: crate::repos::Repos,
     pub tmux: Tmux,
     pub out: Outbound,
     pub live: Live,
@@ -59,6 +62,16 @@ pub struct Deps {
 }
 
 impl Deps {
+    /// Where this host has `project` checked out: configured, or started here.
+    pub fn checkout(&self, project: &str) -> Option<std::path::PathBuf> {
+        self.cfg
+            .config
+            .projects
+            .get(project)
+            .map(|p| p.path.clone())
+            .or_else(|| self.repos.get(project))
+    }
+
     fn send(&self, msg: Up) {
         let _ = self.out.send(pb::AttachRequest { msg: Some(msg) });
     }

@@ -10,6 +10,7 @@ pub mod lease;
 pub mod output;
 pub mod profiles;
 pub mod push;
+pub mod repos;
 pub mod reset;
 pub mod runtime;
 pub mod session;
@@ -53,6 +54,7 @@ impl WorkerAgent {
         let (out, queue) = mpsc::unbounded_channel();
         let deps = attempt::Deps {
             tmux: runtime::tmux::Tmux::new(&resolved.config.tmux_socket),
+            repos: repos::Repos::load(&resolved.config.state_dir),
             cfg: Arc::new(resolved),
             out,
             live: Arc::new(Mutex::new(Default::default())),

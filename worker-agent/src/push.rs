@@ -32,7 +32,7 @@ pub fn redact(s: &str) -> String {
     out
 }
 
-async fn run(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
+pub(crate) async fn run(dir: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
     let mut c = Command::new("git");
     c.arg("-C")
         .arg(dir)

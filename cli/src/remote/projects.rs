@@ -111,6 +111,41 @@ pub(super) async fn run(c: &mut Clients, as_json: bool, cmd: Cmd) -> anyhow::Res
                 .await?;
             println!("removed project {slug}");
         }
+        Cmd::Project(ProjectCmd::Create {
+            slug,
+            github,
+            host,
+            workflow,
+        }) => {
+            let r = projects
+                .create_project(pb::CreateProjectRequest {
+                    slug,
+                    github_repo: github,
+                    host,
+                    default_workflow: workflow,
+                })
+                .await?
+                .into_inner();
+            let p = r.project.unwrap_or_default();
+            if as_json {
+                print_json(&json(
+                    "mc.v1.CreateProjectResponse",
+                    &pb::CreateProjectResponse { project: Some(p) },
+                ));
+            } else {
+                let on: Vec<&str> = p.checkouts.iter().map(|c| c.host.as_str()).collect();
+                println!(
+                    "created project {} on {}{}",
+                    p.slug,
+                    on.join(", "),
+                    if p.github_repo.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (GitHub {})", p.github_repo)
+                    }
+                );
+            }
+        }
         other => bail!("not a projects command: {other:?}"),
     }
     Ok(())

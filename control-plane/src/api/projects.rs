@@ -10,6 +10,8 @@ use crate::domain::validate;
 pub struct ProjectApi {
     pub board: Board,
     pub checkouts: crate::workers::Registry,
+    /// For `CreateProject` with a GitHub repository.
+    pub github: Option<std::sync::Arc<crate::github::Github>>,
 }
 
 #[tonic::async_trait]
@@ -57,6 +59,35 @@ impl pb::project_service_server::ProjectService for ProjectApi {
                 .iter()
                 .map(|p| convert::project(p, self.checkouts.checkouts_of(&p.slug)))
                 .collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(slug))]
+    async fn create_project(
+        &self,
+        req: Request<pb::CreateProjectRequest>,
+    ) -> Result<pb::CreateProjectResponse> {
+        let r = req.into_inner();
+        tracing::Span::current().record("slug", r.slug.as_str());
+        validate::slug("slug", &r.slug).map_err(invalid)?;
+        if !r.host.is_empty() {
+            validate::label("host", &r.host).map_err(invalid)?;
+        }
+        let p = crate::create::create_project(
+            &self.board,
+            &self.checkouts,
+            self.github.as_deref(),
+            crate::create::NewRepo {
+                slug: r.slug,
+                github_repo: r.github_repo,
+                host: r.host,
+                workflow: r.default_workflow,
+            },
+        )
+        .await
+        .map_err(status)?;
+        Ok(Response::new(pb::CreateProjectResponse {
+            project: Some(convert::project(&p, self.checkouts.checkouts_of(&p.slug))),
         }))
     }
 

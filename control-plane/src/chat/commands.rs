@@ -33,6 +33,13 @@ pub enum Command {
         workflow: Option<String>,
     },
     RemoveProject(String),
+    /// A new repository: started on a worker host (`--host`, else any), created on GitHub
+    /// when `--github` names it, and registered as a project.
+    Create {
+        slug: String,
+        github: Option<String>,
+        host: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +58,8 @@ pub const HELP: &str = "Mission Control commands:\n\
 /inbox — what needs a human\n\
 /answer <id> <text> — answer a ticket's question (or reply to the question's message)\n\
 /resolve <id> advance | return <point>; <point> | cancel\n\
-/addproject <slug> [--github owner/repo] [--workflow name] · /rmproject <slug>";
+/addproject <slug> [--github owner/repo] [--workflow name] · /rmproject <slug>\n\
+/create <slug> [--github owner/repo] [--host name] — a new repository and its project";
 
 fn id(s: &str) -> Result<i64, String> {
     let s = s.trim().trim_start_matches('#');
@@ -176,6 +184,20 @@ pub fn parse(text: &str) -> Result<Option<Command>, String> {
                 github,
                 workflow,
             }
+        }
+        "create" => {
+            let usage = "usage: /create <slug> [--github owner/repo] [--host name]";
+            let mut words = args.split_whitespace();
+            let slug = words.next().ok_or(usage)?.to_string();
+            let (mut github, mut host) = (None, None);
+            while let Some(w) = words.next() {
+                match w {
+                    "--github" => github = Some(words.next().ok_or(usage)?.to_string()),
+                    "--host" => host = Some(words.next().ok_or(usage)?.to_string()),
+                    other => return Err(format!("{usage} (what is {other:?}?)")),
+                }
+            }
+            Command::Create { slug, github, host }
         }
         "rmproject" => {
             let slug = args
@@ -368,6 +390,29 @@ mod tests {
             Some(Command::RemoveProject("web".into()))
         );
         assert!(parse("/rmproject").is_err());
+        assert_eq!(
+            parse("/create shop --github acme/shop --host h2").unwrap(),
+            Some(Command::Create {
+                slug: "shop".into(),
+                github: Some("acme/shop".into()),
+                host: Some("h2".into()),
+            })
+        );
+        assert_eq!(
+            parse("/create shop").unwrap(),
+            Some(Command::Create {
+                slug: "shop".into(),
+                github: None,
+                host: None,
+            })
+        );
+        assert!(parse("/create").unwrap_err().starts_with("usage"));
+        assert!(
+            parse("/create shop --host")
+                .unwrap_err()
+                .starts_with("usage")
+        );
+        assert!(parse("/create shop /srv").unwrap_err().contains("/srv"));
         assert!(parse("/rmproject a b").is_err());
     }
 }

@@ -353,6 +353,24 @@ impl Bot {
                     ));
                     s
                 }),
+            Command::Create { slug, github, host } => {
+                let req = pb::CreateProjectRequest {
+                    slug: slug.clone(),
+                    github_repo: github.clone().unwrap_or_default(),
+                    host: host.clone().unwrap_or_default(),
+                    default_workflow: String::new(),
+                };
+                let r = self.projects.create_project(self.call(op, req)).await;
+                r.map(|r| {
+                    let p = r.into_inner().project.unwrap_or_default();
+                    let on: Vec<String> = p.checkouts.iter().map(|c| c.host.clone()).collect();
+                    let gh = match p.github_repo.as_str() {
+                        "" => String::new(),
+                        r => format!(", on GitHub as {r}"),
+                    };
+                    format!("project {} created on {}{gh}", p.slug, on.join(", "))
+                })
+            }
             Command::RemoveProject(slug) => self
                 .projects
                 .remove_project(self.call(op, pb::RemoveProjectRequest { slug: slug.clone() }))

@@ -65,6 +65,14 @@ pub enum ToWorker {
         epoch: i64,
         reason: String,
     },
+    /// Start a new repository for `project` on the host (an empty first commit on
+    /// `default_branch`), with `remote_url` added as `remote` and pushed to, if given.
+    CreateRepo {
+        project: String,
+        default_branch: String,
+        remote: String,
+        remote_url: String,
+    },
     /// Push a verified ticket's branch to the project's remote with the host's credentials.
     Push {
         ticket_id: i64,

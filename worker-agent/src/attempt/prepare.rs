@@ -97,12 +97,7 @@ pub(super) async fn start_fresh(
         }));
         return None;
     };
-    let Some(checkout) = cfg
-        .config
-        .projects
-        .get(&ticket.project)
-        .map(|p| p.path.clone())
-    else {
+    let Some(checkout) = deps.checkout(&ticket.project) else {
         deps.send(Up::Refused(pb::OfferRefused {
             attempt_id: offer.attempt_id,
             epoch: offer.epoch,

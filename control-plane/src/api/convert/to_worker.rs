@@ -67,6 +67,17 @@ pub fn to_worker(m: ToWorker) -> Msg {
             epoch,
             reason,
         }),
+        ToWorker::CreateRepo {
+            project,
+            default_branch,
+            remote,
+            remote_url,
+        } => Msg::CreateRepo(pb::CreateRepo {
+            project,
+            default_branch,
+            remote,
+            remote_url,
+        }),
         ToWorker::Push {
             ticket_id,
             project,

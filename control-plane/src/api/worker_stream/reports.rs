@@ -70,7 +70,11 @@ impl Session {
             Up::Signal(m) => Some(("signal", m.attempt_id)),
             Up::Finished(m) => Some(("finished", m.attempt_id)),
             Up::Usage(m) => Some(("usage", m.attempt_id)),
-            Up::Hello(_) | Up::Heartbeat(_) | Up::Output(_) | Up::Pushed(_) => None,
+            Up::Hello(_)
+            | Up::Heartbeat(_)
+            | Up::Output(_)
+            | Up::Pushed(_)
+            | Up::RepoCreated(_) => None,
         };
         let Some((kind, attempt_id)) = about else {
             return self.handle_inner(msg).await;
@@ -274,6 +278,16 @@ impl Session {
                 }
             }
             Up::Finished(fin) => self.finished(fin).await,
+            Up::RepoCreated(r) => {
+                let answer = if r.error.is_empty() {
+                    Ok(r.path)
+                } else {
+                    Err(r.error)
+                };
+                self.ctx
+                    .workers
+                    .repo_answered(&self.name, &r.project, answer);
+            }
             Up::Pushed(p) => {
                 match self.ctx.github.clone() {
                     Some(gh) => {

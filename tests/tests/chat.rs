@@ -27,16 +27,22 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
         "telegram-test-api is not installed at {}: run scripts/test (it installs it)",
         install.display()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Two ports at once (both held while read, so they differ): the bot's proxy, the API.
+    let (a, b) = (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (port, api_port) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    drop((a, b));
     let mut api = tokio::process::Command::new("node")
         .arg(root.join("tests/chat/telegram.mjs"))
         .arg("journey")
         .env("MC_TELEGRAM", &install)
         .env("MC_TG_PORT", port.to_string())
+        .env("MC_TG_API_PORT", api_port.to_string())
         .env("MC_TG_TOKEN", TOKEN)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -197,12 +203,18 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
             .ends_with("pull request opened: https://github.example/acme/web/pull/7"),
         "{result:#}"
     );
-    let pr_bodies: Vec<String> = github
+    let first_pr: Vec<String> = github
         .received_requests()
         .await
         .unwrap()
         .iter()
         .filter(|r| r.url.path() == "/repos/acme/web/pulls")
+        .filter(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["head"]
+                .as_str()
+                .is_some_and(|h| h.starts_with(&format!("mc/{id}-")))
+        })
         .map(|r| {
             serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["body"]
                 .as_str()
@@ -210,8 +222,8 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
                 .to_string()
         })
         .collect();
-    assert_eq!(pr_bodies.len(), 1);
-    assert!(pr_bodies[0].contains("use sqlite"), "{}", pr_bodies[0]);
+    assert_eq!(first_pr.len(), 1, "one pull request for the first ticket");
+    assert!(first_pr[0].contains("use sqlite"), "{}", first_pr[0]);
     assert!(
         result["status"]
             .as_str()
@@ -229,6 +241,14 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
     assert_eq!(
         result["refused"], "refused: ticket 999 not found",
         "{result:#}"
+    );
+    // Telegram's 429 on the "created" reply: the bot waited the 2 s it was told, then
+    // sent it (the journey heard it).
+    let waited = result["throttle"]["retried_after_ms"].as_i64();
+    assert!(
+        waited.is_some_and(|ms| ms >= 2000),
+        "the 429's retry_after was honoured: {:?}",
+        result["throttle"]
     );
     // `/create shop`: the repository started on the worker's host, the project registered.
     assert_eq!(
@@ -253,8 +273,41 @@ async fn a_person_on_the_allow_list_runs_a_ticket_from_telegram_and_a_stranger_c
         })
         .await
         .unwrap();
-    assert_eq!(all.len(), 1, "the stranger created nothing");
-    let t = &all[0];
+    assert!(
+        all.iter().all(|t| t.title != "Delete everything"),
+        "the stranger created nothing"
+    );
+    assert_eq!(all.len(), 3, "alice's three tickets");
+    let t = all.iter().find(|t| t.id == id).unwrap();
+    // The second, answered with /answer after the inbox listed it: done with that answer.
+    let more: Vec<i64> = result["more"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
+    assert!(
+        result["inbox"].as_str().unwrap().contains("Pick a cache"),
+        "{result:#}"
+    );
+    let second = all.iter().find(|t| t.id == more[0]).unwrap();
+    assert_eq!(second.state, mc_control_plane::domain::State::Done);
+    assert_eq!(commits_on(&checkout, &second.branch), ["use redis"]);
+    // The third: cancelled and retried from chat, both recorded as alice's.
+    let third = cp.cp.board.history(more[1]).await.unwrap();
+    for kind in [
+        mc_control_plane::domain::EventKind::Cancelled,
+        mc_control_plane::domain::EventKind::Retried,
+    ] {
+        assert!(
+            third
+                .events
+                .iter()
+                .any(|e| e.kind == kind && e.actor == "operator/alice"),
+            "{kind:?} by alice: {:?}",
+            third.events
+        );
+    }
     assert_eq!(t.title, "Choose a database");
     assert_eq!(t.source, mc_control_plane::domain::Source::Chat);
     assert_eq!(commits_on(&checkout, &t.branch), ["use sqlite"]);

@@ -8,12 +8,13 @@ use std::time::Duration;
 use mc_common::{Clock, Timestamp};
 use tokio::sync::mpsc;
 
-use crate::board::{Board, CreateTicket, Effects};
+use crate::board::{Board, CreateTicket, Effects, Started};
 use crate::config::{Config, DEFAULT_PROFILE};
 use crate::domain::runtime::HostCheckout;
 use crate::domain::to_worker::ToWorker;
-use crate::domain::{Project, Source, Ticket};
+use crate::domain::{Lane, Project, Source, Ticket};
 use crate::store::sqlite::SqliteStore;
+use crate::store::{ClaimQuery, Claimed, Fence};
 use crate::workers::{Registry, WorkerEntry};
 
 pub(crate) struct Kit {
@@ -60,12 +61,24 @@ pub(crate) async fn kit() -> Kit {
     }
 }
 
+/// The fence of a claimed attempt.
+pub(crate) fn fence(c: &Claimed) -> Fence {
+    Fence {
+        attempt_id: c.attempt.id,
+        epoch: c.attempt.epoch,
+    }
+}
+
 impl Kit {
     pub async fn ticket(&self, title: &str) -> Ticket {
+        self.ticket_in("web", title).await
+    }
+
+    pub async fn ticket_in(&self, project: &str, title: &str) -> Ticket {
         self.board
             .create_ticket(
                 CreateTicket {
-                    project: "web".into(),
+                    project: project.into(),
                     title: title.into(),
                     body: String::new(),
                     workflow: None,
@@ -81,6 +94,48 @@ impl Kit {
             )
             .await
             .expect("the ticket is created")
+    }
+
+    /// Claims the first queued coding ticket of `project` for `worker` on host h1, with an
+    /// offer lease of `lease`, as the dispatcher does (and holds it in the registry).
+    pub async fn claim(&self, worker: &str, project: &str, lease: Duration) -> Claimed {
+        let now = self.board.now();
+        let c = self
+            .board
+            .claim(ClaimQuery {
+                projects: vec![project.into()],
+                lane: Lane::Coder,
+                profile: DEFAULT_PROFILE.into(),
+                worker: worker.into(),
+                host: "h1".into(),
+                now,
+                lease_expires_at: now.saturating_add(lease),
+                global_cap: None,
+                actor: "control-plane/dispatcher".into(),
+                moves: None,
+            })
+            .await
+            .expect("the claim runs")
+            .expect("a queued ticket is claimed");
+        self.workers
+            .assign(worker, c.attempt.id, c.ticket.id, c.attempt.epoch, "");
+        c
+    }
+
+    /// The worker confirms the spawn; the lease runs for `lease` from now.
+    pub async fn start(&self, c: &Claimed, worker: &str, lease: Duration) -> Fence {
+        let f = fence(c);
+        self.board
+            .attempt_started(
+                c.ticket.id,
+                f,
+                &format!("worker/{worker}"),
+                &Started::default(),
+                self.board.now().saturating_add(lease),
+            )
+            .await
+            .expect("the start is confirmed");
+        f
     }
 
     /// Registers worker `name` on `host` with `slots`, checkouts of `projects` and the

@@ -6,8 +6,8 @@
 //! On Postgres the same run drains the same number of no-op jobs through graphile-worker
 //! (npm, pinned; its defaults: concurrency 10, LISTEN/NOTIFY) on the same cluster and
 //! prints the ratios, and our commits and WAL records and syncs per ticket
-//! (`pg_stat_database`, `pg_stat_wal`). The cluster is made durable for the run
-//! (`fsync`, `full_page_writes` on), unlike the test suite's.
+//! (`pg_stat_database`, `pg_stat_wal`). Postgres is a durable cluster of the benchmark's
+//! own (`fsync`, `full_page_writes` on), unlike the test suite's.
 //!
 //! `cargo bench -p mc-tests --bench dispatch [-- --workers N --tickets M]`
 
@@ -48,20 +48,6 @@ fn graphile_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Makes this benchmark's own cluster durable (the suite's runs with fsync off).
-async fn durable(base: &str) {
-    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{base}/postgres"))
-        .await
-        .unwrap();
-    for q in [
-        "ALTER SYSTEM SET fsync = on",
-        "ALTER SYSTEM SET full_page_writes = on",
-        "SELECT pg_reload_conf()",
-    ] {
-        sqlx::query(q).execute(&mut c).await.unwrap();
-    }
-}
-
 /// (commits in `db`, WAL records, WAL syncs) so far.
 async fn pg_work(base: &str, db: &str) -> (i64, i64, i64) {
     let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{base}/postgres"))
@@ -89,9 +75,9 @@ struct Reference {
 }
 
 /// graphile-worker draining `jobs` no-op jobs on a fresh database of the same cluster.
-async fn graphile(jobs: usize) -> Reference {
+async fn graphile(base: &str, jobs: usize) -> Reference {
     let dir = graphile_dir();
-    let url = mc_tests::pg::fresh_db().await;
+    let url = mc_tests::pg::fresh_db_on(base).await;
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/graphile/drain.mjs");
     let out = tokio::process::Command::new("node")
@@ -99,7 +85,7 @@ async fn graphile(jobs: usize) -> Reference {
         .arg(&url)
         .arg(jobs.to_string())
         .arg("50")
-        .env("NODE_PATH", dir.join("node_modules"))
+        .env("MC_GRAPHILE", dir.join("node_modules/graphile-worker"))
         .current_dir(&dir)
         .output()
         .await
@@ -124,12 +110,20 @@ fn main() {
     rt.block_on(async move {
         println!("dispatch benchmark: {workers} simulated workers × 4 slots, {tickets} tickets, release build");
         println!("{:<10} {:>14} {:>12} {:>12} {:>12} {:>12}", "backend", "tickets/s", "offer p50", "offer p99", "create p50", "offer/create");
-        let base = mc_tests::pg::server_url().to_string();
-        durable(&base).await;
+        // A durable cluster of its own (the suite's runs with fsync off), stopped at the end.
+        let pg_dir = tempfile::tempdir().unwrap();
+        let base = mc_tests::pg::start_durable_cluster(pg_dir.path()).unwrap();
         let mut ours_pg = None;
         let mut work = None;
         for backend in [Backend::Sqlite, Backend::Postgres] {
-            let cp = TestCp::start_with(backend, |c| {
+            let db = match backend {
+                Backend::Postgres => Some(mc_tests::pg::fresh_db_on(&base).await),
+                _ => None,
+            };
+            let cp = TestCp::start_with(backend, move |c| {
+                if let Some(db) = db {
+                    c.database = db;
+                }
                 c.lanes.insert("coder".into(), LaneConfig { profile: "sim".into(), preferred_hosts: vec![] });
             })
             .await;
@@ -217,7 +211,7 @@ fn main() {
             }
             cp.cp.shutdown().await;
         }
-        let r = graphile(tickets).await;
+        let r = graphile(&base, tickets).await;
         println!(
             "{:<10} {:>14.1} {:>11.2}ms {:>11.2}ms   (graphile-worker 0.17.3, concurrency 10: jobs/s, add → start)",
             "reference", r.jobs_per_s, r.add_start_p50_ms, r.add_start_p99_ms
@@ -231,6 +225,7 @@ fn main() {
             );
             println!("postgres work per ticket: {commits:.1} commits, {records:.1} WAL records, {syncs:.2} WAL syncs");
         }
+        let _ = mc_tests::pg::stop_cluster(pg_dir.path());
         println!("tickets/s: full cycles (offer, start, finish with evidence, decision) per second;");
         println!("offer/create: idle latency from create to the worker's offer, over the create RPC's own latency");
     });

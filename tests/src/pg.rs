@@ -89,12 +89,27 @@ pub fn start_cluster(dir: &Path) -> anyhow::Result<String> {
     start_cluster_in(dir, None, "127.0.0.1").map(|(url, _)| url)
 }
 
+/// A throwaway cluster that syncs its WAL like a production one (`fsync` and
+/// `full_page_writes` on), for benchmarks that count commits and syncs.
+pub fn start_durable_cluster(dir: &Path) -> anyhow::Result<String> {
+    start_cluster_with(dir, None, "127.0.0.1", true).map(|(url, _)| url)
+}
+
 /// As `start_cluster`, inside network namespace `netns` (if any), listening on `listen`
 /// (comma-separated addresses). Returns the URL on the first address, and the port.
 pub fn start_cluster_in(
     dir: &Path,
     netns: Option<&str>,
     listen: &str,
+) -> anyhow::Result<(String, u16)> {
+    start_cluster_with(dir, netns, listen, false)
+}
+
+fn start_cluster_with(
+    dir: &Path,
+    netns: Option<&str>,
+    listen: &str,
+    durable: bool,
 ) -> anyhow::Result<(String, u16)> {
     let initdb = bin_dir().join("initdb");
     if !initdb.exists() {
@@ -155,8 +170,13 @@ pub fn start_cluster_in(
         .arg(dir.join("log"))
         .arg("-o")
         .arg(format!(
-            "-p {port} -k {} -h {listen} -c fsync=off -c synchronous_commit=on -c full_page_writes=off -c max_connections=400",
-            sock.display()
+            "-p {port} -k {} -h {listen} {} -c synchronous_commit=on -c max_connections=400",
+            sock.display(),
+            if durable {
+                "-c fsync=on -c full_page_writes=on"
+            } else {
+                "-c fsync=off -c full_page_writes=off"
+            }
         ))
         .args(["-w", "-t", "60", "start"]);
     run(start, "pg_ctl start")?;

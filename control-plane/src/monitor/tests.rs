@@ -4,10 +4,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::board::Started;
-use crate::config::DEFAULT_PROFILE;
-use crate::domain::{DecisionKind, EventKind, Lane, State};
-use crate::store::{ClaimQuery, EventFilter};
+use crate::domain::{DecisionKind, EventKind, State};
+use crate::store::EventFilter;
 use crate::testkit::kit;
 
 #[tokio::test]
@@ -15,39 +13,9 @@ async fn a_runtime_silent_past_the_window_is_flagged_once_and_re_prompted() {
     let k = kit().await;
     let _rx = k.worker("w1", "h1", 1, &["web"]);
     let t = k.ticket("fix the login page").await;
+    let c = k.claim("w1", "web", Duration::from_secs(30)).await;
+    let f = k.start(&c, "w1", Duration::from_secs(3600)).await;
     let now = k.board.now();
-    let c = k
-        .board
-        .claim(ClaimQuery {
-            projects: vec!["web".into()],
-            lane: Lane::Coder,
-            profile: DEFAULT_PROFILE.into(),
-            worker: "w1".into(),
-            host: "h1".into(),
-            now,
-            lease_expires_at: now.saturating_add(Duration::from_secs(30)),
-            global_cap: None,
-            actor: "control-plane/dispatcher".into(),
-            moves: None,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let f = Fence {
-        attempt_id: c.attempt.id,
-        epoch: c.attempt.epoch,
-    };
-    k.workers.assign("w1", f.attempt_id, t.id, f.epoch, "");
-    k.board
-        .attempt_started(
-            t.id,
-            f,
-            "worker/w1",
-            &Started::default(),
-            now.saturating_add(Duration::from_secs(3600)),
-        )
-        .await
-        .unwrap();
     k.workers.mark_started("w1", f.attempt_id, now);
     let cfg = MonitorConfig::default();
     let m = Monitor {

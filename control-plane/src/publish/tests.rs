@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::board::{CreateTicket, Decider, Finished, Started};
-use crate::config::DEFAULT_PROFILE;
+use crate::board::{Decider, Finished};
 use crate::domain::to_worker::ToWorker;
-use crate::domain::{AttemptOutcome, Evidence, Lane, Project, Source};
-use crate::store::{ClaimQuery, Fence};
+use crate::domain::{AttemptOutcome, Evidence, Project};
 use crate::testkit::kit;
 
 const TWO_MIN: Duration = Duration::from_secs(120);
@@ -50,55 +48,11 @@ async fn a_lost_push_is_asked_again_two_minutes_apart_three_times_and_not_after_
         .await
         .unwrap();
     let mut rx = k.worker("w1", "h1", 1, &["site"]);
-    let t = k
-        .board
-        .create_ticket(
-            CreateTicket {
-                project: "site".into(),
-                title: "publish me".into(),
-                body: String::new(),
-                workflow: None,
-                priority: 0,
-                depends_on: vec![],
-                labels: vec![],
-                budget: None,
-                wall_budget: None,
-                source: Source::Cli,
-                idempotency_key: None,
-            },
-            "operator/test",
-        )
-        .await
-        .unwrap();
+    let t = k.ticket_in("site", "publish me").await;
     // The ticket runs and is verified done on w1's host; the effect that would have asked
     // for the push died with its replica (no reactor runs here).
-    let now = k.board.now();
-    let c = k
-        .board
-        .claim(ClaimQuery {
-            projects: vec!["site".into()],
-            lane: Lane::Coder,
-            profile: DEFAULT_PROFILE.into(),
-            worker: "w1".into(),
-            host: "h1".into(),
-            now,
-            lease_expires_at: now.saturating_add(Duration::from_secs(30)),
-            global_cap: None,
-            actor: "control-plane/dispatcher".into(),
-            moves: None,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let f = Fence {
-        attempt_id: c.attempt.id,
-        epoch: c.attempt.epoch,
-    };
-    let lease = now.saturating_add(Duration::from_secs(60));
-    k.board
-        .attempt_started(t.id, f, "worker/w1", &Started::default(), lease)
-        .await
-        .unwrap();
+    let c = k.claim("w1", "site", Duration::from_secs(30)).await;
+    let f = k.start(&c, "w1", Duration::from_secs(60)).await;
     k.board
         .attempt_finished(
             t.id,

@@ -3,44 +3,14 @@
 use std::time::Duration;
 
 use super::*;
-use crate::board::Started;
-use crate::config::DEFAULT_PROFILE;
-use crate::domain::Lane;
-use crate::store::{ClaimQuery, Claimed};
+use crate::store::Claimed;
 use crate::testkit::{Kit, kit};
 use mc_common::Timestamp;
 
 const OFFER: Duration = Duration::from_secs(10);
 
 async fn claim(k: &Kit, worker: &str) -> Claimed {
-    let now = k.board.now();
-    let c = k
-        .board
-        .claim(ClaimQuery {
-            projects: vec!["web".into()],
-            lane: Lane::Coder,
-            profile: DEFAULT_PROFILE.into(),
-            worker: worker.into(),
-            host: "h1".into(),
-            now,
-            lease_expires_at: now.saturating_add(OFFER),
-            global_cap: None,
-            actor: "control-plane/dispatcher".into(),
-            moves: None,
-        })
-        .await
-        .expect("the claim runs")
-        .expect("a queued ticket is claimed");
-    k.workers
-        .assign(worker, c.attempt.id, c.ticket.id, c.attempt.epoch, "");
-    c
-}
-
-fn fence(c: &Claimed) -> Fence {
-    Fence {
-        attempt_id: c.attempt.id,
-        epoch: c.attempt.epoch,
-    }
+    k.claim(worker, "web", OFFER).await
 }
 
 #[tokio::test]
@@ -86,20 +56,7 @@ async fn a_running_attempt_whose_lease_runs_out_is_requeued_with_its_reason() {
     let t = k.ticket("fix the login page").await;
     let c = claim(&k, "w1").await;
     let lease = Duration::from_secs(30);
-    k.board
-        .attempt_started(
-            t.id,
-            fence(&c),
-            "worker/w1",
-            &Started {
-                runtime_id: "mc-1".into(),
-                pid: 42,
-                ..Started::default()
-            },
-            k.board.now().saturating_add(lease),
-        )
-        .await
-        .unwrap();
+    k.start(&c, "w1", lease).await;
 
     k.advance(lease - Duration::from_secs(1));
     assert_eq!(reap(&k.board, &k.workers).await.unwrap(), 0);
@@ -140,13 +97,9 @@ async fn leases_are_renewed_for_live_workers_and_silent_workers_are_dropped() {
     let cfg = DispatchConfig::default();
     let _rx1 = k.worker("alive", "h1", 1, &["web"]);
     let _rx2 = k.worker("silent", "h2", 1, &["web"]);
-    let t = k.ticket("one").await;
+    k.ticket("one").await;
     let c = claim(&k, "alive").await;
-    let until = k.board.now().saturating_add(cfg.lease_ttl);
-    k.board
-        .attempt_started(t.id, fence(&c), "worker/alive", &Started::default(), until)
-        .await
-        .unwrap();
+    k.start(&c, "alive", cfg.lease_ttl).await;
     k.workers.mark_started("alive", c.attempt.id, k.board.now());
 
     // Past the worker TTL, only `alive` beat again.

@@ -4,45 +4,13 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::DEFAULT_PROFILE;
-use crate::domain::Lane;
-use crate::store::{ClaimQuery, Claimed};
+use crate::store::Claimed;
 use crate::testkit::{Kit, kit};
 
 async fn running(k: &Kit, title: &str) -> Claimed {
-    let t = k.ticket(title).await;
-    let now = k.board.now();
-    let c = k
-        .board
-        .claim(ClaimQuery {
-            projects: vec!["web".into()],
-            lane: Lane::Coder,
-            profile: DEFAULT_PROFILE.into(),
-            worker: "w1".into(),
-            host: "h1".into(),
-            now,
-            lease_expires_at: now.saturating_add(Duration::from_secs(30)),
-            global_cap: None,
-            actor: "control-plane/dispatcher".into(),
-            moves: None,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let f = Fence {
-        attempt_id: c.attempt.id,
-        epoch: c.attempt.epoch,
-    };
-    k.board
-        .attempt_started(
-            t.id,
-            f,
-            "worker/w1",
-            &Started::default(),
-            now.saturating_add(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
+    k.ticket(title).await;
+    let c = k.claim("w1", "web", Duration::from_secs(30)).await;
+    k.start(&c, "w1", Duration::from_secs(60)).await;
     c
 }
 

@@ -84,6 +84,32 @@ async fn stack_with(
 }
 
 impl Stack {
+    /// How many requests the GitHub fake got for `path`.
+    async fn asked(&self, path: &str) -> usize {
+        self.github
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == path)
+            .count()
+    }
+
+    /// Waits until the fake got `more` requests for `path` beyond what it had now.
+    async fn more_asks(&self, path: &str, more: usize) {
+        let before = self.asked(path).await;
+        let what = format!("{more} more requests for {path}");
+        mc_tests::wait::until_ok(T, &what, || async {
+            let n = self.asked(path).await;
+            if n >= before + more {
+                Ok(())
+            } else {
+                Err(format!("{n} requests"))
+            }
+        })
+        .await;
+    }
+
     async fn worker(&self, body: &str) -> mc_worker_agent::WorkerAgent {
         let s = script(self.dir.path(), "coder.sh", body);
         let cfg = worker::config(
@@ -529,25 +555,7 @@ fi
     let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
     assert_eq!(done.pr_url, "https://github.example/acme/web/pull/7");
     // Three more looks at the same review change nothing.
-    let looks = || async {
-        s.github
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.url.path() == "/repos/acme/web/pulls/7/reviews")
-            .count()
-    };
-    let before = looks().await;
-    mc_tests::wait::until_ok(T, "three more looks at the reviews", || async {
-        let n = looks().await;
-        if n >= before + 3 {
-            Ok(())
-        } else {
-            Err(format!("{n} looks"))
-        }
-    })
-    .await;
+    s.more_asks("/repos/acme/web/pulls/7/reviews", 3).await;
     let h = c
         .get_ticket_history(pb::GetTicketHistoryRequest { ticket_id: t.id })
         .await
@@ -770,48 +778,17 @@ async fn a_merged_pull_request_closes_the_tickets_review_follow_up() {
     .await;
     // Later looks find nothing to follow up: wait for a few more passes of the watcher
     // (it lists the repository's labelled issues every pass), then count.
-    let passes = || async {
-        s.github
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.url.path() == "/repos/acme/web/pulls/9")
-            .count()
-    };
-    let issue_lists = || async {
-        s.github
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.url.path() == "/repos/acme/web/issues")
-            .count()
-    };
-    let before = issue_lists().await;
-    mc_tests::wait::until_ok(T, "three more passes of the watcher", || async {
-        let n = issue_lists().await;
-        if n >= before + 3 {
-            Ok(())
-        } else {
-            Err(format!("{n} passes"))
-        }
-    })
-    .await;
+    s.more_asks("/repos/acme/web/issues", 3).await;
     assert_eq!(
-        passes().await,
+        s.asked("/repos/acme/web/pulls/9").await,
         1,
         "the pull request is read once, then left alone"
     );
-    let reviews = s
-        .github
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.url.path() == "/repos/acme/web/pulls/9/reviews")
-        .count();
-    assert_eq!(reviews, 0, "a merged pull request's reviews are not read");
+    assert_eq!(
+        s.asked("/repos/acme/web/pulls/9/reviews").await,
+        0,
+        "a merged pull request's reviews are not read"
+    );
     let h = history(&mut c).await.unwrap();
     let ticket = h.ticket.unwrap();
     assert_eq!(ticket.state, pb::TicketState::Done as i32);

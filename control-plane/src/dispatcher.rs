@@ -76,6 +76,9 @@ impl DispatchNudge {
     }
 }
 
+/// The projects one round has read (a round offers many tickets of few projects).
+type Projects = std::collections::HashMap<String, crate::domain::Project>;
+
 pub struct Dispatcher {
     pub board: Board,
     pub workers: Registry,
@@ -126,22 +129,26 @@ impl Dispatcher {
             return Ok(Some(day));
         }
         let lanes = self.board.lanes().await?;
+        let mut projects = Projects::default();
         for w in workers {
-            for _ in 0..w.free {
-                if !self.offer_one(&w, &lanes).await? {
-                    break;
-                }
-            }
+            self.offer_to(&w, &lanes, &mut projects).await?;
         }
         Ok(None)
     }
 
-    async fn offer_one(
+    /// Fills a worker's free slots: lane by lane in the board's order, each lane's tickets
+    /// claimed in one commit.
+    async fn offer_to(
         &self,
         w: &WorkerView,
         lanes: &[crate::domain::LaneAssignment],
-    ) -> Result<bool, BoardError> {
+        projects: &mut Projects,
+    ) -> Result<(), BoardError> {
+        let mut free = w.free;
         for a in lanes {
+            if free == 0 {
+                return Ok(());
+            }
             if !w.profiles.contains(&a.profile) {
                 continue;
             }
@@ -159,17 +166,17 @@ impl Dispatcher {
             let now = self.board.now();
             // The hello was admitted against the bindings already; checked again here so
             // no offer (and no project environment) can reach an unbound worker.
-            let projects: Vec<String> = w
+            let serves: Vec<String> = w
                 .projects
                 .iter()
                 .filter(|p| self.bindings.may_serve(&w.name, p))
                 .cloned()
                 .collect();
-            if projects.is_empty() {
-                return Ok(false);
+            if serves.is_empty() {
+                return Ok(());
             }
             let q = ClaimQuery {
-                projects,
+                projects: serves,
                 lane: a.lane,
                 profile: a.profile.clone(),
                 worker: w.name.clone(),
@@ -177,15 +184,16 @@ impl Dispatcher {
                 now,
                 lease_expires_at: now.saturating_add(self.cfg.offer_timeout),
                 global_cap: (self.cfg.global_cap > 0).then_some(self.cfg.global_cap),
+                limit: free,
                 actor: "control-plane/dispatcher".into(),
                 moves: None,
             };
-            if let Some(c) = self.board.claim(q).await? {
-                self.send_offer(w, c, now).await?;
-                return Ok(true);
+            for c in self.board.claim(q).await? {
+                free = free.saturating_sub(1);
+                self.send_offer(w, c, now, projects).await?;
             }
         }
-        Ok(false)
+        Ok(())
     }
 
     async fn send_offer(
@@ -193,12 +201,15 @@ impl Dispatcher {
         w: &WorkerView,
         c: Claimed,
         now: Timestamp,
+        projects: &mut Projects,
     ) -> Result<(), BoardError> {
         // The offer joins the ticket's trace; the worker's spans (and the agent's, through
         // TRACEPARENT) become its children.
         let span = tracing::info_span!("mc.dispatch", ticket_id = c.ticket.id, attempt_id = c.attempt.id, worker = %w.name);
         mc_common::telemetry::join_trace(&span, &c.ticket.trace_context);
-        self.send_offer_in_span(w, c, now).instrument(span).await
+        self.send_offer_in_span(w, c, now, projects)
+            .instrument(span)
+            .await
     }
 
     async fn send_offer_in_span(
@@ -206,6 +217,7 @@ impl Dispatcher {
         w: &WorkerView,
         c: Claimed,
         now: Timestamp,
+        projects: &mut Projects,
     ) -> Result<(), BoardError> {
         let t = &c.ticket;
         let workflow = self
@@ -216,7 +228,14 @@ impl Dispatcher {
             .ok_or_else(|| {
                 BoardError::Internal(format!("ticket {}: unknown workflow {}", t.id, t.workflow))
             })?;
-        let project = self.board.project(&t.project).await?;
+        let project = match projects.get(&t.project) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.board.project(&t.project).await?;
+                projects.insert(t.project.clone(), p.clone());
+                p
+            }
+        };
         let acceptance = project.acceptance.get(&t.lane).cloned().unwrap_or_default();
         let phase = workflow.phase(t.phase_index).cloned();
         let prompt = crate::brief::build(t, &workflow, &project.default_branch, &acceptance);

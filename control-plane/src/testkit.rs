@@ -111,11 +111,13 @@ impl Kit {
                 now,
                 lease_expires_at: now.saturating_add(lease),
                 global_cap: None,
+                limit: 1,
                 actor: "control-plane/dispatcher".into(),
                 moves: None,
             })
             .await
             .expect("the claim runs")
+            .pop()
             .expect("a queued ticket is claimed");
         self.workers
             .assign(worker, c.attempt.id, c.ticket.id, c.attempt.epoch, "");

@@ -20,6 +20,9 @@ use mc_tests::cp::{Backend, TestCp, create};
 use mc_tests::sim::{SimWorker, pct};
 use tokio::time::Instant;
 
+/// Clients creating the burst's tickets at once.
+const CREATORS: usize = 16;
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -67,6 +70,42 @@ async fn pg_work(base: &str, db: &str) -> (i64, i64, i64) {
     (commits, records, syncs)
 }
 
+/// Starts counting `db`'s statements afresh (pg_stat_statements).
+async fn statements_reset(base: &str, db: &str) {
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{base}/{db}"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&mut c)
+        .await
+        .unwrap();
+}
+
+/// The statements most called since the reset, per ticket: where a ticket's work goes.
+async fn statements_top(base: &str, db: &str, tickets: f64) {
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{base}/{db}"))
+        .await
+        .unwrap();
+    let rows: Vec<(i64, f64, String)> = sqlx::query_as(
+        "SELECT calls, total_exec_time, query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = $1 ORDER BY calls DESC LIMIT 16",
+    )
+    .bind(db)
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    println!("postgres statements per ticket (calls, ms total, statement):");
+    for (calls, ms, q) in rows {
+        let q: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
+        let q: String = q.chars().take(110).collect();
+        println!("  {:>6.2} {:>8.1}  {q}", calls as f64 / tickets, ms);
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct Reference {
     jobs_per_s: f64,
@@ -108,7 +147,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        println!("dispatch benchmark: {workers} simulated workers × 4 slots, {tickets} tickets, release build");
+        println!("dispatch benchmark: {workers} simulated workers × 4 slots, {tickets} tickets created by {CREATORS} clients, release build");
         println!("{:<10} {:>14} {:>12} {:>12} {:>12} {:>12}", "backend", "tickets/s", "offer p50", "offer p99", "create p50", "offer/create");
         // A durable cluster of its own (the suite's runs with fsync off), stopped at the end.
         let pg_dir = tempfile::tempdir().unwrap();
@@ -162,14 +201,31 @@ fn main() {
             // Throughput: a burst of tickets, until all are done.
             let db = cp.config.database.rsplit('/').next().unwrap_or("").to_string();
             let before = match backend {
-                Backend::Postgres => Some(pg_work(&base, &db).await),
+                Backend::Postgres => {
+                    statements_reset(&base, &db).await;
+                    Some(pg_work(&base, &db).await)
+                }
                 _ => None,
             };
+            // Added by CREATORS clients at once (graphile-worker's side adds in parallel
+            // batches too).
             let start = Instant::now();
-            let mut ids = Vec::new();
-            for i in 0..tickets {
-                ids.push(c.create_ticket(create("bench", &format!("burst {i}"))).await.unwrap().into_inner().ticket.unwrap().id);
+            let mut adders = Vec::new();
+            for k in 0..CREATORS {
+                let mut c = c.clone();
+                adders.push(tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in (k..tickets).step_by(CREATORS) {
+                        ids.push(c.create_ticket(create("bench", &format!("burst {i}"))).await.unwrap().into_inner().ticket.unwrap().id);
+                    }
+                    ids
+                }));
             }
+            let mut ids = Vec::new();
+            for a in adders {
+                ids.extend(a.await.unwrap());
+            }
+            ids.sort();
             let last = *ids.last().unwrap();
             let done_filter = pb::ListTicketsRequest { states: vec![pb::TicketState::Done as i32], page_size: 500, ..Default::default() };
             loop {
@@ -195,6 +251,7 @@ fn main() {
                 let (c1, r1, s1) = pg_work(&base, &db).await;
                 let n = tickets as f64;
                 work = Some(((c1 - c0) as f64 / n, (r1 - r0) as f64 / n, (s1 - s0) as f64 / n));
+                statements_top(&base, &db, n).await;
                 ours_pg = Some((rate, o50, o99));
             }
             println!(

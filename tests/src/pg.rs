@@ -173,7 +173,9 @@ fn start_cluster_with(
             "-p {port} -k {} -h {listen} {} -c synchronous_commit=on -c max_connections=400",
             sock.display(),
             if durable {
-                "-c fsync=on -c full_page_writes=on"
+                // pg_stat_statements: the dispatch benchmark prints where a ticket's
+                // statements go.
+                "-c fsync=on -c full_page_writes=on -c shared_preload_libraries=pg_stat_statements"
             } else {
                 "-c fsync=off -c full_page_writes=off"
             }

@@ -128,6 +128,7 @@ fn claim_q(projects: &[&str], lane: Lane, host: &str) -> ClaimQuery {
         now: T0,
         lease_expires_at: Timestamp(T0.0 + 30_000),
         global_cap: None,
+        limit: 1,
         actor: "control-plane".into(),
         moves: Some((State::Queued, State::Offered)),
     }
@@ -1222,4 +1223,167 @@ async fn dependents_and_wakeups(s: Arc<dyn Store>) {
         .map(|t| t.id)
         .collect();
     assert_eq!(due, [child.id]);
+}
+
+/// Postgres numbers events by transaction (ADR 0007): a reader of several tickets sees no
+/// event above a transaction still running, so resuming after what it saw never skips the
+/// running one's events when they commit; one ticket's history is not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_readers_resume_without_gaps_past_a_running_transaction() {
+    let url = mc_tests::pg::fresh_db().await;
+    let s: Arc<dyn Store> = Arc::new(PgStore::connect(&url, 8).await.unwrap());
+    s.add_project(&project("web")).await.unwrap();
+    let a = mk(&s, "web", "a").await;
+    let b = mk(&s, "web", "b").await;
+    let seen = all_events(&s).await;
+    assert_eq!(seen.len(), 2);
+    let mut after = seen.last().unwrap().id;
+
+    // A writer that took its transaction id and is not done yet (an event of ticket a).
+    let mut slow = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut slow).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, ticket_id, project, at, kind, actor, message) VALUES \
+         (((SELECT (pg_current_xact_id()::text::bigint + shift) << 16 FROM event_clock) | 0), \
+         $1, 'web', 0, 'created', 'test/slow', 'a slow writer')",
+    )
+    .bind(a.id)
+    .execute(&mut slow)
+    .await
+    .unwrap();
+
+    // Meanwhile ticket b changes: its event has a larger id and is committed.
+    let mut c = Change::new(b.clone(), b.version);
+    c.ticket.priority = 3;
+    c.events
+        .push(NewEvent::new(EventKind::Created, "operator/test", "later"));
+    let later = s.commit(&c).await.unwrap().events.remove(0);
+    assert!(later.id > after);
+
+    // Readers of several tickets do not see it yet: it is above the running transaction.
+    assert!(
+        s.events_after(after, &EventFilter::default(), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an event above a running transaction is not handed out"
+    );
+    assert!(s.last_event_id().await.unwrap() < later.id);
+    let web = EventFilter {
+        ticket_id: None,
+        project: Some("web".into()),
+    };
+    assert!(s.events_after(after, &web, 100).await.unwrap().is_empty());
+    // Ticket b's own history is not held back.
+    let of_b = EventFilter {
+        ticket_id: Some(b.id),
+        project: None,
+    };
+    let history = s.events_after(0, &of_b, 100).await.unwrap();
+    assert_eq!(history.last().map(|e| e.id), Some(later.id));
+
+    // The slow writer commits: a reader resuming where it was gets both, in id order.
+    sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
+    let next = s
+        .events_after(after, &EventFilter::default(), 100)
+        .await
+        .unwrap();
+    let messages: Vec<&str> = next.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["a slow writer", "later"]);
+    after = next.last().unwrap().id;
+    assert_eq!(s.last_event_id().await.unwrap(), after);
+    assert_eq!(
+        s.position_before_last(2).await.unwrap(),
+        next[0].id - 1,
+        "the last two events are read from just before the first of them"
+    );
+    assert_eq!(
+        s.position_before_last(100).await.unwrap(),
+        seen[0].id - 1,
+        "fewer than asked: from just before the first"
+    );
+
+    // A board whose ids are ahead of the cluster's transaction ids (restored into a new
+    // cluster): the next start raises the shift, so new events still come after old ones.
+    let ahead: i64 = sqlx::query_scalar(
+        "INSERT INTO events (id, ticket_id, project, at, kind, actor, message) VALUES \
+         ((pg_current_xact_id()::text::bigint + 1000000) << 16, $1, 'web', 0, 'created', 'test', 'from before') \
+         RETURNING id",
+    )
+    .bind(a.id)
+    .fetch_one(&mut slow)
+    .await
+    .unwrap();
+    let s: Arc<dyn Store> = Arc::new(PgStore::connect(&url, 8).await.unwrap());
+    let c = mk(&s, "web", "c").await;
+    let newest = s
+        .events_after(
+            0,
+            &EventFilter {
+                ticket_id: Some(c.id),
+                project: None,
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(newest[0].id > ahead, "{} > {ahead}", newest[0].id);
+}
+
+/// The board stays as fast at 100k tickets as empty only if its hot queries walk indexes:
+/// SQLite's plans for them (same shapes as the store's) use one and sort nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hot_queries_walk_indexes() {
+    let (s, dir) = sqlite().await;
+    s.add_project(&project("web")).await.unwrap();
+    mk(&s, "web", "a").await;
+    let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("board.db").display()
+    ))
+    .await
+    .unwrap();
+    for (what, sql) in [
+        (
+            "list by state",
+            "SELECT * FROM tickets WHERE id > 0 AND state IN ('done') ORDER BY id LIMIT 500",
+        ),
+        (
+            "claim",
+            "SELECT * FROM tickets WHERE state = 'queued' AND lane = 'coder' \
+             AND project IN ('web') ORDER BY priority, id LIMIT 4",
+        ),
+        (
+            "events after",
+            "SELECT * FROM events WHERE id > 0 ORDER BY id LIMIT 500",
+        ),
+        (
+            "one ticket's events",
+            "SELECT * FROM events WHERE id > 0 AND ticket_id = 1 ORDER BY id LIMIT 500",
+        ),
+        (
+            "expired leases",
+            "SELECT * FROM attempts WHERE outcome = 'active' AND lease_expires_at < 5 \
+             ORDER BY lease_expires_at LIMIT 100",
+        ),
+    ] {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|(_, _, _, d)| d).collect();
+        assert!(
+            plan.iter().all(|d| !d.contains("TEMP B-TREE")),
+            "{what} sorts: {plan:?}"
+        );
+        assert!(
+            plan.iter().any(|d| d.contains("USING INDEX")
+                || d.contains("USING INTEGER PRIMARY KEY")
+                || d.contains("USING COVERING INDEX")),
+            "{what} walks no index: {plan:?}"
+        );
+    }
 }

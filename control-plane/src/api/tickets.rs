@@ -651,6 +651,7 @@ mod tests {
                 now: T0,
                 lease_expires_at: Timestamp(T0.0 + 30_000),
                 global_cap: None,
+                limit: 1,
                 actor: "control-plane".into(),
                 moves: Some((State::Queued, State::Offered)),
             })

@@ -412,7 +412,7 @@ async fn commit(
     let committed = match decision::trigger(c, t.state, ctx.workflow.is_last(t.phase_index)) {
         Some(trigger) => {
             board
-                .apply(t.id, None, trigger, &c.source, &msg, |e| {
+                .apply_steps_on(t, None, &[(trigger, msg.as_str())], &c.source, |e| {
                     unchanged(e)?;
                     e.change.events[0].kind = EventKind::Decision;
                     if let Some(f) = &d.flagged {
@@ -437,7 +437,7 @@ async fn commit(
                 epoch: a.epoch,
             });
             board
-                .annotate(t.id, fence, |e| {
+                .annotate_on(t, fence, |e| {
                     unchanged(e)?;
                     e.change.events.extend(d.flagged.clone());
                     e.change.events.push(NewEvent::new(

@@ -257,28 +257,29 @@ impl Board {
             .ok_or_else(|| BoardError::NotFound(format!("ticket {id}")))
     }
 
-    /// Claims the first queued ticket `q` may take, for a worker: the move is the state
-    /// machine's (`queued` + offer), committed atomically by the store with the new attempt,
-    /// epoch and lease; then the dispatch latency is measured and watchers are told.
+    /// Claims up to `q.limit` queued tickets `q` may take, for a worker, in one commit: the
+    /// move is the state machine's (`queued` + offer), committed atomically by the store with
+    /// each new attempt, epoch and lease; then the dispatch latency is measured and watchers
+    /// are told.
     pub async fn claim(
         &self,
         mut q: crate::store::ClaimQuery,
-    ) -> Result<Option<crate::store::Claimed>, BoardError> {
+    ) -> Result<Vec<crate::store::Claimed>, BoardError> {
         let (to, _) = transition(State::Queued, Trigger::Offer)?;
         q.moves = Some((State::Queued, to));
-        let Some(c) = self.inner.store.claim(&q).await? else {
-            return Ok(None);
-        };
-        self.metrics()
-            .dispatch_latency
-            .observe(q.now.since(c.queued_since).as_secs_f64());
-        self.published(&Committed {
-            ticket: c.ticket.clone(),
-            events: vec![c.event.clone()],
-            decision_id: None,
-            answer_id: None,
-        });
-        Ok(Some(c))
+        let claimed = self.inner.store.claim_many(&q).await?;
+        for c in &claimed {
+            self.metrics()
+                .dispatch_latency
+                .observe(q.now.since(c.queued_since).as_secs_f64());
+            self.published(&Committed {
+                ticket: c.ticket.clone(),
+                events: vec![c.event.clone()],
+                decision_id: None,
+                answer_id: None,
+            });
+        }
+        Ok(claimed)
     }
 
     /// Applies `trigger` to ticket `id`: the pure transition, then `edit` for everything
@@ -296,7 +297,7 @@ impl Board {
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
-        self.change(id, fence, &[(trigger, message)], actor, edit)
+        self.change(id, None, fence, &[(trigger, message)], actor, edit)
             .await
     }
 
@@ -314,7 +315,40 @@ impl Board {
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
-        self.change(id, fence, steps, actor, edit).await
+        self.change(id, None, fence, steps, actor, edit).await
+    }
+
+    /// `apply_steps` on a ticket the caller has just read (`known`: one read fewer; if it
+    /// has changed since, the compare-and-set finds out and the ticket is read again).
+    pub async fn apply_steps_on<F>(
+        &self,
+        known: &Ticket,
+        fence: Option<Fence>,
+        steps: &[(Trigger, &str)],
+        actor: &str,
+        edit: F,
+    ) -> Result<(Committed, Vec<Action>), BoardError>
+    where
+        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
+    {
+        self.change(known.id, Some(known.clone()), fence, steps, actor, edit)
+            .await
+    }
+
+    /// `annotate` on a ticket the caller has just read.
+    pub async fn annotate_on<F>(
+        &self,
+        known: &Ticket,
+        fence: Option<Fence>,
+        edit: F,
+    ) -> Result<Committed, BoardError>
+    where
+        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
+    {
+        Ok(self
+            .change(known.id, Some(known.clone()), fence, &[], "", edit)
+            .await?
+            .0)
     }
 
     /// Commits a change that does not move the ticket's state (an event, a cost update, an
@@ -328,7 +362,7 @@ impl Board {
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
-        Ok(self.change(id, fence, &[], "", edit).await?.0)
+        Ok(self.change(id, None, fence, &[], "", edit).await?.0)
     }
 
     /// A change that ends an attempt adds the attempt's wall-clock time (started to ended)
@@ -362,6 +396,7 @@ impl Board {
     async fn change<F>(
         &self,
         id: i64,
+        mut known: Option<Ticket>,
         fence: Option<Fence>,
         steps: &[(Trigger, &str)],
         actor: &str,
@@ -371,10 +406,19 @@ impl Board {
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
         for _ in 0..CAS_RETRIES {
-            let before = self.ticket(id).await?;
+            // The ticket as the caller just read it saves a read; if it has moved on, the
+            // compare-and-set says so and the next round reads it afresh.
+            let seeded = known.is_some();
+            let before = match known.take() {
+                Some(t) => t,
+                None => self.ticket(id).await?,
+            };
             if let Some(f) = fence
                 && (before.epoch != f.epoch || before.current_attempt_id != Some(f.attempt_id))
             {
+                if seeded {
+                    continue;
+                }
                 return Err(BoardError::Stale(
                     StoreError::StaleEpoch {
                         ticket: id,
@@ -389,8 +433,16 @@ impl Board {
             let mut change = Change::new(after.clone(), before.version);
             change.fence = fence;
             let mut actions = Vec::new();
+            let mut refused = false;
             for &(trigger, message) in steps {
-                let (to, acts) = transition(after.state, trigger)?;
+                let (to, acts) = match transition(after.state, trigger) {
+                    Ok(moved) => moved,
+                    Err(_) if seeded => {
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 if to != after.state || !message.is_empty() {
                     change.events.push(
                         NewEvent::new(EventKind::StateChanged, actor, message)
@@ -417,6 +469,9 @@ impl Board {
                 }
                 after.state = to;
                 actions.extend(acts);
+            }
+            if refused {
+                continue;
             }
             after.updated_at = now;
             if after.state != State::Waiting {

@@ -303,7 +303,7 @@ impl Board {
                 }
                 steps.push((Trigger::EvidenceReady, summary.as_str()));
                 let (c, _) = self
-                    .apply_steps(id, Some(f), &steps, actor, |e| {
+                    .apply_steps_on(&t, Some(f), &steps, actor, |e| {
                         // One event per step: the runtime's end (a signal), the evidence.
                         let n = e.change.events.len();
                         for (i, ev) in e.change.events.iter_mut().enumerate() {

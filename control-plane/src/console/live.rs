@@ -68,8 +68,8 @@ pub(crate) async fn events(
         Err(e) => return (axum::http::StatusCode::BAD_REQUEST, e).into_response(),
     };
     if recent > 0 && resume.is_none() && after == 0 {
-        match c.board.store().last_event_id().await {
-            Ok(last) => after = last.saturating_sub(recent).max(0),
+        match c.board.store().position_before_last(recent).await {
+            Ok(from) => after = from,
             Err(e) => {
                 let s = crate::api::status(e.into());
                 return (super::actions_status(s.code()), s.message().to_string()).into_response();

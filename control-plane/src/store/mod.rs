@@ -28,6 +28,7 @@ use crate::domain::{
 pub mod postgres;
 mod rows;
 mod sql;
+mod sql_claim;
 mod sql_rest;
 pub mod sqlite;
 
@@ -184,6 +185,8 @@ pub struct ClaimQuery {
     pub lease_expires_at: Timestamp,
     /// At most this many live attempts on the whole board.
     pub global_cap: Option<u32>,
+    /// At most this many tickets in this claim (the worker's free slots).
+    pub limit: u32,
     pub actor: String,
     /// The move the state machine allows a claim (`queued → offered`), set by
     /// `Board::claim`: the store refuses a claim that did not come through the board.
@@ -242,7 +245,11 @@ pub trait Reads: Send + Sync + 'static {
         f: &EventFilter,
         limit: i64,
     ) -> Result<Vec<Event>, StoreError>;
+    /// Where a reader resumes from to read only settled events from now on (events are
+    /// numbered sparsely on Postgres: ids are positions, not counts).
     async fn last_event_id(&self) -> Result<i64, StoreError>;
+    /// Where a reader resumes from to get the last `n` settled events first.
+    async fn position_before_last(&self, n: i64) -> Result<i64, StoreError>;
     async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError>;
     /// What each of a ticket's decisions was taken on (`NewDecision::input`), by decision
     /// id; decisions stored without one are left out.
@@ -287,9 +294,17 @@ pub trait Store: Reads {
     /// Applies a change if the ticket is still at `expected_version` (else `Conflict`) and
     /// the fence, if any, is current (else `StaleEpoch`).
     async fn commit(&self, c: &Change) -> Result<Committed, StoreError>;
-    /// Atomically moves the first matching queued ticket to `offered` with a new epoch and
-    /// inserts its attempt.
-    async fn claim(&self, q: &ClaimQuery) -> Result<Option<Claimed>, StoreError>;
+    /// Atomically moves up to `q.limit` matching queued tickets (first by priority, then
+    /// age) to `offered`, each with a new epoch and its attempt, in one transaction.
+    async fn claim_many(&self, q: &ClaimQuery) -> Result<Vec<Claimed>, StoreError>;
+    /// Claims the first matching queued ticket (`claim_many` with a limit of one).
+    async fn claim(&self, q: &ClaimQuery) -> Result<Option<Claimed>, StoreError> {
+        let one = ClaimQuery {
+            limit: 1,
+            ..q.clone()
+        };
+        Ok(self.claim_many(&one).await?.into_iter().next())
+    }
     /// Extends the leases of the given (attempt, epoch) pairs that are still active; one
     /// statement per call, so heartbeats cost one write per flush, not per beat.
     async fn renew_leases(&self, held: &[Fence], until: Timestamp) -> Result<u64, StoreError>;

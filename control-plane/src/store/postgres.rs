@@ -1,8 +1,9 @@
 //! The Postgres backend, for several hosts and control-plane replicas. Claims take the
 //! first queued ticket with `FOR UPDATE SKIP LOCKED`, so replicas never hand out the same
-//! ticket; event inserts take a transaction-scoped advisory lock so event ids are assigned in
-//! commit order (a watcher resuming after id N cannot miss an event committed later with a
-//! smaller id).
+//! ticket. An event's id is its transaction's id and its index in it, and a reader of more
+//! than one ticket's events takes only settled ones (below the oldest running transaction's
+//! ids), so a watcher resuming after id N cannot miss an event committed later with a smaller
+//! id — without a lock that every writer queues on (`0006_event_order.sql`).
 
 use std::time::Duration;
 
@@ -12,9 +13,6 @@ use super::sql::impl_store;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-/// Arbitrary key of the advisory lock that orders event inserts.
-const EVENT_ORDER_LOCK: i64 = 0x6d63_6576; // "mcev"
-
 #[derive(Clone)]
 pub struct PgStore {
     read: PgPool,
@@ -23,6 +21,16 @@ pub struct PgStore {
 
 impl PgStore {
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+    /// The id column and the high bits of its value in an event insert (the event's index
+    /// in its transaction is or-ed in): `mc_event_id`, inline, so it is evaluated once per
+    /// statement.
+    const EVENT_ID: (&'static str, &'static str) = (
+        "id, ",
+        "((SELECT (pg_current_xact_id()::text::bigint + shift) << 16 FROM event_clock)",
+    );
+    const EVENTS_PER_TRANSACTION: usize = 1 << 16;
+    /// What a reader of several tickets' events adds to take settled events only.
+    const SETTLED: &'static str = " AND id < mc_event_watermark()";
 
     /// Connects to `url` (`postgres://…`) and runs migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore, super::StoreError> {
@@ -32,6 +40,14 @@ impl PgStore {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
+        // New event ids must stay above the board's old ones even when this cluster's
+        // transaction ids are behind them (the board was restored into a new cluster).
+        sqlx::query(
+            "UPDATE event_clock SET shift = GREATEST(shift, \
+             ((SELECT COALESCE(MAX(id), 0) FROM events) >> 16) + 1 - pg_current_xact_id()::text::bigint)",
+        )
+        .execute(&pool)
+        .await?;
         Ok(PgStore {
             read: pool.clone(),
             write: pool,
@@ -40,16 +56,6 @@ impl PgStore {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         self.write.begin().await
-    }
-
-    async fn lock_event_order(
-        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(EVENT_ORDER_LOCK)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
     }
 
     pub async fn close(&self) {

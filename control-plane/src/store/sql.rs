@@ -1,8 +1,9 @@
 //! The SQL both backends share, as one `Store` implementation instantiated per backend by
 //! `impl_store!`. The backends supply `begin_write` (SQLite: `BEGIN IMMEDIATE` on the single
-//! writer; Postgres: a normal transaction), `lock_event_order` (Postgres: a transaction
-//! advisory lock so event ids are assigned in commit order) and `CLAIM_LOCK` (Postgres:
-//! `FOR UPDATE SKIP LOCKED`).
+//! writer; Postgres: a normal transaction), `EVENT_ID` and `SETTLED` (Postgres: an event's id
+//! is its transaction's id and its index in it, and readers of more than one ticket take only
+//! ids below the oldest running transaction's: see `migrations/postgres/0006_event_order.sql`)
+//! and `CLAIM_LOCK` (Postgres: `FOR UPDATE SKIP LOCKED`).
 
 pub(super) const LIVE_STATES: &str = "('offered','running','needs_input','in_review','verifying')";
 pub(super) const FINISHED_STATES: &str = "('done','failed','cancelled')";
@@ -17,39 +18,53 @@ macro_rules! impl_store {
         use sqlx::QueryBuilder;
 
         $crate::store::sql_rest::impl_rest!($store, $db);
+        $crate::store::sql_claim::impl_claim!($store, $db);
 
         impl $store {
+            /// Inserts a transaction's events in one statement; `first` is how many it
+            /// inserted before (an event's index in its transaction is part of its id on
+            /// Postgres).
             async fn insert_events(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 ticket_id: i64,
                 project: &str,
                 at: Timestamp,
                 events: &[NewEvent],
+                first: usize,
             ) -> Result<Vec<Event>, StoreError> {
                 if events.is_empty() {
                     return Ok(Vec::new());
                 }
-                Self::lock_event_order(tx).await?;
-                let mut out = Vec::with_capacity(events.len());
-                for e in events {
-                    let row: EventRow = sqlx::query_as(&format!(
-                        "INSERT INTO events (ticket_id, project, at, kind, actor, from_state, to_state, \
-                         message, attempt_id, epoch) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING {EVENT_COLS}"
-                    ))
-                    .bind(ticket_id)
-                    .bind(project)
-                    .bind(at.0)
-                    .bind(e.kind.as_str())
-                    .bind(&e.actor)
-                    .bind(e.from_state.map(|s| s.as_str()))
-                    .bind(e.to_state.map(|s| s.as_str()))
-                    .bind(&e.message)
-                    .bind(e.attempt_id)
-                    .bind(e.epoch)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                    out.push(Event::try_from(row)?);
+                if first.saturating_add(events.len()) > Self::EVENTS_PER_TRANSACTION {
+                    return Err(StoreError::FailedPrecondition(format!(
+                        "more than {} events in one transaction",
+                        Self::EVENTS_PER_TRANSACTION
+                    )));
                 }
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO events ({}ticket_id, project, at, kind, actor, from_state, to_state, message, attempt_id, epoch) ",
+                    Self::EVENT_ID.0
+                ));
+                qb.push_values(events.iter().enumerate(), |mut b, (i, e)| {
+                    if !Self::EVENT_ID.0.is_empty() {
+                        // Below EVENTS_PER_TRANSACTION (checked above), so it fits.
+                        b.push(Self::EVENT_ID.1).push_unseparated(format!(" | {})", first + i));
+                    }
+                    b.push_bind(ticket_id)
+                        .push_bind(project.to_string())
+                        .push_bind(at.0)
+                        .push_bind(e.kind.as_str())
+                        .push_bind(e.actor.clone())
+                        .push_bind(e.from_state.map(|s| s.as_str()))
+                        .push_bind(e.to_state.map(|s| s.as_str()))
+                        .push_bind(e.message.clone())
+                        .push_bind(e.attempt_id)
+                        .push_bind(e.epoch);
+                });
+                qb.push(format!(" RETURNING {EVENT_COLS}"));
+                let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&mut **tx).await?;
+                let mut out = rows.into_iter().map(Event::try_from).collect::<Result<Vec<_>, _>>()?;
+                out.sort_by_key(|e| e.id);
                 Ok(out)
             }
 
@@ -63,18 +78,6 @@ macro_rules! impl_store {
                         .fetch_optional(&mut **tx)
                         .await?;
                 row.map(Ticket::try_from).transpose()
-            }
-
-            async fn attempt_in(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                id: i64,
-            ) -> Result<Option<Attempt>, StoreError> {
-                let row: Option<AttemptRow> =
-                    sqlx::query_as(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"))
-                        .bind(id)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                row.map(Attempt::try_from).transpose()
             }
 
             async fn tickets_where(&self, sql_tail: &str, binds: &[i64]) -> Result<Vec<Ticket>, StoreError> {
@@ -258,16 +261,33 @@ macro_rules! impl_store {
                 if let Some(p) = &f.project {
                     qb.push(" AND project = ").push_bind(p.clone());
                 }
+                // One ticket's events are ordered by its row's lock; across tickets a
+                // reader takes settled events only, so resuming after the last never skips
+                // one committed later.
+                if f.ticket_id.is_none() {
+                    qb.push(Self::SETTLED);
+                }
                 qb.push(" ORDER BY id LIMIT ").push_bind(limit);
                 let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.read).await?;
                 rows.into_iter().map(Event::try_from).collect()
             }
 
             async fn last_event_id(&self) -> Result<i64, StoreError> {
-                let (id,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) FROM events")
+                let (id,): (i64,) = sqlx::query_as(&format!("SELECT COALESCE(MAX(id), 0) FROM events WHERE TRUE{}", Self::SETTLED))
                     .fetch_one(&self.read)
                     .await?;
                 Ok(id)
+            }
+
+            async fn position_before_last(&self, n: i64) -> Result<i64, StoreError> {
+                let (first,): (Option<i64>,) = sqlx::query_as(&format!(
+                    "SELECT MIN(id) FROM (SELECT id FROM events WHERE TRUE{} ORDER BY id DESC LIMIT $1) last",
+                    Self::SETTLED
+                ))
+                .bind(n)
+                .fetch_one(&self.read)
+                .await?;
+                Ok(first.map_or(0, |id| id - 1))
             }
 
             async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError> {
@@ -453,11 +473,12 @@ macro_rules! impl_store {
                 .bind(t.wall_budget_ms)
                 .fetch_one(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE tickets SET branch = $2 WHERE id = $1")
+                let ticket: TicketRow = sqlx::query_as(&format!("UPDATE tickets SET branch = $2 WHERE id = $1 RETURNING {TICKET_COLS}"))
                     .bind(id)
                     .bind(format!("mc/{id}-{}", t.branch))
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
+                let ticket = Ticket::try_from(ticket)?;
                 for l in &t.labels {
                     sqlx::query("INSERT INTO ticket_labels (ticket_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(id)
@@ -472,10 +493,7 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                Self::insert_events(&mut tx, id, &t.project, at, std::slice::from_ref(&event)).await?;
-                let ticket = Self::ticket_in(&mut tx, id)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished inside its transaction")))?;
+                Self::insert_events(&mut tx, id, &t.project, at, std::slice::from_ref(&event), 0).await?;
                 tx.commit().await?;
                 Ok((ticket, true))
             }
@@ -512,8 +530,9 @@ macro_rules! impl_store {
                     qb.push(" AND epoch = ").push_bind(f.epoch)
                         .push(" AND current_attempt_id = ").push_bind(f.attempt_id);
                 }
-                let updated = qb.build().execute(&mut *tx).await?.rows_affected();
-                if updated != 1 {
+                qb.push(format!(" RETURNING {TICKET_COLS}"));
+                let updated: Option<TicketRow> = qb.build_query_as().fetch_optional(&mut *tx).await?;
+                let Some(updated) = updated else {
                     let current = Self::ticket_in(&mut tx, t.id).await?;
                     return Err(match current {
                         None => StoreError::NotFound(format!("ticket {}", t.id)),
@@ -524,7 +543,8 @@ macro_rules! impl_store {
                             _ => StoreError::Conflict { ticket: t.id, expected: c.expected_version },
                         },
                     });
-                }
+                };
+                let ticket = Ticket::try_from(updated)?;
                 if c.relabel {
                     sqlx::query("DELETE FROM ticket_labels WHERE ticket_id = $1").bind(t.id).execute(&mut *tx).await?;
                     for l in &t.labels {
@@ -627,103 +647,13 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                let events = Self::insert_events(&mut tx, t.id, &t.project, t.updated_at, &c.events).await?;
-                let ticket = Self::ticket_in(&mut tx, t.id)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt(format!("ticket {} vanished inside its transaction", t.id)))?;
+                let events = Self::insert_events(&mut tx, t.id, &t.project, t.updated_at, &c.events, 0).await?;
                 tx.commit().await?;
                 Ok(Committed { ticket, events, decision_id, answer_id })
             }
 
-            async fn claim(&self, q: &ClaimQuery) -> Result<Option<Claimed>, StoreError> {
-                let Some((from, to)) = q.moves else {
-                    return Err(StoreError::FailedPrecondition(
-                        "a claim must come through the board (no state move given)".into(),
-                    ));
-                };
-                if q.projects.is_empty() {
-                    return Ok(None);
-                }
-                let mut tx = self.begin_write().await?;
-                if let Some(cap) = q.global_cap {
-                    let (live,): (i64,) =
-                        sqlx::query_as(&format!("SELECT COUNT(*) FROM tickets WHERE state IN {LIVE_STATES}"))
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    if live >= i64::from(cap) {
-                        return Ok(None);
-                    }
-                }
-                let identity = format!("{}@{}", q.profile, q.host);
-                let mut qb = QueryBuilder::<$db>::new("SELECT id, updated_at FROM tickets WHERE state = ");
-                qb.push_bind(from.as_str())
-                    .push(" AND lane = ")
-                    .push_bind(q.lane.as_str())
-                    .push(" AND (budget_micros = 0 OR cost_micros < budget_micros)")
-                    .push(" AND (wall_budget_ms = 0 OR wall_ms < wall_budget_ms)")
-                    .push(
-                        " AND NOT EXISTS (SELECT 1 FROM ticket_deps d JOIN tickets dt ON dt.id = d.depends_on \
-                         WHERE d.ticket_id = tickets.id AND dt.state <> 'done')",
-                    )
-                    .push(" AND (avoid_runtime IS NULL OR avoid_runtime <> ")
-                    .push_bind(identity)
-                    .push(") AND project IN (");
-                let mut sep = qb.separated(", ");
-                for p in &q.projects {
-                    sep.push_bind(p.clone());
-                }
-                qb.push(") ORDER BY priority, id LIMIT 1").push(Self::CLAIM_LOCK);
-                let picked: Option<(i64, i64)> = qb.build_query_as().fetch_optional(&mut *tx).await?;
-                let Some((ticket_id, queued_since)) = picked else {
-                    return Ok(None);
-                };
-                let (epoch,): (i64,) = sqlx::query_as(
-                    "UPDATE tickets SET state = $3, epoch = epoch + 1, version = version + 1, \
-                     updated_at = $2, state_reason = '', wake_at = NULL WHERE id = $1 AND state = $4 \
-                     RETURNING epoch",
-                )
-                .bind(ticket_id)
-                .bind(q.now.0)
-                .bind(to.as_str())
-                .bind(from.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                let (attempt_id,): (i64,) = sqlx::query_as(
-                    "INSERT INTO attempts (ticket_id, phase_index, lane, profile, worker, host, epoch, \
-                     lease_expires_at, offered_at, outcome, branch) \
-                     SELECT id, phase_index, lane, $2, $3, $4, epoch, $5, $6, 'active', branch \
-                     FROM tickets WHERE id = $1 RETURNING id",
-                )
-                .bind(ticket_id)
-                .bind(&q.profile)
-                .bind(&q.worker)
-                .bind(&q.host)
-                .bind(q.lease_expires_at.0)
-                .bind(q.now.0)
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query("UPDATE tickets SET current_attempt_id = $2 WHERE id = $1")
-                    .bind(ticket_id)
-                    .bind(attempt_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let ticket = Self::ticket_in(&mut tx, ticket_id)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt(format!("ticket {ticket_id} vanished")))?;
-                let attempt = Self::attempt_in(&mut tx, attempt_id)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt(format!("attempt {attempt_id} vanished")))?;
-                let ev = NewEvent::new(
-                    EventKind::Offered,
-                    q.actor.clone(),
-                    format!("offered to {} ({} on {})", q.worker, q.profile, q.host),
-                )
-                .states(from, to)
-                .attempt(attempt_id, epoch);
-                let mut events = Self::insert_events(&mut tx, ticket_id, &ticket.project, q.now, &[ev]).await?;
-                tx.commit().await?;
-                let event = events.pop().ok_or_else(|| StoreError::Corrupt("offer event missing".into()))?;
-                Ok(Some(Claimed { ticket, attempt, event, queued_since: Timestamp(queued_since) }))
+            async fn claim_many(&self, q: &ClaimQuery) -> Result<Vec<Claimed>, StoreError> {
+                self.claim_many_sql(q).await
             }
 
             async fn renew_leases(&self, held: &[Fence], until: Timestamp) -> Result<u64, StoreError> {

@@ -23,6 +23,10 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     const CLAIM_LOCK: &'static str = "";
+    /// One writer: the id column's own order is commit order.
+    const EVENT_ID: (&'static str, &'static str) = ("", "");
+    const EVENTS_PER_TRANSACTION: usize = usize::MAX;
+    const SETTLED: &'static str = "";
 
     /// Opens (creating if needed) the database file and runs migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore, super::StoreError> {
@@ -100,13 +104,6 @@ impl SqliteStore {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.write.begin_with("BEGIN IMMEDIATE").await
-    }
-
-    async fn lock_event_order(
-        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    ) -> Result<(), sqlx::Error> {
-        // One writer: ids are already assigned in commit order.
-        Ok(())
     }
 
     pub async fn close(&self) {

@@ -303,23 +303,9 @@ impl Board {
 
     /// Applies several triggers in a row as ONE commit (an attempt that ended and whose
     /// evidence is in: running → verifying → deciding): each step is the state machine's,
-    /// each leaves its event, and watchers hear only of the end.
-    pub async fn apply_steps<F>(
-        &self,
-        id: i64,
-        fence: Option<Fence>,
-        steps: &[(Trigger, &str)],
-        actor: &str,
-        edit: F,
-    ) -> Result<(Committed, Vec<Action>), BoardError>
-    where
-        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
-    {
-        self.change(id, None, fence, steps, actor, edit).await
-    }
-
-    /// `apply_steps` on a ticket the caller has just read (`known`: one read fewer; if it
-    /// has changed since, the compare-and-set finds out and the ticket is read again).
+    /// each leaves its event, and watchers hear only of the end. It starts from `known`, the
+    /// ticket as the caller has just read it (one read fewer); if it has changed since, the
+    /// compare-and-set or the fence finds out and the ticket is read again.
     pub async fn apply_steps_on<F>(
         &self,
         known: &Ticket,

@@ -5,9 +5,10 @@
 //! ids), so a watcher resuming after id N cannot miss an event committed later with a smaller
 //! id — without a lock that every writer queues on (`0006_event_order.sql`).
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::sql::impl_store;
 
@@ -34,10 +35,15 @@ impl PgStore {
 
     /// Connects to `url` (`postgres://…`) and runs migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore, super::StoreError> {
+        // A transaction left open (its replica cut off from the database mid-way) holds
+        // back what every watcher sees (and its row locks) until Postgres ends it: never for
+        // long. None of ours waits on anything between its statements.
+        let opts = PgConnectOptions::from_str(url)?
+            .options([("idle_in_transaction_session_timeout", "30s")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(url)
+            .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
         // New event ids must stay above the board's old ones even when this cluster's

@@ -1,7 +1,7 @@
 -- Event ids in an order readers can resume by, without a global lock (#14).
 --
 -- An event's id is its transaction's id (xid8, plus `shift`) times 2^16, plus its index in
--- that transaction. Every transaction still running has an xid at or above the oldest
+-- that transaction (the insert computes it: `PgStore::EVENT_ID`). Every transaction still running has an xid at or above the oldest
 -- running one (the snapshot's xmin), so every event id below `(xmin + shift) * 2^16` is
 -- settled: it is committed and visible, or it never will be. A reader that takes only
 -- settled events (`id < mc_event_watermark()`) and resumes after the last it took never
@@ -17,10 +17,6 @@ CREATE TABLE event_clock (
     shift BIGINT NOT NULL
 );
 INSERT INTO event_clock (one, shift) VALUES (TRUE, 0);
-
-CREATE FUNCTION mc_event_id(n INTEGER) RETURNS BIGINT LANGUAGE sql VOLATILE AS $$
-    SELECT ((pg_current_xact_id()::text::bigint + (SELECT shift FROM event_clock)) << 16) | n
-$$;
 
 CREATE FUNCTION mc_event_watermark() RETURNS BIGINT LANGUAGE sql STABLE AS $$
     SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + (SELECT shift FROM event_clock)) << 16

@@ -116,22 +116,10 @@ impl TestCp {
     /// (Counted ticket by ticket: one ticket's history is never held back, the whole feed
     /// may be on Postgres while a transaction runs elsewhere in the cluster: ADR 0007.)
     pub async fn event_count(&self) -> i64 {
-        use mc_control_plane::store::{EventFilter, TicketFilter};
         let store = self.cp.board.store();
-        let every = TicketFilter {
-            limit: 100_000,
-            ..TicketFilter::default()
-        };
         let mut n = 0;
-        for t in store.list_tickets(&every).await.expect("tickets") {
-            let of_t = EventFilter {
-                ticket_id: Some(t.id),
-                project: None,
-            };
-            let events = store
-                .events_after(0, &of_t, 1_000_000)
-                .await
-                .expect("events");
+        for t in crate::history::all_tickets(store).await {
+            let events = crate::history::ticket_events(store, t.id).await;
             n += i64::try_from(events.len()).unwrap_or(i64::MAX);
         }
         n

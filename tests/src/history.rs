@@ -3,18 +3,36 @@
 
 use std::collections::HashMap;
 
-use mc_control_plane::domain::{AttemptOutcome, State};
+use mc_control_plane::domain::{AttemptOutcome, Event, State, Ticket};
 use mc_control_plane::store::{EventFilter, Reads, TicketFilter};
 
-/// Checks the board's history; panics describing the first violation.
-pub async fn check(store: &dyn Reads, created: &[i64]) {
-    let tickets = store
+/// Every ticket on the board.
+pub async fn all_tickets(store: &dyn Reads) -> Vec<Ticket> {
+    store
         .list_tickets(&TicketFilter {
             limit: 100_000,
             ..Default::default()
         })
         .await
-        .expect("list tickets");
+        .expect("list tickets")
+}
+
+/// One ticket's whole history. Read ticket by ticket, it is never held back; the whole
+/// feed may be, on Postgres, while a transaction runs elsewhere in the cluster (ADR 0007).
+pub async fn ticket_events(store: &dyn Reads, ticket_id: i64) -> Vec<Event> {
+    let of_t = EventFilter {
+        ticket_id: Some(ticket_id),
+        project: None,
+    };
+    store
+        .events_after(0, &of_t, 1_000_000)
+        .await
+        .expect("events")
+}
+
+/// Checks the board's history; panics describing the first violation.
+pub async fn check(store: &dyn Reads, created: &[i64]) {
+    let tickets = all_tickets(store).await;
     let by_id: HashMap<i64, _> = tickets.iter().map(|t| (t.id, t)).collect();
     for id in created {
         assert!(by_id.contains_key(id), "ticket {id} was lost");
@@ -64,17 +82,7 @@ pub async fn check(store: &dyn Reads, created: &[i64]) {
             assert!(w[1].epoch > w[0].epoch, "epochs only grow");
         }
         let by_attempt: HashMap<i64, _> = attempts.iter().map(|a| (a.id, a)).collect();
-        // Each ticket's own history: it is never held back (the whole feed may be, on
-        // Postgres, while a transaction runs elsewhere in the cluster: ADR 0007).
-        let of_t = EventFilter {
-            ticket_id: Some(t.id),
-            project: None,
-        };
-        let events = store
-            .events_after(0, &of_t, 1_000_000)
-            .await
-            .expect("events");
-        for e in &events {
+        for e in &ticket_events(store, t.id).await {
             if let (Some(aid), Some(epoch)) = (e.attempt_id, e.epoch) {
                 let a = by_attempt.get(&aid).unwrap_or_else(|| {
                     panic!("event {} names attempt {aid} of another ticket", e.id)

@@ -23,7 +23,7 @@ pub struct PgStore {
 impl PgStore {
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
     /// The id column and the high bits of its value in an event insert (the event's index
-    /// in its transaction is or-ed in): `mc_event_id`, inline, so it is evaluated once per
+    /// in its transaction is or-ed in), a scalar subquery, so it is evaluated once per
     /// statement.
     const EVENT_ID: (&'static str, &'static str) = (
         "id, ",

@@ -21,7 +21,7 @@ use crate::git;
 use crate::output::{self, Lines, SignalKind};
 use crate::profiles::{self, Profile, RuntimeKind};
 use crate::runtime::tmux::{FileTail, Tmux};
-use crate::runtime::{OutputSource, Runtime, SpawnSpec, pty};
+use crate::runtime::{OutputSource, Rest, Runtime, SpawnSpec, process, pty};
 use crate::state::Record;
 
 mod finish;
@@ -462,6 +462,16 @@ impl Task {
         }
         if let Some(rt) = self.rt.clone() {
             if let Some(code) = rt.exited().await {
+                // Whatever the agent left running in its group goes with it (nothing
+                // lingers), and with it the terminal, so the output can be read to its end.
+                let how = rt.terminate(self.profile.grace).await;
+                if how != process::Ended::AlreadyGone {
+                    tracing::info!(
+                        attempt_id = self.id(),
+                        ?how,
+                        "stopped what the agent left running"
+                    );
+                }
                 self.drain().await;
                 rt.cleanup().await;
                 self.rt = None;
@@ -502,21 +512,31 @@ impl Task {
     }
 
     /// Reads what is left of the output.
+    /// Called once the runtime's process group is gone (see [`OutputSource::next_rest`]).
     async fn drain(&mut self) {
-        let deadline = Instant::now() + Duration::from_millis(500);
+        let Some(deadline) = self.src.as_ref().map(|s| s.rest_deadline(Instant::now())) else {
+            return self.drain_lines().await;
+        };
         while let Some(src) = self.src.as_mut() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match tokio::time::timeout(left.min(Duration::from_millis(150)), src.next()).await {
-                Ok(Some(b)) => self.on_output(b),
-                Ok(None) => {
-                    self.src = None;
+            match src.next_rest(deadline).await {
+                Rest::Chunk(b) => self.on_output(b),
+                Rest::Ended => self.src = None,
+                Rest::GaveUp => {
+                    if matches!(src, OutputSource::Channel(_)) {
+                        tracing::warn!(
+                            attempt_id = self.id(),
+                            "the terminal stayed open after the agent's processes were gone (a process outside its group holds it?); output read so far is kept"
+                        );
+                    }
+                    break;
                 }
-                Err(_) => break,
             }
         }
+        self.drain_lines().await;
+    }
+
+    /// The last, unterminated line (headless), or the screen (interactive).
+    async fn drain_lines(&mut self) {
         let rest = self.lines.pending();
         if !rest.is_empty() && !self.profile.interactive {
             self.lines = Lines::default();

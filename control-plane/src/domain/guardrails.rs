@@ -346,6 +346,21 @@ pub fn returned(
 
 type Failure = (&'static str, String, Vec<String>, String);
 
+/// Whether the phase was last sent back only because its attempt did not say DONE (its
+/// work was not found wanting: the next round may find it finished on the branch).
+/// Decisions since the phase was last entered are this phase's.
+fn returned_unfinished(prior: &[Decision]) -> bool {
+    prior
+        .iter()
+        .rev()
+        .take_while(|d| d.kind != DecisionKind::Advance)
+        .find(|d| d.kind == DecisionKind::ReturnForFixes)
+        .is_some_and(|d| d.source == NOT_DONE)
+}
+
+/// The source of the fallback's return of an attempt that did not say DONE.
+pub const NOT_DONE: &str = "guardrail/not_done";
+
 /// Why the attempt must be redone, if a rule says so.
 fn fix_reason(i: &GuardInput<'_>, ev: Option<&Evidence>) -> Option<Failure> {
     let Some(e) = ev else {
@@ -356,12 +371,13 @@ fn fix_reason(i: &GuardInput<'_>, ev: Option<&Evidence>) -> Option<Failure> {
             "no evidence".into(),
         ));
     };
-    // No new commits fail the phase unless an earlier, interrupted attempt of it left its
-    // work on the branch (a retry that finds the work done); a round returned for fixes
-    // must change something.
+    // No new commits fail the phase unless an earlier attempt of it left its work on the
+    // branch (a retry that finds the work done: it was interrupted, or it ended without
+    // saying DONE); a round returned for fixes to the work must change something.
     if i.phase.requires_commits
         && e.commits == 0
-        && (e.branch_commits == 0 || i.ticket.round(i.ticket.phase_index) > 0)
+        && (e.branch_commits == 0
+            || (i.ticket.round(i.ticket.phase_index) > 0 && !returned_unfinished(i.prior)))
     {
         // The agent left its work uncommitted (and perhaps said it committed it): the host
         // rescued it onto the branch, but that is not the agent's commit.

@@ -150,6 +150,63 @@ fn table() {
             want: Some((K::ReturnForFixes, "no_commits")),
         },
         Case {
+            name: "a round after one that did not say DONE may find the work on the branch",
+            phase: 0,
+            setup: |t, e, prior, _, _| {
+                t.rounds = vec![1];
+                e.as_mut().unwrap().commits = 0;
+                e.as_mut().unwrap().branch_commits = 2;
+                prior.push(Decision {
+                    source: NOT_DONE.into(),
+                    ..fix_decision("the attempt ended (exited) without signalling DONE")
+                });
+            },
+            commands: &["cargo test"],
+            author: None,
+            want: None,
+        },
+        Case {
+            name: "... but not once the work itself was sent back since",
+            phase: 0,
+            setup: |t, e, prior, _, _| {
+                t.rounds = vec![2];
+                e.as_mut().unwrap().commits = 0;
+                e.as_mut().unwrap().branch_commits = 2;
+                prior.push(Decision {
+                    source: NOT_DONE.into(),
+                    ..fix_decision("not done")
+                });
+                prior.push(fix_decision("tests fail"));
+            },
+            commands: &["cargo test"],
+            author: None,
+            want: Some((K::ReturnForFixes, "no_commits")),
+        },
+        Case {
+            name: "... nor when the work was sent back by a later phase",
+            phase: 0,
+            setup: |t, e, prior, _, _| {
+                t.rounds = vec![1];
+                e.as_mut().unwrap().commits = 0;
+                e.as_mut().unwrap().branch_commits = 2;
+                prior.push(Decision {
+                    source: NOT_DONE.into(),
+                    ..fix_decision("not done")
+                });
+                prior.push(Decision {
+                    kind: DecisionKind::Advance,
+                    ..fix_decision("")
+                });
+                prior.push(Decision {
+                    source: "guardrail/review_failed".into(),
+                    ..fix_decision("the reviewer failed it")
+                });
+            },
+            commands: &["cargo test"],
+            author: None,
+            want: Some((K::ReturnForFixes, "no_commits")),
+        },
+        Case {
             name: "a review phase needs no commits",
             phase: 1,
             setup: |_, e, _, _, _| {

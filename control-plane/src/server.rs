@@ -157,7 +157,7 @@ impl ControlPlane {
             github: github.clone(),
         };
         let monitor = Monitor {
-            decider,
+            decider: decider.clone(),
             workers: workers.clone(),
             cfg: cfg.monitor.clone(),
         };
@@ -197,6 +197,7 @@ impl ControlPlane {
         .map_err(|e| StartError::Reflection(e.to_string()))?;
         let session_ctx = SessionCtx {
             board: board.clone(),
+            decider,
             workers: workers.clone(),
             cfg: cfg.dispatch.clone(),
             nudge: nudge.clone(),

@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::Instrument;
 
-use super::{Board, BoardError, preview};
+use super::worker::Then;
+use super::{Board, BoardError, Finished, preview};
+use crate::domain::attempt_end::{self, Finish};
 use crate::domain::decision::{self, Choice};
 pub use crate::domain::decision::{BrainAnswer, BrainError};
 use crate::domain::guardrails::{self, GuardInput, is_review_lane};
@@ -19,7 +21,7 @@ use crate::domain::{
     Attempt, AttemptOutcome, Decision, DecisionKind, DecisionPoint, Event, EventKind, Evidence,
     NewEvent, State, Ticket,
 };
-use crate::store::{EventFilter, Fence, NewDecision};
+use crate::store::{Change, EventFilter, Fence, NewDecision};
 
 /// What the brain is asked (DESIGN §2: ticket, evidence, history).
 #[derive(Debug, Clone)]
@@ -89,6 +91,138 @@ impl Decider {
     fn claim(&self, id: i64) -> Option<Inflight> {
         let mut g = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         g.insert(id).then(|| Inflight(self.inflight.clone(), id))
+    }
+
+    /// An attempt's end as its host reports it (see [`Board::attempt_finished`]). When the
+    /// end brings evidence and its decision needs no brain (a guardrail settles it, or
+    /// there is no brain and the fallback does), the decision commits with the end: one
+    /// transaction, not two. Otherwise the ticket waits in `deciding` for
+    /// [`Decider::decide`], as it does if it moved while this was decided.
+    pub async fn attempt_finished(
+        &self,
+        id: i64,
+        f: Fence,
+        actor: &str,
+        fin: Finished,
+    ) -> Result<Ticket, BoardError> {
+        let board = &self.board;
+        let t = board.ticket(id).await?;
+        let mut attempts = board.store().list_attempts(id).await?;
+        let attempt = attempts
+            .iter()
+            .find(|a| a.id == f.attempt_id)
+            .cloned()
+            .ok_or_else(|| BoardError::NotFound(format!("attempt {}", f.attempt_id)))?;
+        let current = t.current_attempt_id == Some(f.attempt_id) && t.epoch == f.epoch;
+        let brings_evidence = matches!(
+            attempt_end::route(t.state, fin.outcome),
+            Finish::Evidence { .. }
+        );
+        let guard = (current && brings_evidence)
+            .then(|| self.claim(id))
+            .flatten();
+        let Some(_guard) = guard else {
+            return board
+                .attempt_finished_on(t, attempt, f, actor, fin, None)
+                .await;
+        };
+        let started = board.now();
+        // What the decision looks at, as the end leaves it.
+        for a in attempts.iter_mut().filter(|a| a.id == f.attempt_id) {
+            a.outcome = fin.outcome;
+            a.evidence = fin.evidence.clone();
+        }
+        let ctx = Context::load_with(board, &t, attempts).await?;
+        let history = history(board, &t).await?;
+        let (record, no_brain) = (self.record, self.brain.is_none());
+        let mut decided: Option<Choice> = None;
+        let mut settle = |change: &Change| -> Option<Then<'static>> {
+            let after = &change.ticket;
+            let input = ctx.input(after);
+            let choice: Choice = match guardrails::check(&input) {
+                Some(v) => v.into(),
+                None if no_brain => decision::fallback(&input).into(),
+                None => return None,
+            };
+            let trigger = decision::trigger(
+                &choice,
+                after.state,
+                ctx.workflow.is_last(after.phase_index),
+            )?;
+            // The history as the decision saw it: what is stored, and the end's events.
+            let mut seen = history.clone();
+            let room = usize::try_from(HISTORY)
+                .unwrap_or(0)
+                .saturating_sub(seen.len());
+            seen.extend(change.events.iter().take(room).map(|e| Event {
+                id: 0,
+                ticket_id: after.id,
+                project: after.project.clone(),
+                at: after.updated_at,
+                kind: e.kind,
+                actor: e.actor.clone(),
+                from_state: e.from_state,
+                to_state: e.to_state,
+                message: e.message.clone(),
+                attempt_id: e.attempt_id,
+                epoch: e.epoch,
+            }));
+            let req = ctx.request_with(after, DecisionPoint::AttemptFinished, String::new(), seen);
+            let input_bytes = record(&req, &input);
+            let latency = after.updated_at.since(started);
+            let (workflow, version) = (ctx.workflow.clone(), change.expected_version);
+            let coder = ctx
+                .author
+                .clone()
+                .or_else(|| ctx.attempt.as_ref().map(decision::runtime_of));
+            let attempt_id = f.attempt_id;
+            let message = message(&choice);
+            decided = Some(choice.clone());
+            Some(Then {
+                trigger,
+                message,
+                edit: Box::new(move |e, at| {
+                    if e.before.version != version {
+                        return Err(BoardError::Busy(format!(
+                            "ticket {} changed while deciding",
+                            e.before.id
+                        )));
+                    }
+                    // The decision's event last, after the end's (and its cost).
+                    if at < e.change.events.len() {
+                        let mut ev = e.change.events.remove(at);
+                        ev.kind = EventKind::Decision;
+                        ev.actor = choice.source.clone();
+                        e.change.events.push(ev);
+                    }
+                    decision::apply(
+                        &mut e.change.ticket,
+                        &workflow,
+                        &choice,
+                        coder.as_deref(),
+                        e.now,
+                    );
+                    e.change.decision = Some(record_of(
+                        &choice,
+                        Some(attempt_id),
+                        latency,
+                        DecisionPoint::AttemptFinished,
+                        input_bytes.clone(),
+                        e.now,
+                    ));
+                    Ok(())
+                }),
+            })
+        };
+        let after = board
+            .attempt_finished_on(t, attempt, f, actor, fin, Some(&mut settle))
+            .await?;
+        if let Some(c) = decided
+            && after.state != State::Deciding
+        {
+            log_decided(id, DecisionPoint::AttemptFinished, &c);
+        }
+        Ok(after)
     }
 
     /// Decides a ticket in `deciding`. Returns the ticket after the decision, or `None` if
@@ -244,6 +378,16 @@ struct Context {
 
 impl Context {
     async fn load(board: &Board, t: &Ticket) -> Result<Context, BoardError> {
+        let attempts = board.store().list_attempts(t.id).await?;
+        Self::load_with(board, t, attempts).await
+    }
+
+    /// `load` with the ticket's attempts as the caller has them.
+    async fn load_with(
+        board: &Board,
+        t: &Ticket,
+        attempts: Vec<Attempt>,
+    ) -> Result<Context, BoardError> {
         let id = t.id;
         let workflow = board
             .workflows()
@@ -258,7 +402,6 @@ impl Context {
                 BoardError::Internal(format!("ticket {id}: no phase {}", t.phase_index))
             })?
             .clone();
-        let attempts = board.store().list_attempts(id).await?;
         let attempt = t
             .current_attempt_id
             .and_then(|a| attempts.iter().find(|x| x.id == a))
@@ -318,20 +461,20 @@ impl Context {
         point: DecisionPoint,
         context: String,
     ) -> Result<BrainRequest, BoardError> {
-        let history = board
-            .store()
-            .events_after(
-                0,
-                &EventFilter {
-                    ticket_id: Some(t.id),
-                    project: None,
-                },
-                500,
-            )
-            .await?;
+        let history = history(board, t).await?;
+        Ok(self.request_with(t, point, context, history))
+    }
+
+    fn request_with(
+        &self,
+        t: &Ticket,
+        point: DecisionPoint,
+        context: String,
+        history: Vec<Event>,
+    ) -> BrainRequest {
         let fix_phase = self.workflow.fix_phase(t.phase_index);
         let _ = &self.attempts;
-        Ok(BrainRequest {
+        BrainRequest {
             ticket: t.clone(),
             evidence: self.evidence.clone(),
             outcome: if point == DecisionPoint::AttemptFinished {
@@ -350,8 +493,73 @@ impl Context {
                 .map(|p| p.round_cap)
                 .unwrap_or(self.phase.round_cap),
             context,
-        })
+        }
     }
+}
+
+/// The ticket's history as the brain is shown it (its first 500 events).
+async fn history(board: &Board, t: &Ticket) -> Result<Vec<Event>, BoardError> {
+    Ok(board
+        .store()
+        .events_after(
+            0,
+            &EventFilter {
+                ticket_id: Some(t.id),
+                project: None,
+            },
+            HISTORY,
+        )
+        .await?)
+}
+
+/// How many of a ticket's events a decision is shown.
+const HISTORY: i64 = 500;
+
+/// The message of a decision's event.
+fn message(c: &Choice) -> String {
+    format!(
+        "{} by {}: {}",
+        c.kind.as_str().to_uppercase(),
+        c.source,
+        preview(&c.reason, 500)
+    )
+}
+
+/// A decision's record.
+fn record_of(
+    c: &Choice,
+    attempt_id: Option<i64>,
+    latency: Duration,
+    point: DecisionPoint,
+    input: Vec<u8>,
+    now: mc_common::Timestamp,
+) -> NewDecision {
+    NewDecision {
+        attempt_id,
+        kind: c.kind,
+        reason: c.reason.clone(),
+        points: c.points.clone(),
+        next_prompt: c.next_prompt.clone(),
+        layer: c.layer,
+        source: c.source.clone(),
+        latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
+        at: now,
+        wait_until: c.wait_until,
+        point,
+        input: Some(input),
+    }
+}
+
+fn log_decided(id: i64, point: DecisionPoint, c: &Choice) {
+    tracing::info!(
+        ticket_id = id,
+        point = point.as_str(),
+        decision = c.kind.as_str(),
+        layer = c.layer.as_str(),
+        source = %c.source,
+        reason = %c.reason,
+        "decided"
+    );
 }
 
 /// A decision taken, with what it was taken on, ready to commit.
@@ -380,25 +588,16 @@ async fn commit(
         .author
         .clone()
         .or_else(|| attempt.map(decision::runtime_of));
-    let msg = format!(
-        "{} by {}: {}",
-        c.kind.as_str().to_uppercase(),
-        c.source,
-        preview(&c.reason, 500)
-    );
-    let record = |now| NewDecision {
-        attempt_id: attempt.map(|a| a.id),
-        kind: c.kind,
-        reason: c.reason.clone(),
-        points: c.points.clone(),
-        next_prompt: c.next_prompt.clone(),
-        layer: c.layer,
-        source: c.source.clone(),
-        latency_ms: i64::try_from(d.latency.as_millis()).unwrap_or(i64::MAX),
-        at: now,
-        wait_until: c.wait_until,
-        point: d.point,
-        input: Some(d.input.clone()),
+    let msg = message(c);
+    let record = |now| {
+        record_of(
+            c,
+            attempt.map(|a| a.id),
+            d.latency,
+            d.point,
+            d.input.clone(),
+            now,
+        )
     };
     let unchanged = |e: &super::Edit<'_>| {
         if e.before.version != t.version {
@@ -412,22 +611,29 @@ async fn commit(
     let committed = match decision::trigger(c, t.state, ctx.workflow.is_last(t.phase_index)) {
         Some(trigger) => {
             board
-                .apply_steps_on(t, None, &[(trigger, msg.as_str())], &c.source, |e| {
-                    unchanged(e)?;
-                    e.change.events[0].kind = EventKind::Decision;
-                    if let Some(f) = &d.flagged {
-                        e.change.events.insert(0, f.clone());
-                    }
-                    decision::apply(
-                        &mut e.change.ticket,
-                        &ctx.workflow,
-                        c,
-                        coder.as_deref(),
-                        e.now,
-                    );
-                    e.change.decision = Some(record(e.now));
-                    Ok(())
-                })
+                .apply_steps_on(
+                    t,
+                    None,
+                    &[(trigger, msg.as_str())],
+                    &c.source,
+                    |e| {
+                        unchanged(e)?;
+                        e.change.events[0].kind = EventKind::Decision;
+                        if let Some(f) = &d.flagged {
+                            e.change.events.insert(0, f.clone());
+                        }
+                        decision::apply(
+                            &mut e.change.ticket,
+                            &ctx.workflow,
+                            c,
+                            coder.as_deref(),
+                            e.now,
+                        );
+                        e.change.decision = Some(record(e.now));
+                        Ok(())
+                    },
+                    None,
+                )
                 .await?
                 .0
         }
@@ -451,14 +657,9 @@ async fn commit(
                 .await?
         }
     };
-    tracing::info!(
-        ticket_id = t.id,
-        point = d.point.as_str(),
-        decision = c.kind.as_str(),
-        layer = c.layer.as_str(),
-        source = %c.source,
-        reason = %c.reason,
-        "decided"
-    );
+    log_decided(t.id, d.point, c);
     Ok(committed.ticket)
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::domain::validate::FieldError;
 use crate::domain::{
-    Action, AttemptOutcome, EventKind, Lane, LaneAssignment, Money, NewEvent, State, Ticket,
-    TransitionError, Trigger, transition, workflow::Workflows,
+    Action, Attempt, AttemptOutcome, EventKind, Lane, LaneAssignment, Money, NewEvent, State,
+    Ticket, TransitionError, Trigger, transition, workflow::Workflows,
 };
 use crate::store::{AttemptPatch, Change, Committed, Fence, Reads, Store, StoreError};
 
@@ -297,7 +297,7 @@ impl Board {
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
-        self.change(id, None, fence, &[(trigger, message)], actor, edit)
+        self.change(id, None, fence, &[(trigger, message)], actor, edit, None)
             .await
     }
 
@@ -305,7 +305,8 @@ impl Board {
     /// evidence is in: running → verifying → deciding): each step is the state machine's,
     /// each leaves its event, and watchers hear only of the end. It starts from `known`, the
     /// ticket as the caller has just read it (one read fewer); if it has changed since, the
-    /// compare-and-set or the fence finds out and the ticket is read again.
+    /// compare-and-set or the fence finds out and the ticket is read again. `attempt` is
+    /// the attempt the change ends, as the caller has just read it, if it has.
     pub async fn apply_steps_on<F>(
         &self,
         known: &Ticket,
@@ -313,12 +314,21 @@ impl Board {
         steps: &[(Trigger, &str)],
         actor: &str,
         edit: F,
+        attempt: Option<&Attempt>,
     ) -> Result<(Committed, Vec<Action>), BoardError>
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
-        self.change(known.id, Some(known.clone()), fence, steps, actor, edit)
-            .await
+        self.change(
+            known.id,
+            Some(known.clone()),
+            fence,
+            steps,
+            actor,
+            edit,
+            attempt,
+        )
+        .await
     }
 
     /// `annotate` on a ticket the caller has just read.
@@ -332,7 +342,7 @@ impl Board {
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
         Ok(self
-            .change(known.id, Some(known.clone()), fence, &[], "", edit)
+            .change(known.id, Some(known.clone()), fence, &[], "", edit, None)
             .await?
             .0)
     }
@@ -348,12 +358,17 @@ impl Board {
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
     {
-        Ok(self.change(id, None, fence, &[], "", edit).await?.0)
+        Ok(self.change(id, None, fence, &[], "", edit, None).await?.0)
     }
 
     /// A change that ends an attempt adds the attempt's wall-clock time (started to ended)
-    /// to the ticket's, so the budget counts every attempt of every phase.
-    async fn add_wall_time(&self, change: &mut Change) -> Result<(), BoardError> {
+    /// to the ticket's, so the budget counts every attempt of every phase. `known` is the
+    /// attempt as the caller has just read it (saves reading it again).
+    async fn add_wall_time(
+        &self,
+        change: &mut Change,
+        known: Option<&Attempt>,
+    ) -> Result<(), BoardError> {
         let Some((aid, ended_at)) = change
             .attempt
             .as_ref()
@@ -361,8 +376,16 @@ impl Board {
         else {
             return Ok(());
         };
-        let Some(a) = self.inner.store.get_attempt(aid).await? else {
-            return Ok(());
+        let read;
+        let a = match known.filter(|a| a.id == aid) {
+            Some(a) => a,
+            None => match self.inner.store.get_attempt(aid).await? {
+                Some(a) => {
+                    read = a;
+                    &read
+                }
+                None => return Ok(()),
+            },
         };
         if a.ended_at.is_some() {
             return Ok(());
@@ -379,6 +402,118 @@ impl Board {
         Ok(())
     }
 
+    /// What `steps` and `edit` would make of `known` (as [`Board::apply_steps_on`] would
+    /// commit it on its first try), without committing it; `None` if a step does not apply
+    /// to it or the fence does not match.
+    pub(super) async fn preview_on<F>(
+        &self,
+        known: &Ticket,
+        fence: Option<Fence>,
+        steps: &[(Trigger, &str)],
+        actor: &str,
+        mut edit: F,
+        attempt: Option<&Attempt>,
+    ) -> Result<Option<Change>, BoardError>
+    where
+        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
+    {
+        Ok(self
+            .prepare(known, true, fence, steps, actor, &mut edit, attempt)
+            .await?
+            .map(|(c, _)| c))
+    }
+
+    /// The change `steps` and `edit` make to `before`, not committed. `None` when `before`
+    /// is a ticket the caller read (`seeded`) and a step or the fence no longer fits it:
+    /// the caller reads it afresh.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare<F>(
+        &self,
+        before: &Ticket,
+        seeded: bool,
+        fence: Option<Fence>,
+        steps: &[(Trigger, &str)],
+        actor: &str,
+        edit: &mut F,
+        attempt: Option<&Attempt>,
+    ) -> Result<Option<(Change, Vec<Action>)>, BoardError>
+    where
+        F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
+    {
+        let id = before.id;
+        if let Some(f) = fence
+            && (before.epoch != f.epoch || before.current_attempt_id != Some(f.attempt_id))
+        {
+            if seeded {
+                return Ok(None);
+            }
+            return Err(BoardError::Stale(
+                StoreError::StaleEpoch {
+                    ticket: id,
+                    attempt_id: f.attempt_id,
+                    epoch: f.epoch,
+                }
+                .to_string(),
+            ));
+        }
+        let now = self.now();
+        let mut after = before.clone();
+        let mut change = Change::new(after.clone(), before.version);
+        change.fence = fence;
+        let mut actions = Vec::new();
+        for &(trigger, message) in steps {
+            let (to, acts) = match transition(after.state, trigger) {
+                Ok(moved) => moved,
+                Err(_) if seeded => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            if to != after.state || !message.is_empty() {
+                change.events.push(
+                    NewEvent::new(EventKind::StateChanged, actor, message).states(after.state, to),
+                );
+            }
+            if acts.contains(&Action::CloseAttempt)
+                && change.attempt.is_none()
+                && let Some(aid) = before.current_attempt_id
+            {
+                let outcome = match trigger {
+                    Trigger::Cancel => AttemptOutcome::Cancelled,
+                    Trigger::OfferLapsed => AttemptOutcome::Lapsed,
+                    Trigger::Requeue => AttemptOutcome::Lost,
+                    Trigger::Wait => AttemptOutcome::UsageLimited,
+                    _ => AttemptOutcome::Superseded,
+                };
+                change.attempt = Some(AttemptPatch {
+                    id: aid,
+                    epoch: before.epoch,
+                    ended: Some((outcome, message.to_string(), now)),
+                    ..AttemptPatch::default()
+                });
+            }
+            after.state = to;
+            actions.extend(acts);
+        }
+        // A decision asked for by one step and taken by a later one of the same change
+        // (a guardrail's, committed with the evidence) is not asked for again.
+        if after.state != State::Deciding {
+            actions.retain(|a| *a != Action::AskDecision);
+        }
+        after.updated_at = now;
+        if after.state != State::Waiting {
+            after.wake_at = None;
+        }
+        change.ticket = after;
+        edit(&mut Edit {
+            change: &mut change,
+            before,
+            now,
+        })?;
+        change.relabel = change.ticket.labels != before.labels;
+        self.add_wall_time(&mut change, attempt).await?;
+        Ok(Some((change, actions)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn change<F>(
         &self,
         id: i64,
@@ -387,6 +522,7 @@ impl Board {
         steps: &[(Trigger, &str)],
         actor: &str,
         mut edit: F,
+        attempt: Option<&Attempt>,
     ) -> Result<(Committed, Vec<Action>), BoardError>
     where
         F: FnMut(&mut Edit<'_>) -> Result<(), BoardError>,
@@ -399,78 +535,14 @@ impl Board {
                 Some(t) => t,
                 None => self.ticket(id).await?,
             };
-            if let Some(f) = fence
-                && (before.epoch != f.epoch || before.current_attempt_id != Some(f.attempt_id))
-            {
-                if seeded {
-                    continue;
-                }
-                return Err(BoardError::Stale(
-                    StoreError::StaleEpoch {
-                        ticket: id,
-                        attempt_id: f.attempt_id,
-                        epoch: f.epoch,
-                    }
-                    .to_string(),
-                ));
-            }
-            let now = self.now();
-            let mut after = before.clone();
-            let mut change = Change::new(after.clone(), before.version);
-            change.fence = fence;
-            let mut actions = Vec::new();
-            let mut refused = false;
-            for &(trigger, message) in steps {
-                let (to, acts) = match transition(after.state, trigger) {
-                    Ok(moved) => moved,
-                    Err(_) if seeded => {
-                        refused = true;
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if to != after.state || !message.is_empty() {
-                    change.events.push(
-                        NewEvent::new(EventKind::StateChanged, actor, message)
-                            .states(after.state, to),
-                    );
-                }
-                if acts.contains(&Action::CloseAttempt)
-                    && change.attempt.is_none()
-                    && let Some(aid) = before.current_attempt_id
-                {
-                    let outcome = match trigger {
-                        Trigger::Cancel => AttemptOutcome::Cancelled,
-                        Trigger::OfferLapsed => AttemptOutcome::Lapsed,
-                        Trigger::Requeue => AttemptOutcome::Lost,
-                        Trigger::Wait => AttemptOutcome::UsageLimited,
-                        _ => AttemptOutcome::Superseded,
-                    };
-                    change.attempt = Some(AttemptPatch {
-                        id: aid,
-                        epoch: before.epoch,
-                        ended: Some((outcome, message.to_string(), now)),
-                        ..AttemptPatch::default()
-                    });
-                }
-                after.state = to;
-                actions.extend(acts);
-            }
-            if refused {
+            // The caller's attempt is only known to be current on the first try.
+            let attempt = attempt.filter(|_| seeded);
+            let Some((change, actions)) = self
+                .prepare(&before, seeded, fence, steps, actor, &mut edit, attempt)
+                .await?
+            else {
                 continue;
-            }
-            after.updated_at = now;
-            if after.state != State::Waiting {
-                after.wake_at = None;
-            }
-            change.ticket = after;
-            edit(&mut Edit {
-                change: &mut change,
-                before: &before,
-                now,
-            })?;
-            change.relabel = change.ticket.labels != before.labels;
-            self.add_wall_time(&mut change).await?;
+            };
             match self.inner.store.commit(&change).await {
                 Ok(committed) => {
                     self.published(&committed);

@@ -10,7 +10,7 @@ use crate::domain::{
     Attempt, AttemptOutcome, DecisionKind, DecisionLayer, DecisionPoint, EventKind, Evidence,
     Money, NewEvent, Signal, State, Ticket, Trigger,
 };
-use crate::store::{AttemptPatch, Fence, NewDecision};
+use crate::store::{AttemptPatch, Change, Fence, NewDecision};
 
 /// How an attempt ended, as the host reports it.
 #[derive(Debug, Clone)]
@@ -21,6 +21,18 @@ pub struct Finished {
     /// For usage limits: when the agent may run again.
     pub reset_at: Option<Timestamp>,
 }
+
+/// A decision committed with the attempt's end: the step it takes after the end's, and
+/// its edit, given the change and the index of that step's event.
+pub(super) struct Then<'a> {
+    pub trigger: Trigger,
+    pub message: String,
+    #[allow(clippy::type_complexity)]
+    pub edit: Box<dyn FnMut(&mut super::Edit<'_>, usize) -> Result<(), BoardError> + Send + 'a>,
+}
+
+/// Shown the change an attempt's end makes, the decision to commit with it, if settled now.
+pub(super) type Settle<'s, 'a> = &'s mut (dyn FnMut(&Change) -> Option<Then<'a>> + Send);
 
 /// What a worker reports when it has spawned the runtime.
 #[derive(Debug, Clone, Default)]
@@ -208,6 +220,30 @@ impl Board {
         actor: &str,
         fin: Finished,
     ) -> Result<Ticket, BoardError> {
+        let attempt = self
+            .store()
+            .get_attempt(f.attempt_id)
+            .await?
+            .ok_or_else(|| BoardError::NotFound(format!("attempt {}", f.attempt_id)))?;
+        let t = self.ticket(id).await?;
+        self.attempt_finished_on(t, attempt, f, actor, fin, None)
+            .await
+    }
+
+    /// `attempt_finished` on the ticket and attempt as the caller has just read them. An
+    /// end that brings evidence may take its decision in the same commit: `settle` is
+    /// shown the change the end makes and returns the decision's step, if it is settled
+    /// now (a guardrail's); if the ticket moves meanwhile, the end commits alone.
+    pub(super) async fn attempt_finished_on(
+        &self,
+        t: Ticket,
+        attempt: Attempt,
+        f: Fence,
+        actor: &str,
+        fin: Finished,
+        settle: Option<Settle<'_, '_>>,
+    ) -> Result<Ticket, BoardError> {
+        let id = t.id;
         let Finished {
             outcome,
             reason,
@@ -222,17 +258,11 @@ impl Board {
             .as_ref()
             .filter(|e| e.cost.0 > 0 || e.tokens_in > 0 || e.tokens_out > 0)
             .map(|e| (e.cost, e.tokens_in, e.tokens_out));
-        let attempt = self
-            .store()
-            .get_attempt(f.attempt_id)
-            .await?
-            .ok_or_else(|| BoardError::NotFound(format!("attempt {}", f.attempt_id)))?;
         let with_usage = |e: &mut super::Edit<'_>| {
             if let Some((cost, tin, tout)) = usage {
                 add_usage(e, f, &attempt, cost, tin, tout);
             }
         };
-        let t = self.ticket(id).await?;
         match attempt_end::route(t.state, outcome) {
             Finish::Lapse(o) => {
                 if let Some((cost, tin, tout)) = usage {
@@ -302,29 +332,61 @@ impl Board {
                     steps.push((Trigger::AttemptEnded, EXITED));
                 }
                 steps.push((Trigger::EvidenceReady, summary.as_str()));
-                let (c, _) = self
-                    .apply_steps_on(&t, Some(f), &steps, actor, |e| {
-                        // One event per step: the runtime's end (a signal), the evidence.
-                        let n = e.change.events.len();
-                        for (i, ev) in e.change.events.iter_mut().enumerate() {
-                            ev.kind = if i + 1 < n {
-                                EventKind::Signal
-                            } else {
-                                EventKind::Evidence
-                            };
-                            ev.attempt_id = Some(f.attempt_id);
-                            ev.epoch = Some(f.epoch);
+                let n = steps.len();
+                let mut finish = |e: &mut super::Edit<'_>| {
+                    // One event per step: the runtime's end (a signal), the evidence.
+                    for (i, ev) in e.change.events.iter_mut().take(n).enumerate() {
+                        ev.kind = if i + 1 < n {
+                            EventKind::Signal
+                        } else {
+                            EventKind::Evidence
+                        };
+                        ev.attempt_id = Some(f.attempt_id);
+                        ev.epoch = Some(f.epoch);
+                    }
+                    e.change.attempt = Some(AttemptPatch {
+                        id: f.attempt_id,
+                        epoch: f.epoch,
+                        ended: Some((outcome, reason.clone(), e.now)),
+                        evidence: evidence.clone(),
+                        ..AttemptPatch::default()
+                    });
+                    with_usage(e);
+                    Ok(())
+                };
+                if let Some(settle) = settle
+                    && let Some(change) = self
+                        .preview_on(&t, Some(f), &steps, actor, &mut finish, Some(&attempt))
+                        .await?
+                    && let Some(mut then) = settle(&change)
+                {
+                    let mut both = steps.clone();
+                    both.push((then.trigger, then.message.as_str()));
+                    let res = self
+                        .apply_steps_on(
+                            &t,
+                            Some(f),
+                            &both,
+                            actor,
+                            |e| {
+                                finish(e)?;
+                                (then.edit)(e, n)
+                            },
+                            Some(&attempt),
+                        )
+                        .await;
+                    match res {
+                        Ok((c, _)) => return Ok(c.ticket),
+                        // The ticket moved since it was decided on: the end alone, and the
+                        // decision on the ticket as it is now, later.
+                        Err(BoardError::Busy(m)) => {
+                            tracing::debug!(ticket_id = id, %m, "decision deferred");
                         }
-                        e.change.attempt = Some(AttemptPatch {
-                            id: f.attempt_id,
-                            epoch: f.epoch,
-                            ended: Some((outcome, reason.clone(), e.now)),
-                            evidence: evidence.clone(),
-                            ..AttemptPatch::default()
-                        });
-                        with_usage(e);
-                        Ok(())
-                    })
+                        Err(e) => return Err(e),
+                    }
+                }
+                let (c, _) = self
+                    .apply_steps_on(&t, Some(f), &steps, actor, &mut finish, Some(&attempt))
                     .await?;
                 Ok(c.ticket)
             }

@@ -38,6 +38,8 @@ const LOG_FLUSH_BYTES: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct SessionCtx {
     pub board: Board,
+    /// Takes the decision an attempt's end brings, with the end when it can.
+    pub decider: crate::board::Decider,
     pub workers: Registry,
     pub cfg: DispatchConfig,
     pub nudge: DispatchNudge,

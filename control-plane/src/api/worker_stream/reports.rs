@@ -392,8 +392,9 @@ impl Session {
             attempt_id: fin.attempt_id,
             epoch: fin.epoch,
         };
-        let board = self.ctx.board.clone();
-        let res = board
+        let res = self
+            .ctx
+            .decider
             .attempt_finished(
                 ticket_id,
                 f,

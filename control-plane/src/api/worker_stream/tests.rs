@@ -27,6 +27,12 @@ async fn a_reconnecting_worker_keeps_what_it_holds_and_the_rest_is_dropped_or_re
     let mut s = Session {
         ctx: SessionCtx {
             board: k.board.clone(),
+            decider: crate::board::Decider::new(
+                k.board.clone(),
+                None,
+                Duration::from_secs(60),
+                crate::brain::record_input,
+            ),
             workers: k.workers.clone(),
             cfg: DispatchConfig::default(),
             nudge: DispatchNudge::default(),

@@ -1,0 +1,202 @@
+//! The decision an attempt's end brings, taken with the end: one commit when no brain is
+//! needed, the end alone (the ticket waiting in `deciding`) when one is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::domain::fixtures::passing;
+use crate::testkit::kit;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A brain at an address nothing listens on: asking it would fail, so a test that sees
+/// no failure was never asked.
+fn unreachable_brain(k: &crate::testkit::Kit) -> Arc<dyn Brain> {
+    let ch = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    Arc::new(crate::brain::GrpcBrain::new(
+        mc_common::grpc::traced(ch),
+        Duration::from_secs(1),
+        k.clock.clone(),
+    ))
+}
+
+fn finished(evidence: Evidence) -> Finished {
+    Finished {
+        outcome: AttemptOutcome::Exited,
+        reason: "exited with 0".into(),
+        evidence: Some(evidence),
+        reset_at: None,
+    }
+}
+
+/// Ticket `title`, claimed and running on w1; returns it as it runs and its fence.
+async fn running(k: &crate::testkit::Kit, title: &str) -> (Ticket, Fence) {
+    k.ticket(title).await;
+    let c = k.claim("w1", "web", LEASE).await;
+    let f = k.start(&c, "w1", LEASE).await;
+    (k.board.ticket(c.ticket.id).await.unwrap(), f)
+}
+
+#[tokio::test]
+async fn a_guardrails_decision_commits_with_the_attempts_end() {
+    let k = kit().await;
+    let _w = k.worker("w1", "h1", 1, &["web"]);
+    let d = Decider::new(
+        k.board.clone(),
+        Some(unreachable_brain(&k)),
+        Duration::from_secs(60),
+        crate::brain::record_input,
+    );
+    let (t, f) = running(&k, "no commits").await;
+    k.advance(Duration::from_secs(90));
+    let ev = Evidence {
+        commits: 0,
+        branch_commits: 0,
+        ..passing()
+    };
+    let after = d
+        .attempt_finished(t.id, f, "worker/w1", finished(ev))
+        .await
+        .unwrap();
+    assert_eq!(after.state, State::Queued, "returned for fixes");
+    assert_eq!(
+        after.version,
+        t.version + 1,
+        "the end and its decision: one commit"
+    );
+    assert_eq!(after.round(0), 1);
+    assert!(
+        after.next_brief.contains("no commits"),
+        "{}",
+        after.next_brief
+    );
+    assert_eq!(after.wall_ms, 90_000, "the attempt's time counts");
+    let decisions = k.board.store().decisions(t.id).await.unwrap();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0].source, "guardrail/no_commits");
+    assert_eq!(decisions[0].attempt_id, Some(f.attempt_id));
+    let attempt = k
+        .board
+        .store()
+        .get_attempt(f.attempt_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(attempt.outcome, AttemptOutcome::Exited);
+    assert!(attempt.evidence.is_some());
+    // The end's events, then the decision's, in the order they happened.
+    let events = history(&k.board, &t).await.unwrap();
+    let tail: Vec<(EventKind, Option<State>, Option<State>)> = events
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|e| (e.kind, e.from_state, e.to_state))
+        .collect();
+    assert_eq!(
+        tail,
+        vec![
+            (
+                EventKind::Signal,
+                Some(State::Running),
+                Some(State::Verifying)
+            ),
+            (
+                EventKind::Evidence,
+                Some(State::Verifying),
+                Some(State::Deciding)
+            ),
+            (
+                EventKind::Decision,
+                Some(State::Deciding),
+                Some(State::Queued)
+            ),
+        ]
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last.actor, "guardrail/no_commits");
+    assert!(
+        last.message
+            .starts_with("RETURN_FOR_FIXES by guardrail/no_commits")
+    );
+    // What it was decided on is stored with it, the end's events included.
+    let inputs = k.board.store().decision_inputs(t.id).await.unwrap();
+    assert_eq!(inputs.len(), 1);
+    let input = <mc_proto::DecisionInput as prost::Message>::decode(&*inputs[0].1).unwrap();
+    let req = input.request.unwrap();
+    assert!(
+        req.history
+            .iter()
+            .any(|e| e.kind == mc_proto::EventKind::Evidence as i32),
+        "{:?}",
+        req.history
+    );
+}
+
+#[tokio::test]
+async fn without_a_brain_the_fallback_decides_with_the_end() {
+    let k = kit().await;
+    let _w = k.worker("w1", "h1", 1, &["web"]);
+    let d = Decider::new(
+        k.board.clone(),
+        None,
+        Duration::from_secs(60),
+        crate::brain::record_input,
+    );
+    let (t, f) = running(&k, "done").await;
+    let after = d
+        .attempt_finished(t.id, f, "worker/w1", finished(passing()))
+        .await
+        .unwrap();
+    assert_eq!(after.version, t.version + 1);
+    assert_eq!(after.phase_index, 1, "advanced to review");
+    assert_eq!(after.state, State::Queued);
+    let decisions = k.board.store().decisions(t.id).await.unwrap();
+    assert_eq!(decisions[0].source, "guardrail/verified_done");
+}
+
+#[tokio::test]
+async fn a_judgement_call_waits_in_deciding_for_the_brain() {
+    let k = kit().await;
+    let _w = k.worker("w1", "h1", 1, &["web"]);
+    let d = Decider::new(
+        k.board.clone(),
+        Some(unreachable_brain(&k)),
+        Duration::from_secs(60),
+        crate::brain::record_input,
+    );
+    let (t, f) = running(&k, "judgement").await;
+    let after = d
+        .attempt_finished(t.id, f, "worker/w1", finished(passing()))
+        .await
+        .unwrap();
+    assert_eq!(after.state, State::Deciding);
+    assert_eq!(after.version, t.version + 1);
+    assert!(k.board.store().decisions(t.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_end_is_refused_and_decides_nothing() {
+    let k = kit().await;
+    let _w = k.worker("w1", "h1", 1, &["web"]);
+    let d = Decider::new(
+        k.board.clone(),
+        None,
+        Duration::from_secs(60),
+        crate::brain::record_input,
+    );
+    let (t, f) = running(&k, "stale").await;
+    let stale = Fence {
+        epoch: f.epoch - 1,
+        ..f
+    };
+    let err = d
+        .attempt_finished(t.id, stale, "worker/w1", finished(passing()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BoardError::Stale(_)), "{err:?}");
+    let now = k.board.ticket(t.id).await.unwrap();
+    assert_eq!(now.version, t.version);
+    assert!(k.board.store().decisions(t.id).await.unwrap().is_empty());
+}

@@ -45,6 +45,10 @@ pub struct DispatchConfig {
     /// escalated after this long.
     #[serde(with = "humantime_serde")]
     pub unplaceable_after: Duration,
+    /// A dispatch round runs on every commit that may have freed work or a slot (here, or
+    /// on another replica: `crate::bus`), and at the latest after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_round: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -58,6 +62,7 @@ impl Default for DispatchConfig {
             reap_interval: Duration::from_secs(2),
             global_cap: 0,
             unplaceable_after: Duration::from_secs(600),
+            idle_round: Duration::from_secs(1),
         }
     }
 }
@@ -93,7 +98,7 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 _ = self.nudge.wait() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(self.cfg.idle_round) => {}
                 _ = token.cancelled() => return,
             }
             match self.round().await {

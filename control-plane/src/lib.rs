@@ -4,6 +4,7 @@ pub mod api;
 pub mod board;
 pub mod brain;
 pub mod brief;
+pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod console;

@@ -161,12 +161,27 @@ impl ControlPlane {
             workers: workers.clone(),
             cfg: cfg.monitor.clone(),
         };
-        let loops = vec![
+        let mut loops = vec![
             tokio::spawn(reactor.run(effects, token.clone())),
             tokio::spawn(dispatcher.run(token.clone())),
             tokio::spawn(reaper.run(token.clone())),
             tokio::spawn(monitor.run(token.clone())),
         ];
+        // Replicas sharing a Postgres tell each other of their commits.
+        if let Ok(Database::Postgres(url)) = cfg.database() {
+            let bus = crate::bus::start(
+                &url,
+                replica.clone(),
+                board.clone(),
+                nudge.clone(),
+                token.clone(),
+            )
+            .await
+            .map_err(|e| {
+                StartError::Config(format!("database: listening for other replicas: {e}"))
+            })?;
+            loops.extend(bus);
+        }
 
         let listener = tokio::net::TcpListener::bind(&cfg.listen)
             .await

@@ -598,3 +598,43 @@ async fn a_paused_leader_loses_the_scheduler_lease_and_gives_it_up() {
     );
     c.check(&ids).await;
 }
+
+/// A ticket created on one replica is offered at once by the replica its worker is on:
+/// the replicas tell each other of their commits (LISTEN/NOTIFY), and here nothing else
+/// could wake the other replica's dispatcher — its idle round is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ticket_created_on_one_replica_is_offered_by_another_at_once() {
+    let c = Cluster::start(&["cp", "cp2"], &["host-a"], |cfg| {
+        cfg.dispatch.idle_round = Duration::from_secs(3600);
+    })
+    .await;
+    c.add_project("web").await;
+    let a_web = repo(&c.dir.path().join("a/web"));
+    let agent = "echo x > f$MC_TICKET_ID; git add -A; git commit -q -m \"work $MC_TICKET_ID\"; echo 'DONE: ok'";
+    let _a = WorkerProc::spawn_in(
+        &c.net,
+        "host-a",
+        &c.worker_config(
+            "host-a",
+            &c.endpoint(0),
+            &[("web", &a_web)],
+            &[("coder-p", agent)],
+        ),
+    );
+    until(
+        T,
+        || c.cps[0].log().contains("worker attached"),
+        || format!("host-a never attached:\n{}", c.cps[0].log()),
+    )
+    .await;
+    let mut t = c.tickets(1).await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let id = created(&mut t, create("web", &format!("made on cp2 {i}")))
+            .await
+            .id;
+        ticket_in(&mut t, id, pb::TicketState::Done, T).await;
+        ids.push(id);
+    }
+    c.check(&ids).await;
+}

@@ -130,6 +130,7 @@ struct Inner {
     budget: BudgetPolicy,
     lane_defaults: Vec<LaneAssignment>,
     events: watch::Sender<i64>,
+    local: watch::Sender<u64>,
     logs: watch::Sender<u64>,
     effects: mpsc::UnboundedSender<Effect>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -157,6 +158,7 @@ impl Board {
                     lane_defaults: config.lane_defaults,
                     metrics: crate::metrics::Metrics::new(),
                     events,
+                    local: watch::channel(0).0,
                     logs,
                     effects,
                 }),
@@ -230,9 +232,24 @@ impl Board {
         Ok(out)
     }
 
-    /// Changes whenever events are committed (by this replica); watchers also poll.
+    /// Changes whenever events are committed (by this replica, or by another one sharing
+    /// the database when the bus says so); watchers also poll.
     pub fn event_signal(&self) -> watch::Receiver<i64> {
         self.inner.events.subscribe()
+    }
+
+    /// Counts this replica's commits (what the bus tells the other replicas of).
+    pub fn local_commits(&self) -> watch::Receiver<u64> {
+        self.inner.local.subscribe()
+    }
+
+    /// Another replica committed: watchers look again (see `crate::bus`).
+    pub fn heard_commit(&self) {
+        self.inner.events.send_modify(|_| {});
+    }
+
+    fn committed_here(&self) {
+        self.inner.local.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn log_signal(&self) -> watch::Receiver<u64> {
@@ -247,6 +264,13 @@ impl Board {
         if let Some(last) = committed.events.last() {
             self.inner.events.send_modify(|id| *id = (*id).max(last.id));
         }
+        self.committed_here();
+    }
+
+    /// A ticket was created here (its event's id is not known to the board).
+    pub(super) fn created_here(&self) {
+        self.inner.events.send_modify(|_| {});
+        self.committed_here();
     }
 
     pub async fn ticket(&self, id: i64) -> Result<Ticket, BoardError> {

@@ -183,7 +183,7 @@ impl Board {
         let created = NewEvent::new(EventKind::Created, actor, msg).states(State::Queued, state);
         let (ticket, fresh) = self.inner.store.create_ticket(&new, now, created).await?;
         if fresh {
-            self.inner.events.send_modify(|_| {});
+            self.created_here();
             if ticket.state == State::Queued {
                 let _ = self.inner.effects.send(super::Effect {
                     before: ticket.clone(),

@@ -153,6 +153,15 @@ pub async fn deliver_answers(
     ticket_id: i64,
 ) -> Result<(), BoardError> {
     let t = board.ticket(ticket_id).await?;
+    deliver_answers_to(board, workers, &t).await
+}
+
+/// `deliver_answers` for the ticket as the caller has just read (or committed) it.
+pub async fn deliver_answers_to(
+    board: &Board,
+    workers: &Registry,
+    t: &crate::domain::Ticket,
+) -> Result<(), BoardError> {
     let Some(attempt_id) = t.current_attempt_id else {
         return Ok(());
     };

@@ -19,7 +19,7 @@ use crate::dispatcher::{DispatchConfig, DispatchNudge};
 use crate::domain::{
     AttemptOutcome, EventKind, LogChunk, Money, Signal, State, Trigger, WorkerRecord, WorkerState,
 };
-use crate::reactor::deliver_answers;
+use crate::reactor::deliver_answers_to;
 use crate::store::Fence;
 use crate::workers::{Registry, WorkerEntry};
 
@@ -317,7 +317,7 @@ impl Session {
                 self.send(msg).await;
                 continue;
             }
-            let _ = deliver_answers(&board, &self.ctx.workers, t.id).await;
+            let _ = deliver_answers_to(&board, &self.ctx.workers, &t).await;
         }
     }
 }

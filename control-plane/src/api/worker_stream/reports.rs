@@ -168,7 +168,7 @@ impl Session {
                     .attempt_started(ticket_id, f, &self.actor(), &info, lease)
                     .await
                 {
-                    Ok(_) => {
+                    Ok(t) => {
                         self.ctx
                             .workers
                             .mark_started(&self.name, st.attempt_id, board.now());
@@ -178,7 +178,7 @@ impl Session {
                             lease_expires_at: Some(lease.to_proto()),
                         }))
                         .await;
-                        let _ = deliver_answers(&board, &self.ctx.workers, ticket_id).await;
+                        let _ = deliver_answers_to(&board, &self.ctx.workers, &t).await;
                     }
                     Err(
                         e @ (BoardError::Stale(_)

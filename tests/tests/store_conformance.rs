@@ -205,6 +205,16 @@ async fn projects_lifecycle(s: Arc<dyn Store>) {
         s.remove_project("web", T0).await,
         Err(StoreError::NotFound(_))
     ));
+    // Nothing is created in a removed project.
+    let tickets_before = s.list_tickets(&Default::default()).await.unwrap().len();
+    assert!(matches!(
+        s.create_ticket(&new_ticket("web", "late"), T0, created()).await,
+        Err(StoreError::NotFound(w)) if w == "project web"
+    ));
+    assert_eq!(
+        s.list_tickets(&Default::default()).await.unwrap().len(),
+        tickets_before
+    );
     // The ticket keeps its history; the slug can be added again.
     assert!(s.get_ticket(t.id).await.unwrap().is_some());
     s.add_project(&project("web")).await.unwrap();

@@ -432,14 +432,6 @@ macro_rules! impl_store {
                         return Ok((Ticket::try_from(row)?, false));
                     }
                 }
-                let project: Option<(String,)> =
-                    sqlx::query_as("SELECT slug FROM projects WHERE slug = $1 AND removed_at IS NULL")
-                        .bind(&t.project)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if project.is_none() {
-                    return Err(StoreError::NotFound(format!("project {}", t.project)));
-                }
                 for dep in &t.depends_on {
                     let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM tickets WHERE id = $1")
                         .bind(*dep)
@@ -449,10 +441,12 @@ macro_rules! impl_store {
                         return Err(StoreError::NotFound(format!("ticket {dep} (in depends_on)")));
                     }
                 }
-                let (id,): (i64,) = sqlx::query_as(
+                // Into a project that exists (not removed), in the same statement.
+                let inserted: Option<(i64,)> = sqlx::query_as(
                     "INSERT INTO tickets (project, title, body, workflow, phase_index, lane, state, state_reason, priority, \
                      depends_on, rounds, branch, budget_micros, source, labels, created_at, updated_at, \
-                     idempotency_key, trace_context, wall_budget_ms) VALUES ($1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]','',$8,$9,$10,$11,$11,$12,$15,$16) \
+                     idempotency_key, trace_context, wall_budget_ms) SELECT $1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]','',$8,$9,$10,$11,$11,$12,$15,$16 \
+                     WHERE EXISTS (SELECT 1 FROM projects WHERE slug = $1 AND removed_at IS NULL) \
                      RETURNING id",
                 )
                 .bind(&t.project)
@@ -471,8 +465,11 @@ macro_rules! impl_store {
                 .bind(&t.state_reason)
                 .bind(&t.trace_context)
                 .bind(t.wall_budget_ms)
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+                let Some((id,)) = inserted else {
+                    return Err(StoreError::NotFound(format!("project {}", t.project)));
+                };
                 let ticket: TicketRow = sqlx::query_as(&format!("UPDATE tickets SET branch = $2 WHERE id = $1 RETURNING {TICKET_COLS}"))
                     .bind(id)
                     .bind(format!("mc/{id}-{}", t.branch))

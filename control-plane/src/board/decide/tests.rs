@@ -21,6 +21,16 @@ fn unreachable_brain(k: &crate::testkit::Kit) -> Arc<dyn Brain> {
     ))
 }
 
+/// A decider on the kit's board, with `brain` (or none).
+fn decider(k: &crate::testkit::Kit, brain: Option<Arc<dyn Brain>>) -> Decider {
+    Decider::new(
+        k.board.clone(),
+        brain,
+        Duration::from_secs(60),
+        crate::brain::record_input,
+    )
+}
+
 fn finished(evidence: Evidence) -> Finished {
     Finished {
         outcome: AttemptOutcome::Exited,
@@ -42,12 +52,7 @@ async fn running(k: &crate::testkit::Kit, title: &str) -> (Ticket, Fence) {
 async fn a_guardrails_decision_commits_with_the_attempts_end() {
     let k = kit().await;
     let _w = k.worker("w1", "h1", 1, &["web"]);
-    let d = Decider::new(
-        k.board.clone(),
-        Some(unreachable_brain(&k)),
-        Duration::from_secs(60),
-        crate::brain::record_input,
-    );
+    let d = decider(&k, Some(unreachable_brain(&k)));
     let (t, f) = running(&k, "no commits").await;
     k.advance(Duration::from_secs(90));
     let ev = Evidence {
@@ -138,12 +143,7 @@ async fn a_guardrails_decision_commits_with_the_attempts_end() {
 async fn without_a_brain_the_fallback_decides_with_the_end() {
     let k = kit().await;
     let _w = k.worker("w1", "h1", 1, &["web"]);
-    let d = Decider::new(
-        k.board.clone(),
-        None,
-        Duration::from_secs(60),
-        crate::brain::record_input,
-    );
+    let d = decider(&k, None);
     let (t, f) = running(&k, "done").await;
     let after = d
         .attempt_finished(t.id, f, "worker/w1", finished(passing()))
@@ -160,12 +160,7 @@ async fn without_a_brain_the_fallback_decides_with_the_end() {
 async fn a_judgement_call_waits_in_deciding_for_the_brain() {
     let k = kit().await;
     let _w = k.worker("w1", "h1", 1, &["web"]);
-    let d = Decider::new(
-        k.board.clone(),
-        Some(unreachable_brain(&k)),
-        Duration::from_secs(60),
-        crate::brain::record_input,
-    );
+    let d = decider(&k, Some(unreachable_brain(&k)));
     let (t, f) = running(&k, "judgement").await;
     let after = d
         .attempt_finished(t.id, f, "worker/w1", finished(passing()))
@@ -180,12 +175,7 @@ async fn a_judgement_call_waits_in_deciding_for_the_brain() {
 async fn a_stale_end_is_refused_and_decides_nothing() {
     let k = kit().await;
     let _w = k.worker("w1", "h1", 1, &["web"]);
-    let d = Decider::new(
-        k.board.clone(),
-        None,
-        Duration::from_secs(60),
-        crate::brain::record_input,
-    );
+    let d = decider(&k, None);
     let (t, f) = running(&k, "stale").await;
     let stale = Fence {
         epoch: f.epoch - 1,

@@ -182,12 +182,7 @@ impl Decider {
                 trigger,
                 message,
                 edit: Box::new(move |e, at| {
-                    if e.before.version != version {
-                        return Err(BoardError::Busy(format!(
-                            "ticket {} changed while deciding",
-                            e.before.id
-                        )));
-                    }
+                    unchanged(e, version)?;
                     // The decision's event last, after the end's (and its cost).
                     if at < e.change.events.len() {
                         let mut ev = e.change.events.remove(at);
@@ -195,21 +190,15 @@ impl Decider {
                         ev.actor = choice.source.clone();
                         e.change.events.push(ev);
                     }
-                    decision::apply(
-                        &mut e.change.ticket,
-                        &workflow,
-                        &choice,
-                        coder.as_deref(),
-                        e.now,
-                    );
-                    e.change.decision = Some(record_of(
+                    let record = record_of(
                         &choice,
                         Some(attempt_id),
                         latency,
                         DecisionPoint::AttemptFinished,
                         input_bytes.clone(),
                         e.now,
-                    ));
+                    );
+                    take(e, &workflow, &choice, coder.as_deref(), record);
                     Ok(())
                 }),
             })
@@ -550,6 +539,29 @@ fn record_of(
     }
 }
 
+/// Refuses a decision's commit if the ticket moved since it was decided on (at `seen`).
+fn unchanged(e: &super::Edit<'_>, seen: i64) -> Result<(), BoardError> {
+    if e.before.version != seen {
+        return Err(BoardError::Busy(format!(
+            "ticket {} changed while deciding",
+            e.before.id
+        )));
+    }
+    Ok(())
+}
+
+/// A decision's changes to the ticket, and its record.
+fn take(
+    e: &mut super::Edit<'_>,
+    workflow: &Workflow,
+    c: &Choice,
+    coder: Option<&str>,
+    record: NewDecision,
+) {
+    decision::apply(&mut e.change.ticket, workflow, c, coder, e.now);
+    e.change.decision = Some(record);
+}
+
 fn log_decided(id: i64, point: DecisionPoint, c: &Choice) {
     tracing::info!(
         ticket_id = id,
@@ -599,15 +611,6 @@ async fn commit(
             now,
         )
     };
-    let unchanged = |e: &super::Edit<'_>| {
-        if e.before.version != t.version {
-            return Err(BoardError::Busy(format!(
-                "ticket {} changed while deciding",
-                t.id
-            )));
-        }
-        Ok(())
-    };
     let committed = match decision::trigger(c, t.state, ctx.workflow.is_last(t.phase_index)) {
         Some(trigger) => {
             board
@@ -617,19 +620,12 @@ async fn commit(
                     &[(trigger, msg.as_str())],
                     &c.source,
                     |e| {
-                        unchanged(e)?;
+                        unchanged(e, t.version)?;
                         e.change.events[0].kind = EventKind::Decision;
                         if let Some(f) = &d.flagged {
                             e.change.events.insert(0, f.clone());
                         }
-                        decision::apply(
-                            &mut e.change.ticket,
-                            &ctx.workflow,
-                            c,
-                            coder.as_deref(),
-                            e.now,
-                        );
-                        e.change.decision = Some(record(e.now));
+                        take(e, &ctx.workflow, c, coder.as_deref(), record(e.now));
                         Ok(())
                     },
                     None,
@@ -644,7 +640,7 @@ async fn commit(
             });
             board
                 .annotate_on(t, fence, |e| {
-                    unchanged(e)?;
+                    unchanged(e, t.version)?;
                     e.change.events.extend(d.flagged.clone());
                     e.change.events.push(NewEvent::new(
                         EventKind::Decision,

@@ -519,6 +519,88 @@ async fn sigstop_a_worker_past_its_lease_then_sigcont() {
     drop(b);
 }
 
+/// Notes (in `$MARK`) whether another attempt's agent was alive when it started. The first
+/// attempt runs until stopped and takes two seconds to stop (a TERM trap that cleans up);
+/// a later one commits and is done.
+const OVERLAP_AGENT: &str = r#"
+if [ -e "$MARK/alive" ]; then echo "$MC_ATTEMPT_ID started while $(cat "$MARK/alive") was alive" >> "$MARK/overlap"; fi
+echo "$MC_ATTEMPT_ID" > "$MARK/alive"
+if [ ! -e "$MARK/first" ]; then
+  echo "$MC_ATTEMPT_ID" > "$MARK/first"
+  trap 'sleep 2; rm -f "$MARK/alive"; exit 143' TERM
+  echo "first attempt, running until stopped"
+  while :; do sleep 0.1; done
+fi
+echo "later attempt" > later.txt && git add later.txt && git commit -q -m "later attempt"
+rm -f "$MARK/alive"
+echo "DONE: committed by a later attempt"
+"#;
+
+/// A worker frozen past its lease wakes with its attempt still running; the control plane
+/// has given that attempt up and offers the ticket to the same host again at once. The
+/// new attempt waits until the old one has stopped (its agent takes two seconds to exit)
+/// before it prepares the worktree and spawns: never two agents of one ticket alive, and
+/// the old attempt's rescue never races the new one on the branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ticket_offered_again_to_a_host_still_ending_its_attempt_waits_for_that_end() {
+    let e = env(Backend::Sqlite, "solo").await;
+    let mark = e.dir.path().join("mark");
+    std::fs::create_dir_all(&mark).unwrap();
+    let mut p = e.profile("overlap.sh", OVERLAP_AGENT, RuntimeKind::Pty);
+    p.env.insert("MARK".into(), mark.display().to_string());
+    p.grace = Duration::from_secs(30);
+    let mut a = WorkerProc::spawn(&e.config("host-a", p));
+    let mut c = e.cp.tickets().await;
+    let t = c
+        .create_ticket(create("web", "Run once at a time"))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    ticket_in(&mut c, t.id, pb::TicketState::Running, T).await;
+    until(
+        T,
+        || mark.join("first").exists(),
+        || format!("the first agent never started:\n{}", a.log()),
+    )
+    .await;
+    a.signal(Signal::SIGSTOP);
+    until_ok(T, "the frozen worker's attempt given up", || {
+        let mut c = c.clone();
+        async move {
+            let h = history_of(&mut c, t.id).await;
+            match h.attempts.first() {
+                Some(x) if x.outcome == pb::AttemptOutcome::Lost as i32 => Ok(()),
+                x => Err(format!("{x:?}")),
+            }
+        }
+    })
+    .await;
+    a.signal(Signal::SIGCONT);
+    let done = ticket_in(&mut c, t.id, pb::TicketState::Done, T).await;
+    let overlap = std::fs::read_to_string(mark.join("overlap")).unwrap_or_default();
+    assert!(
+        overlap.is_empty(),
+        "two agents of the ticket were alive at once: {overlap}\n{}",
+        a.log()
+    );
+    let h = history_of(&mut c, t.id).await;
+    assert!(h.attempts.len() >= 2, "{:?}", h.attempts);
+    assert!(h.attempts.iter().all(|x| x.host == "host-a"));
+    assert_eq!(
+        h.attempts.last().unwrap().outcome,
+        pb::AttemptOutcome::Exited as i32
+    );
+    assert!(
+        commits_on(&e.checkout, &done.branch)
+            .iter()
+            .any(|m| m == "later attempt")
+    );
+    e.check(&[t.id]).await;
+    a.kill9();
+}
+
 async fn kill9_worker(runtime: RuntimeKind) -> (Env, i64, mc_tests::wait::Tickets) {
     let e = env(Backend::Sqlite, "solo").await;
     let mut p = e.profile("slow.sh", SLOW_AGENT, runtime);

@@ -9,17 +9,21 @@ use std::time::Duration;
 use mc_proto as pb;
 use pb::attach_response::Msg as Down;
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use crate::attempt::{self, Control, Deps, Start};
+use crate::attempt::{self, Control, Deps, Start, dur};
 use crate::profiles::RuntimeKind;
 use crate::runtime::process;
 use crate::state::Record;
 
 struct Handle {
     epoch: i64,
+    ticket_id: i64,
     ctl: mpsc::Sender<Control>,
+    /// Closes when the attempt's task has ended: its runtime stopped, its work rescued and
+    /// reported.
+    ended: watch::Receiver<()>,
 }
 
 pub struct Agent {
@@ -69,9 +73,7 @@ impl Agent {
 
     fn spawn(self: &Arc<Self>, attempt_id: i64, epoch: i64, start: Start) {
         let (tx, rx) = mpsc::channel(64);
-        self.lock().insert(attempt_id, Handle { epoch, ctl: tx });
-        let me = self.clone();
-        let deps = self.deps.clone();
+        let (ended_tx, ended) = watch::channel(());
         // The attempt's spans join the ticket's trace (from the offer, or the record).
         let (ticket_id, traceparent) = match &start {
             Start::Fresh(o) => (
@@ -80,9 +82,67 @@ impl Agent {
             ),
             Start::Reattach(r) => (r.ticket_id, r.traceparent.clone()),
         };
+        let earlier = {
+            let mut map = self.lock();
+            let earlier: Vec<(i64, watch::Receiver<()>)> = map
+                .iter()
+                .filter(|(id, h)| **id != attempt_id && h.ticket_id == ticket_id && ticket_id != 0)
+                .map(|(id, h)| (*id, h.ended.clone()))
+                .collect();
+            map.insert(
+                attempt_id,
+                Handle {
+                    epoch,
+                    ticket_id,
+                    ctl: tx,
+                    ended,
+                },
+            );
+            earlier
+        };
+        // An offer of a ticket whose earlier attempt is still ending here (its lease lost,
+        // its runtime being stopped and its work rescued) waits for that end: never two
+        // live agents for one ticket, nor two attempts on one branch.
+        let confirm = match &start {
+            Start::Fresh(o) => dur(&o.confirm_within, Duration::from_secs(30)),
+            Start::Reattach(_) => Duration::ZERO,
+        };
+        for (id, h) in self.lock().iter() {
+            if earlier.iter().any(|(e, _)| e == id) {
+                let _ = h.ctl.try_send(Control::Revoked(format!(
+                    "attempt {attempt_id} of this ticket was offered to this host"
+                )));
+            }
+        }
+        let me = self.clone();
+        let deps = self.deps.clone();
         let span = tracing::info_span!("mc.attempt", attempt_id, ticket_id);
         mc_common::telemetry::join_trace(&span, &traceparent);
         tokio::spawn(async move {
+            let _ended = ended_tx;
+            if let Err(waiting) = wait_for_earlier(earlier, confirm).await {
+                tracing::warn!(
+                    attempt_id,
+                    earlier = waiting,
+                    "an earlier attempt of the ticket is still ending"
+                );
+                let _ = deps.out.send(pb::AttachRequest {
+                    msg: Some(pb::attach_request::Msg::Finished(pb::AttemptFinished {
+                        attempt_id,
+                        epoch,
+                        outcome: pb::AttemptOutcome::SpawnFailed as i32,
+                        reason: format!(
+                            "attempt {waiting} of this ticket was still ending on {} after {}",
+                            deps.cfg.host,
+                            humantime::format_duration(confirm)
+                        ),
+                        evidence: None,
+                        reset_at: None,
+                    })),
+                });
+                me.lock().remove(&attempt_id);
+                return;
+            }
             let task = tokio::spawn(attempt::run(deps.clone(), start, rx).instrument(span));
             if let Err(e) = task.await {
                 // Nothing stalls silently, and no runtime outlives its attempt: a fault in
@@ -320,6 +380,16 @@ impl Agent {
         }
     }
 
+    /// An attempt of the offer's ticket running here with an epoch at least the offer's:
+    /// the offer is stale.
+    fn later_attempt(&self, offer: &pb::Offer) -> Option<i64> {
+        let ticket = offer.ticket.as_ref().map(|t| t.id).filter(|t| *t != 0)?;
+        self.lock()
+            .iter()
+            .find(|(_, h)| h.ticket_id == ticket && h.epoch >= offer.epoch)
+            .map(|(id, _)| *id)
+    }
+
     pub async fn on_message(self: &Arc<Self>, msg: Down) {
         match msg {
             Down::Welcome(w) => {
@@ -349,6 +419,10 @@ impl Agent {
                     refuse("the worker is draining".into());
                 } else if self.lock().contains_key(&id) {
                     tracing::debug!(attempt_id = id, "duplicate offer ignored");
+                } else if let Some(later) = self.later_attempt(&offer) {
+                    refuse(format!(
+                        "attempt {later} of this ticket, of a later epoch, is running here"
+                    ));
                 } else if self.free_slots() == 0 {
                     refuse(format!("no free slot ({} in use)", self.running()));
                 } else {
@@ -427,10 +501,65 @@ impl Agent {
 }
 
 /// A failed task's panic message (or why it was cancelled), for the operator to read.
+/// Waits until every earlier attempt has ended, for at most `within`; the one still
+/// ending when it runs out is the error.
+async fn wait_for_earlier(
+    earlier: Vec<(i64, watch::Receiver<()>)>,
+    within: Duration,
+) -> Result<(), i64> {
+    let deadline = tokio::time::Instant::now() + within;
+    for (id, mut ended) in earlier {
+        // Nothing is ever sent: `changed` returns when the attempt's task drops its end.
+        if tokio::time::timeout_at(deadline, ended.changed())
+            .await
+            .is_err()
+        {
+            return Err(id);
+        }
+    }
+    Ok(())
+}
+
 fn fault_message(e: &tokio::task::JoinError) -> String {
     if e.is_panic() {
         // JoinError's Display already says "task N panicked with message ...".
         return e.to_string();
     }
     format!("the attempt's task was cancelled: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_attempt_waits_for_the_earlier_end_and_gives_up_at_the_bound() {
+        let (a_end, a) = watch::channel(());
+        let (_b_end, b) = watch::channel(());
+        let ended_early = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(a_end);
+        });
+        let started = tokio::time::Instant::now();
+        let r = wait_for_earlier(vec![(1, a), (2, b)], Duration::from_secs(30)).await;
+        // Attempt 1 ended after 3 s; attempt 2 never does: the wait ends at the bound,
+        // 30 s from the start (not from attempt 1's end), naming attempt 2.
+        assert_eq!(r, Err(2));
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        ended_early.await.unwrap();
+
+        let (c_end, c) = watch::channel(());
+        drop(c_end);
+        let at = tokio::time::Instant::now();
+        assert_eq!(
+            wait_for_earlier(vec![(3, c)], Duration::from_secs(30)).await,
+            Ok(())
+        );
+        assert_eq!(
+            at.elapsed(),
+            Duration::ZERO,
+            "an attempt already ended is not waited on"
+        );
+        assert_eq!(wait_for_earlier(vec![], Duration::ZERO).await, Ok(()));
+    }
 }

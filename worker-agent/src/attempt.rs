@@ -136,7 +136,7 @@ struct Task {
     model_responses: u32,
 }
 
-fn dur(d: &Option<mc_proto::prost_types::Duration>, default: Duration) -> Duration {
+pub(crate) fn dur(d: &Option<mc_proto::prost_types::Duration>, default: Duration) -> Duration {
     d.as_ref()
         .map(|d| Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0)))
         .filter(|d| !d.is_zero())

@@ -78,12 +78,17 @@ async fn through_runtime(file: &std::path::Path) -> (usize, f64) {
     let mut n = 0;
     let mut signals = 0;
     let mut tail = output::Tail::default();
+    // A text-format profile's usage-limit markers are looked for in every line.
+    let markers = mc_worker_agent::profiles::builtin()["aider"]
+        .usage_limit_markers
+        .clone();
+    assert!(!markers.is_empty());
     while let Some(b) = src.next().await {
         n += b.len();
         // What an attempt does with every chunk of a text-format agent.
         tail.push(&b);
         for l in lines.push(&b) {
-            let p = output::parse(mc_worker_agent::profiles::OutputFormat::Text, l, &[]);
+            let p = output::parse(mc_worker_agent::profiles::OutputFormat::Text, l, &markers);
             for t in p.text {
                 if output::signal(&t).is_some() {
                     signals += 1;

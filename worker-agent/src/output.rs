@@ -22,6 +22,8 @@ pub enum SignalKind {
 /// Splits a byte stream into text lines, escapes stripped, invalid UTF-8 replaced.
 #[derive(Default)]
 pub struct Lines {
+    /// The start of a line whose newline has not come yet; longer than `MAX_LINE` (by one
+    /// byte) once the line has been cut, until its newline ends it.
     buf: Vec<u8>,
 }
 
@@ -29,11 +31,17 @@ impl Lines {
     pub fn push(&mut self, mut data: &[u8]) -> Vec<String> {
         let mut out = Vec::new();
         while !data.is_empty() {
-            let nl = data.iter().position(|b| *b == b'\n');
+            let nl = memchr::memchr(b'\n', data);
             let (part, rest) = match nl {
                 Some(i) => (&data[..i], &data[i + 1..]),
                 None => (data, &data[data.len()..]),
             };
+            if nl.is_some() && self.buf.is_empty() && part.len() <= MAX_LINE {
+                // A whole line in this chunk (the usual case): cleaned where it lies.
+                out.push(clean(part));
+                data = rest;
+                continue;
+            }
             if self.buf.len() < MAX_LINE {
                 let room = MAX_LINE - self.buf.len();
                 self.buf.extend_from_slice(&part[..part.len().min(room)]);
@@ -66,19 +74,26 @@ impl Lines {
     }
 }
 
-/// Strips terminal escapes and carriage returns; lossy UTF-8.
-pub fn clean(bytes: &[u8]) -> String {
-    // Most lines are plain text: skip the escape parser for them.
-    if !bytes.iter().any(|b| *b == 0x1b || *b == b'\r')
-        && let Ok(s) = std::str::from_utf8(bytes)
-    {
-        return s.to_string();
+/// One line as it was last drawn: a carriage return redraws the line (a pty ends every line
+/// with one; spinners and progress bars redraw with it), so the last part that is not blank
+/// once cleaned is kept; terminal escapes stripped, lossy UTF-8.
+pub fn clean(line: &[u8]) -> String {
+    line.rsplit(|b| *b == b'\r')
+        .map(clean_part)
+        .find(|p| !p.trim().is_empty())
+        .unwrap_or_default()
+}
+
+/// Text between carriage returns. Most of it is plain (no escape, no control byte but a
+/// tab): it skips the escape parser.
+fn clean_part(part: &[u8]) -> String {
+    let plain = part
+        .iter()
+        .all(|b| (*b >= 0x20 && *b != 0x7f) || *b == b'\t');
+    if plain {
+        return String::from_utf8_lossy(part).into_owned();
     }
-    let stripped = strip_ansi_escapes::strip(bytes);
-    let s = String::from_utf8_lossy(&stripped);
-    // A carriage return redraws the line: keep what was drawn last.
-    let last = s.rsplit('\r').find(|p| !p.trim().is_empty()).unwrap_or("");
-    last.to_string()
+    String::from_utf8_lossy(&strip_ansi_escapes::strip(part)).into_owned()
 }
 
 /// The last bytes of output, kept raw and cleaned only when read (evidence, fingerprint).
@@ -574,6 +589,29 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].len(), MAX_LINE);
         assert_eq!(got[1], "DONE: after");
+    }
+
+    /// A pty ends lines with `\r\n`, spinners and progress bars redraw a line with `\r`:
+    /// what was drawn last is the line, and a signal drawn over a spinner is still at its
+    /// start.
+    #[test]
+    fn a_carriage_return_redraws_the_line() {
+        let mut l = Lines::default();
+        assert_eq!(
+            l.push(b"plain\r\n\xe2\xa0\x8b working\r\x1b[2KDONE: ok\r\n10%\r100%\r  \r\n"),
+            ["plain", "DONE: ok", "100%"]
+        );
+        assert_eq!(
+            signal(&clean(b"spinner\rDONE: ok\r")),
+            Some((SignalKind::Done, "ok".into()))
+        );
+        // Tabs in plain text are kept; a line that is only redraws of blanks is blank.
+        assert_eq!(clean(b"a\tb\r"), "a\tb");
+        assert_eq!(clean(b"\r \r"), "");
+        // A line split across chunks is the same line.
+        let mut l = Lines::default();
+        assert!(l.push(b"spin\rDO").is_empty());
+        assert_eq!(l.push(b"NE: split\r\n"), ["DONE: split"]);
     }
 
     #[test]

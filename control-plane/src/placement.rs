@@ -38,6 +38,12 @@ impl PlacementWatch {
                 ..TicketFilter::default()
             })
             .await?;
+        self.unplaceable
+            .retain(|id, _| queued.iter().any(|t| t.id == *id));
+        if queued.is_empty() {
+            // Nothing waits: the workers (thousands of rows on a big fleet) are not read.
+            return Ok(());
+        }
         let lanes = board.lanes().await?;
         let records = board.store().list_workers().await?;
         let workers: Vec<Offerer<'_>> = records
@@ -51,8 +57,6 @@ impl PlacementWatch {
                 draining: w.state == WorkerState::Draining,
             })
             .collect();
-        self.unplaceable
-            .retain(|id, _| queued.iter().any(|t| t.id == *id));
         for t in &queued {
             // No claim takes a ticket whose budget is used up; `reactor::reconcile`
             // escalates it with the numbers. Where it could run is not its question.

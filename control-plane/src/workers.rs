@@ -115,6 +115,13 @@ impl Registry {
         self.lock().get(name).is_some_and(|e| e.session == session)
     }
 
+    /// The attempts `name`'s stream `session` holds, if that session is current.
+    pub fn held_by(&self, name: &str, session: u64) -> Option<Vec<(i64, Held)>> {
+        let g = self.lock();
+        let e = g.get(name).filter(|e| e.session == session)?;
+        Some(e.attempts.iter().map(|(id, h)| (*id, h.clone())).collect())
+    }
+
     pub fn with<R>(&self, name: &str, f: impl FnOnce(&mut WorkerEntry) -> R) -> Option<R> {
         self.lock().get_mut(name).map(f)
     }

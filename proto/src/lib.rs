@@ -13,4 +13,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use prost_types;
 pub use v1::*;
 
+pub mod codec;
 pub mod contract;

@@ -638,3 +638,74 @@ async fn a_ticket_created_on_one_replica_is_offered_by_another_at_once() {
     }
     c.check(&ids).await;
 }
+
+/// A ticket cancelled through one replica stops its agent on a worker attached to another:
+/// nothing but that replica's stream can tell the worker, and it learns of the cancel by
+/// comparing what its worker holds with the board. (An idle stream skips that comparison;
+/// one holding work must not.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ticket_cancelled_on_one_replica_stops_its_agent_on_a_worker_of_the_other() {
+    let c = Cluster::start(&["cp", "cp2"], &["host-a"], |_| {}).await;
+    c.add_project("web").await;
+    let a_web = repo(&c.dir.path().join("a/web"));
+    let pids = c.dir.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let agent = format!(
+        "echo $$ > {}/$MC_TICKET_ID.tmp && mv {0}/$MC_TICKET_ID.tmp {0}/$MC_TICKET_ID; exec sleep 600",
+        pids.display()
+    );
+    let _a = WorkerProc::spawn_in(
+        &c.net,
+        "host-a",
+        &c.worker_config(
+            "host-a",
+            &c.endpoint(0),
+            &[("web", &a_web)],
+            &[("coder-p", &agent)],
+        ),
+    );
+    until(
+        T,
+        || c.cps[0].log().contains("worker attached"),
+        || format!("host-a never attached:\n{}", c.cps[0].log()),
+    )
+    .await;
+    let mut t = c.tickets(1).await;
+    let id = created(&mut t, create("web", "cancelled elsewhere"))
+        .await
+        .id;
+    ticket_in(&mut t, id, pb::TicketState::Running, T).await;
+    let pid_file = pids.join(id.to_string());
+    until(
+        T,
+        || pid_file.exists(),
+        || format!("the agent never started:\n{}", c.cps[0].log()),
+    )
+    .await;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert!(alive(), "the agent runs");
+    t.cancel_ticket(pb::CancelTicketRequest {
+        ticket_id: id,
+        reason: "not needed after all".into(),
+    })
+    .await
+    .unwrap();
+    until(
+        T,
+        || !alive(),
+        || {
+            format!(
+                "the agent of the ticket cancelled on cp2 still runs on host-a (attached to cp):\n{}",
+                c.cps[0].log()
+            )
+        },
+    )
+    .await;
+    ticket_in(&mut t, id, pb::TicketState::Cancelled, T).await;
+    c.check(&[id]).await;
+}

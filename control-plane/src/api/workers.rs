@@ -4,7 +4,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 use mc_proto as pb;
-use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -31,9 +31,9 @@ impl pb::worker_service_server::WorkerService for WorkerApi {
         let name = mc_common::auth::caller(&req)?.name.clone();
         tracing::Span::current().record("worker", name.as_str());
         let inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = worker_stream::Wire::channel(1024);
         tokio::spawn(worker_stream::run(self.ctx.clone(), name, inbound, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|m| *m))))
     }
 
     #[tracing::instrument(skip_all)]

@@ -23,8 +23,26 @@ use crate::reactor::deliver_answers_to;
 use crate::store::Fence;
 use crate::workers::{Registry, WorkerEntry};
 
-/// The worker stream's wire: what this edge writes to the worker.
-pub type Wire = tokio::sync::mpsc::Sender<Result<pb::AttachResponse, Status>>;
+/// The worker stream's wire: what this edge writes to the worker, in order. Messages are
+/// boxed: a channel allocates its slots 32 at a time, and a response is 752 bytes (24 KiB
+/// held by every idle stream, unboxed).
+#[derive(Clone)]
+pub struct Wire(tokio::sync::mpsc::Sender<Box<Result<pb::AttachResponse, Status>>>);
+
+/// What the wire carries, read by the RPC's response stream.
+pub type WireRx = tokio::sync::mpsc::Receiver<Box<Result<pb::AttachResponse, Status>>>;
+
+impl Wire {
+    pub fn channel(capacity: usize) -> (Wire, WireRx) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (Wire(tx), rx)
+    }
+
+    /// Queues a message; an error if the stream has ended.
+    pub async fn send(&self, msg: Result<pb::AttachResponse, Status>) -> Result<(), ()> {
+        self.0.send(Box::new(msg)).await.map_err(|_| ())
+    }
+}
 
 mod handshake;
 mod hello;
@@ -34,6 +52,10 @@ use hello::{check_hello, profile_details};
 
 const MAX_CHUNK: usize = 1024 * 1024;
 const LOG_FLUSH_BYTES: usize = 256 * 1024;
+/// Output waits at most this long to be written.
+const LOG_FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often a stream compares what its worker holds with the board.
+const RECONCILE: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct SessionCtx {
@@ -175,7 +197,7 @@ pub async fn run(
         logs: HashMap::new(),
     };
     tracing::info!(worker = %s.name, host = %s.host, slots = hello.slots, profiles = ?hello.profiles, "worker attached");
-    if let Err(e) = s.handshake(&hello).await {
+    if let Err(e) = Box::pin(s.handshake(&hello)).await {
         tracing::warn!(worker = %s.name, error = %e, "re-attach handshake failed");
         let _ =
             s.tx.send(Err(Status::unavailable(format!("handshake failed: {e}"))))
@@ -187,14 +209,32 @@ pub async fn run(
     // The stream broke (the worker died or its host dropped off) rather than being closed
     // by a worker that was leaving.
     let mut broken = false;
-    let mut flush = tokio::time::interval(Duration::from_millis(200));
-    let mut reconcile = tokio::time::interval(Duration::from_secs(2));
+    // Output is written in batches: the first chunk arms the flush, 200 ms later. The
+    // reconcile runs while the worker may hold attempts (after the handshake, an offer, a
+    // report; until a pass finds none): an idle stream has no timer, so thousands of idle
+    // workers cost their heartbeats and nothing else.
+    let flush = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(flush);
+    let mut flush_armed = false;
+    let mut reconcile = tokio::time::interval(RECONCILE);
+    reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut may_hold = true;
+    // Registered with the token once, not on every message.
+    let shutdown = s.ctx.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             m = inbound.message() => match m {
                 Ok(Some(pb::AttachRequest { msg: Some(msg) })) => {
-                    if let Err(e) = s.handle(msg).await {
+                    may_hold |= !matches!(&msg, Up::Heartbeat(hb) if hb.runtimes.is_empty());
+                    // Boxed: handling a report is a large state machine (many KiB) that an
+                    // idle stream's task should not carry between messages.
+                    if let Err(e) = Box::pin(s.handle(msg)).await {
                         tracing::warn!(worker = %s.name, error = %e, "worker report failed");
+                    }
+                    if !flush_armed && !s.logs.is_empty() {
+                        flush.as_mut().reset(tokio::time::Instant::now() + LOG_FLUSH_EVERY);
+                        flush_armed = true;
                     }
                 }
                 Ok(Some(pb::AttachRequest { msg: None })) => {
@@ -207,19 +247,26 @@ pub async fn run(
                     break;
                 }
             },
-            _ = flush.tick() => {
+            _ = &mut flush, if flush_armed => {
+                flush_armed = false;
                 s.flush_all().await;
                 if !s.ctx.workers.is_current(&s.name, s.session) {
                     break;
                 }
             }
             m = from_core.recv() => match m {
-                Some(m) => s.send(crate::api::convert::to_worker(m)).await,
+                Some(m) => {
+                    may_hold = true;
+                    s.send(crate::api::convert::to_worker(m)).await;
+                }
                 // The registry dropped this session (replaced, or the worker lost).
                 None => break,
             },
-            _ = reconcile.tick() => s.reconcile().await,
-            _ = s.ctx.shutdown.cancelled() => {
+            _ = reconcile.tick(), if may_hold => match s.reconcile().await {
+                Some(held) => may_hold = held > 0,
+                None => break,
+            },
+            _ = &mut shutdown => {
                 // The worker reconnects (to another replica if it lists several); what it
                 // holds stays leased meanwhile.
                 let _ = s
@@ -280,16 +327,15 @@ impl Session {
     }
 
     /// Intended vs observed: revoke attempts the board moved on from (a cancel on another
-    /// replica, a requeue by the reaper) and deliver answers queued elsewhere.
-    async fn reconcile(&mut self) {
-        let Some(entry) = self.ctx.workers.entry(&self.name) else {
-            return;
-        };
-        if entry.session != self.session {
-            return;
-        }
+    /// replica, a requeue by the reaper) and deliver answers queued elsewhere. How many
+    /// attempts the worker held; none if this session is no longer the worker's current one.
+    async fn reconcile(&mut self) -> Option<usize> {
+        // Only what is held is read (not a copy of the whole entry): most workers hold
+        // nothing most of the time.
+        let held = self.ctx.workers.held_by(&self.name, self.session)?;
+        let n = held.len();
         let board = self.ctx.board.clone();
-        for (attempt_id, held) in entry.attempts {
+        for (attempt_id, held) in held {
             let Ok(t) = board.ticket(held.ticket_id).await else {
                 continue;
             };
@@ -319,6 +365,7 @@ impl Session {
             }
             let _ = deliver_answers_to(&board, &self.ctx.workers, &t).await;
         }
+        Some(n)
     }
 }
 

@@ -23,7 +23,7 @@ async fn a_reconnecting_worker_keeps_what_it_holds_and_the_rest_is_dropped_or_re
     // The worker restarts: a new stream, a little later.
     k.advance(Duration::from_secs(5));
     let _outbox = k.worker("w1", "h1", 3, &["web"]);
-    let (wire, mut rx) = tokio::sync::mpsc::channel(16);
+    let (wire, mut rx) = Wire::channel(16);
     let mut s = Session {
         ctx: SessionCtx {
             board: k.board.clone(),
@@ -68,7 +68,7 @@ async fn a_reconnecting_worker_keeps_what_it_holds_and_the_rest_is_dropped_or_re
     };
     s.handshake(&hello).await.unwrap();
 
-    let first = rx.try_recv().expect("a message").expect("not an error");
+    let first = (*rx.try_recv().expect("a message")).expect("not an error");
     let Some(Down::Welcome(w)) = first.msg else {
         panic!("the welcome comes first: {first:?}");
     };

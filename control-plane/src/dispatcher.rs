@@ -122,6 +122,12 @@ impl Dispatcher {
     /// One pass over the workers with free slots. Returns the day if the daily budget stops
     /// dispatch.
     pub async fn round(&self) -> Result<Option<String>, BoardError> {
+        // Nothing queued: one read, no claim per worker (each would be a write transaction:
+        // a fleet of idle workers would queue them on the writer every round).
+        let queued = self.board.store().queued_lanes().await?;
+        if queued.is_empty() {
+            return Ok(None);
+        }
         let workers = self.workers.available(self.heard_since());
         if workers.is_empty() {
             return Ok(None);
@@ -133,7 +139,8 @@ impl Dispatcher {
         if spent >= self.board.budget().daily {
             return Ok(Some(day));
         }
-        let lanes = self.board.lanes().await?;
+        let mut lanes = self.board.lanes().await?;
+        lanes.retain(|a| queued.contains(&a.lane));
         let mut projects = Projects::default();
         for w in workers {
             self.offer_to(&w, &lanes, &mut projects).await?;

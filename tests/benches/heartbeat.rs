@@ -65,6 +65,19 @@ fn main() {
             cfg.dispatch.worker_ttl = Duration::from_secs(60);
             cfg.dispatch.lease_flush = Duration::from_secs(5);
             cfg.dispatch.lease_ttl = Duration::from_secs(30);
+            // Every simulated worker is its own connection (the default cap is 4096).
+            cfg.connections.max_connections = n + 64;
+            // Every worker could take work of every lane (its profile serves them all), as
+            // in a fleet of one kind of agent: an idle board must not cost a claim per worker.
+            for lane in ["planner", "designer", "coder", "qa", "tester", "validator"] {
+                cfg.lanes.insert(
+                    lane.into(),
+                    mc_control_plane::config::LaneConfig {
+                        profile: "sim".into(),
+                        preferred_hosts: vec![],
+                    },
+                );
+            }
             let (path, port) = write_config(&cfg, dir.path());
             let mut proc = CpProc::spawn(&path, port);
             let op = pki.material(Role::Operator, "bench");

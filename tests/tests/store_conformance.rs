@@ -55,6 +55,7 @@ conformance!(
     labels_change_only_when_a_change_says_so,
     commit_fences_stale_epochs_atomically,
     claim_order_and_matching,
+    queued_lanes_follow_the_queue,
     concurrent_claims_never_share_a_ticket,
     concurrent_commits_give_gapless_event_order,
     leases_expire_and_renew_by_epoch,
@@ -734,6 +735,27 @@ async fn claim_order_and_matching(s: Arc<dyn Store>) {
     assert!(s.claim(&q).await.unwrap().is_some());
 }
 
+/// What a dispatch round reads first: the lanes with something queued (nothing queued,
+/// no claims).
+async fn queued_lanes_follow_the_queue(s: Arc<dyn Store>) {
+    s.add_project(&project("web")).await.unwrap();
+    assert_eq!(s.queued_lanes().await.unwrap(), vec![]);
+    mk(&s, "web", "coder work").await;
+    let mut qa = new_ticket("web", "qa work");
+    qa.lane = Lane::Qa;
+    let qa = s.create_ticket(&qa, T0, created()).await.unwrap().0;
+    let mut got = s.queued_lanes().await.unwrap();
+    got.sort();
+    assert_eq!(got, vec![Lane::Coder, Lane::Qa]);
+    let c = s
+        .claim(&claim_q(&["web"], Lane::Qa, "a"))
+        .await
+        .unwrap()
+        .expect("the qa ticket");
+    assert_eq!(c.ticket.id, qa.id);
+    assert_eq!(s.queued_lanes().await.unwrap(), vec![Lane::Coder]);
+}
+
 async fn concurrent_claims_never_share_a_ticket(s: Arc<dyn Store>) {
     s.add_project(&project("web")).await.unwrap();
     for i in 0..10 {
@@ -1388,6 +1410,11 @@ async fn sqlite_hot_queries_walk_indexes() {
             "claim",
             "SELECT * FROM tickets WHERE state = 'queued' AND lane = 'coder' \
              AND project IN ('web') ORDER BY priority, id LIMIT 4",
+        ),
+        (
+            "queued lanes",
+            "SELECT lane FROM (SELECT lane FROM tickets WHERE state = 'queued' \
+             AND lane = 'coder' LIMIT 1) AS q0",
         ),
         (
             "events after",

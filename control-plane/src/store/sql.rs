@@ -177,6 +177,26 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn queued_lanes(&self) -> Result<Vec<crate::domain::Lane>, StoreError> {
+                // One probe of the queue index per lane (lane names are constants, not input).
+                let sql = crate::domain::Lane::ALL
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        format!(
+                            "SELECT lane FROM (SELECT lane FROM tickets WHERE state = 'queued' \
+                             AND lane = '{}' LIMIT 1) AS q{i}",
+                            l.as_str()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                let rows: Vec<(String,)> = sqlx::query_as(&sql).fetch_all(&self.read).await?;
+                rows.into_iter()
+                    .map(|(l,)| parse_enum("tickets.lane", &l, crate::domain::Lane::parse))
+                    .collect()
+            }
+
             async fn finished_since(&self, since: Timestamp, limit: i64) -> Result<Vec<(Ticket, bool)>, StoreError> {
                 const FINISHED: &str = "state IN ('done', 'escalated', 'failed', 'cancelled') AND updated_at >= $1";
                 let rows: Vec<TicketRow> = sqlx::query_as(&format!(

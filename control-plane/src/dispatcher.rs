@@ -122,24 +122,28 @@ impl Dispatcher {
     /// One pass over the workers with free slots. Returns the day if the daily budget stops
     /// dispatch.
     pub async fn round(&self) -> Result<Option<String>, BoardError> {
-        // Nothing queued: one read, no claim per worker (each would be a write transaction:
-        // a fleet of idle workers would queue them on the writer every round).
-        let queued = self.board.store().queued_lanes().await?;
-        if queued.is_empty() {
-            return Ok(None);
-        }
         let workers = self.workers.available(self.heard_since());
         if workers.is_empty() {
             return Ok(None);
         }
-        let (day, spend) = self.board.spend_today().await?;
+        // Read at once (no round trip added before an offer): which lanes have queued
+        // tickets, the day's spend, the lanes' profiles. Nothing queued, no claim per worker
+        // (each would be a write transaction: a fleet of idle workers would queue them on
+        // the writer every round).
+        let (queued, (day, spend), mut lanes) = tokio::try_join!(
+            async { Ok::<_, BoardError>(self.board.store().queued_lanes().await?) },
+            self.board.spend_today(),
+            self.board.lanes(),
+        )?;
+        if queued.is_empty() {
+            return Ok(None);
+        }
         let spent = spend
             .iter()
             .fold(Money::ZERO, |acc, (_, m)| acc.saturating_add(*m));
         if spent >= self.board.budget().daily {
             return Ok(Some(day));
         }
-        let mut lanes = self.board.lanes().await?;
         lanes.retain(|a| queued.contains(&a.lane));
         let mut projects = Projects::default();
         for w in workers {

@@ -288,3 +288,16 @@ impl Drop for WorkerProc {
         }
     }
 }
+
+/// An agent process started by a test agent that writes its pid to `pid_file` (atomically,
+/// by rename): waits for the file (naming `what` if it never comes) and reads it.
+pub async fn agent_pid(pid_file: &Path, timeout: Duration, what: impl Fn() -> String) -> i32 {
+    crate::wait::until(timeout, || pid_file.exists(), what).await;
+    let text = std::fs::read_to_string(pid_file).expect("the pid file");
+    text.trim().parse().expect("a pid in the pid file")
+}
+
+/// Whether a process of this pid exists (a zombie counts until it is reaped).
+pub fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}

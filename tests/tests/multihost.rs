@@ -32,6 +32,29 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// One worker, host-a, with project web and `agent` as its coder, attached to the first
+    /// replica.
+    async fn host_a_on_the_first_replica(&self, agent: &str) -> WorkerProc {
+        let a_web = repo(&self.dir.path().join("a/web"));
+        let w = WorkerProc::spawn_in(
+            &self.net,
+            "host-a",
+            &self.worker_config(
+                "host-a",
+                &self.endpoint(0),
+                &[("web", &a_web)],
+                &[("coder-p", agent)],
+            ),
+        );
+        until(
+            T,
+            || self.cps[0].log().contains("worker attached"),
+            || format!("host-a never attached:\n{}", self.cps[0].log()),
+        )
+        .await;
+        w
+    }
+
     /// Hosts `cp` (control plane and Postgres), the given extra control-plane hosts, and the
     /// worker hosts; one replica per control-plane host.
     async fn start(
@@ -609,24 +632,11 @@ async fn a_ticket_created_on_one_replica_is_offered_by_another_at_once() {
     })
     .await;
     c.add_project("web").await;
-    let a_web = repo(&c.dir.path().join("a/web"));
-    let agent = "echo x > f$MC_TICKET_ID; git add -A; git commit -q -m \"work $MC_TICKET_ID\"; echo 'DONE: ok'";
-    let _a = WorkerProc::spawn_in(
-        &c.net,
-        "host-a",
-        &c.worker_config(
-            "host-a",
-            &c.endpoint(0),
-            &[("web", &a_web)],
-            &[("coder-p", agent)],
-        ),
-    );
-    until(
-        T,
-        || c.cps[0].log().contains("worker attached"),
-        || format!("host-a never attached:\n{}", c.cps[0].log()),
-    )
-    .await;
+    let _a = c
+        .host_a_on_the_first_replica(
+            "echo x > f$MC_TICKET_ID; git add -A; git commit -q -m \"work $MC_TICKET_ID\"; echo 'DONE: ok'",
+        )
+        .await;
     let mut t = c.tickets(1).await;
     let mut ids = Vec::new();
     for i in 0..2 {
@@ -647,47 +657,23 @@ async fn a_ticket_created_on_one_replica_is_offered_by_another_at_once() {
 async fn a_ticket_cancelled_on_one_replica_stops_its_agent_on_a_worker_of_the_other() {
     let c = Cluster::start(&["cp", "cp2"], &["host-a"], |_| {}).await;
     c.add_project("web").await;
-    let a_web = repo(&c.dir.path().join("a/web"));
     let pids = c.dir.path().join("pids");
     std::fs::create_dir_all(&pids).unwrap();
     let agent = format!(
         "echo $$ > {}/$MC_TICKET_ID.tmp && mv {0}/$MC_TICKET_ID.tmp {0}/$MC_TICKET_ID; exec sleep 600",
         pids.display()
     );
-    let _a = WorkerProc::spawn_in(
-        &c.net,
-        "host-a",
-        &c.worker_config(
-            "host-a",
-            &c.endpoint(0),
-            &[("web", &a_web)],
-            &[("coder-p", &agent)],
-        ),
-    );
-    until(
-        T,
-        || c.cps[0].log().contains("worker attached"),
-        || format!("host-a never attached:\n{}", c.cps[0].log()),
-    )
-    .await;
+    let _a = c.host_a_on_the_first_replica(&agent).await;
     let mut t = c.tickets(1).await;
     let id = created(&mut t, create("web", "cancelled elsewhere"))
         .await
         .id;
     ticket_in(&mut t, id, pb::TicketState::Running, T).await;
-    let pid_file = pids.join(id.to_string());
-    until(
-        T,
-        || pid_file.exists(),
-        || format!("the agent never started:\n{}", c.cps[0].log()),
-    )
+    let pid = mc_tests::worker::agent_pid(&pids.join(id.to_string()), T, || {
+        format!("the agent never started:\n{}", c.cps[0].log())
+    })
     .await;
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    let alive = || mc_tests::worker::pid_alive(pid);
     assert!(alive(), "the agent runs");
     t.cancel_ticket(pb::CancelTicketRequest {
         ticket_id: id,

@@ -746,13 +746,8 @@ async fn a_control_plane_that_stops_reading_cannot_keep_a_runtime_past_its_lease
         .ticket
         .unwrap();
     ticket_in(&mut c, t.id, pb::TicketState::Running, T).await;
-    until(T, || pid_file.exists(), || "the agent started".into()).await;
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    let pid = mc_tests::worker::agent_pid(&pid_file, T, || "the agent started".into()).await;
+    let alive = || mc_tests::worker::pid_alive(pid);
     assert!(alive());
     proc.signal(Signal::SIGSTOP);
     let stopped_at = tokio::time::Instant::now();

@@ -131,7 +131,7 @@ impl Dispatcher {
         // (each would be a write transaction: a fleet of idle workers would queue them on
         // the writer every round).
         let (queued, (day, spend), mut lanes) = tokio::try_join!(
-            async { Ok::<_, BoardError>(self.board.store().queued_lanes().await?) },
+            async { self.board.store().queued_lanes().await.map_err(BoardError::from) },
             self.board.spend_today(),
             self.board.lanes(),
         )?;

@@ -81,8 +81,23 @@ impl DispatchNudge {
     }
 }
 
-/// The projects one round has read (a round offers many tickets of few projects).
-type Projects = std::collections::HashMap<String, crate::domain::Project>;
+/// The projects one round has read (a round offers many tickets of few projects), shared
+/// by its concurrent claims; never held across an await.
+type Projects = std::sync::Mutex<std::collections::HashMap<String, crate::domain::Project>>;
+
+/// How many workers' claims a round runs at once. Each is its own transaction; run together
+/// their commits share fsyncs (Postgres) or queue on the one writer (SQLite) instead of
+/// each waiting for the one before. Bounded so a large fleet does not take every
+/// connection of the pool.
+const CLAIMS_AT_ONCE: usize = 8;
+
+/// What one worker's part of a round did.
+#[derive(Default)]
+struct Filled {
+    claimed: usize,
+    /// It left a lane to preferred hosts that had capacity.
+    deferred: bool,
+}
 
 pub struct Dispatcher {
     pub board: Board,
@@ -131,7 +146,13 @@ impl Dispatcher {
         // (each would be a write transaction: a fleet of idle workers would queue them on
         // the writer every round).
         let (queued, (day, spend), mut lanes) = tokio::try_join!(
-            async { self.board.store().queued_lanes().await.map_err(BoardError::from) },
+            async {
+                self.board
+                    .store()
+                    .queued_lanes()
+                    .await
+                    .map_err(BoardError::from)
+            },
             self.board.spend_today(),
             self.board.lanes(),
         )?;
@@ -145,9 +166,33 @@ impl Dispatcher {
             return Ok(Some(day));
         }
         lanes.retain(|a| queued.contains(&a.lane));
-        let mut projects = Projects::default();
-        for w in workers {
-            self.offer_to(&w, &lanes, &mut projects).await?;
+        let projects = Projects::default();
+        // With a cap on live attempts, claims run one at a time: each counts the live ones
+        // before it claims, and two at once would both count below the cap.
+        let at_once = if self.cfg.global_cap > 0 {
+            1
+        } else {
+            CLAIMS_AT_ONCE
+        };
+        use futures::StreamExt;
+        let (lanes, projects) = (&lanes, &projects);
+        let results: Vec<Result<Filled, BoardError>> = futures::stream::iter(workers)
+            .map(|w| async move { self.offer_to(&w, lanes, projects).await })
+            .buffer_unordered(at_once)
+            .collect()
+            .await;
+        let mut claimed = false;
+        let mut deferred = false;
+        for r in results {
+            let f = r?;
+            claimed |= f.claimed > 0;
+            deferred |= f.deferred;
+        }
+        // A worker that left a lane to its preferred hosts saw them free before this
+        // round's claims filled them: another round at once lets it take what they could
+        // not. Only after a round that claimed something, so it cannot spin.
+        if claimed && deferred {
+            self.nudge.nudge();
         }
         Ok(None)
     }
@@ -158,12 +203,13 @@ impl Dispatcher {
         &self,
         w: &WorkerView,
         lanes: &[crate::domain::LaneAssignment],
-        projects: &mut Projects,
-    ) -> Result<(), BoardError> {
+        projects: &Projects,
+    ) -> Result<Filled, BoardError> {
         let mut free = w.free;
+        let mut filled = Filled::default();
         for a in lanes {
             if free == 0 {
-                return Ok(());
+                break;
             }
             if !w.profiles.contains(&a.profile) {
                 continue;
@@ -176,6 +222,7 @@ impl Dispatcher {
                     .iter()
                     .any(|h| a.preferred_hosts.contains(h));
                 if preferred_free {
+                    filled.deferred = true;
                     continue;
                 }
             }
@@ -189,7 +236,7 @@ impl Dispatcher {
                 .cloned()
                 .collect();
             if serves.is_empty() {
-                return Ok(());
+                break;
             }
             let q = ClaimQuery {
                 projects: serves,
@@ -206,10 +253,11 @@ impl Dispatcher {
             };
             for c in self.board.claim(q).await? {
                 free = free.saturating_sub(1);
+                filled.claimed += 1;
                 self.send_offer(w, c, now, projects).await?;
             }
         }
-        Ok(())
+        Ok(filled)
     }
 
     async fn send_offer(
@@ -217,7 +265,7 @@ impl Dispatcher {
         w: &WorkerView,
         c: Claimed,
         now: Timestamp,
-        projects: &mut Projects,
+        projects: &Projects,
     ) -> Result<(), BoardError> {
         // The offer joins the ticket's trace; the worker's spans (and the agent's, through
         // TRACEPARENT) become its children.
@@ -233,7 +281,7 @@ impl Dispatcher {
         w: &WorkerView,
         c: Claimed,
         now: Timestamp,
-        projects: &mut Projects,
+        projects: &Projects,
     ) -> Result<(), BoardError> {
         let t = &c.ticket;
         let workflow = self
@@ -244,11 +292,17 @@ impl Dispatcher {
             .ok_or_else(|| {
                 BoardError::Internal(format!("ticket {}: unknown workflow {}", t.id, t.workflow))
             })?;
-        let project = match projects.get(&t.project) {
-            Some(p) => p.clone(),
+        let known = projects
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&t.project).cloned());
+        let project = match known {
+            Some(p) => p,
             None => {
                 let p = self.board.project(&t.project).await?;
-                projects.insert(t.project.clone(), p.clone());
+                if let Ok(mut m) = projects.lock() {
+                    m.insert(t.project.clone(), p.clone());
+                }
                 p
             }
         };

@@ -9,7 +9,7 @@
 //! (`pg_stat_database`, `pg_stat_wal`). Postgres is a durable cluster of the benchmark's
 //! own (`fsync`, `full_page_writes` on), unlike the test suite's.
 //!
-//! `cargo bench -p mc-tests --bench dispatch [-- --workers N --tickets M]`
+//! `cargo bench -p mc-tests --bench dispatch [-- --workers N --tickets M --only sqlite|postgres]`
 
 use std::time::Duration;
 
@@ -92,17 +92,21 @@ async fn statements_top(base: &str, db: &str, tickets: f64) {
         .unwrap();
     let rows: Vec<(i64, f64, String)> = sqlx::query_as(
         "SELECT calls, total_exec_time, query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
-         WHERE d.datname = $1 ORDER BY calls DESC LIMIT 16",
+         WHERE d.datname = $1 ORDER BY total_exec_time DESC LIMIT 40",
     )
     .bind(db)
     .fetch_all(&mut c)
     .await
     .unwrap();
-    println!("postgres statements per ticket (calls, ms total, statement):");
+    println!("postgres statements, most time first (calls per ticket, µs per ticket, statement):");
     for (calls, ms, q) in rows {
         let q: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
         let q: String = q.chars().take(110).collect();
-        println!("  {:>6.2} {:>8.1}  {q}", calls as f64 / tickets, ms);
+        println!(
+            "  {:>6.2} {:>8.1}  {q}",
+            calls as f64 / tickets,
+            ms * 1000.0 / tickets
+        );
     }
 }
 
@@ -154,7 +158,12 @@ fn main() {
         let base = mc_tests::pg::start_durable_cluster(pg_dir.path()).unwrap();
         let mut ours_pg = None;
         let mut work = None;
+        let args: Vec<String> = std::env::args().collect();
+        let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
         for backend in [Backend::Sqlite, Backend::Postgres] {
+            if only.as_ref().is_some_and(|o| *o != format!("{backend:?}").to_lowercase()) {
+                continue;
+            }
             let db = match backend {
                 Backend::Postgres => Some(mc_tests::pg::fresh_db_on(&base).await),
                 _ => None,
@@ -207,6 +216,22 @@ fn main() {
                 }
                 _ => None,
             };
+            let done: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<i64>>> = Default::default();
+            let heard = std::sync::Arc::new(tokio::sync::Notify::new());
+            let mut events = c.watch_events(pb::WatchEventsRequest::default()).await.unwrap().into_inner();
+            let watcher = {
+                let (done, heard) = (done.clone(), heard.clone());
+                tokio::spawn(async move {
+                    while let Ok(Some(m)) = events.message().await {
+                        if let Some(e) = m.event
+                            && e.to_state == pb::TicketState::Done as i32
+                        {
+                            done.lock().await.insert(e.ticket_id);
+                            heard.notify_one();
+                        }
+                    }
+                })
+            };
             // Added by CREATORS clients at once (graphile-worker's side adds in parallel
             // batches too).
             let start = Instant::now();
@@ -225,27 +250,21 @@ fn main() {
             for a in adders {
                 ids.extend(a.await.unwrap());
             }
-            ids.sort();
-            let last = *ids.last().unwrap();
-            let done_filter = pb::ListTicketsRequest { states: vec![pb::TicketState::Done as i32], page_size: 500, ..Default::default() };
+            // Done is heard on the event stream (as a console hears it), not by listing the
+            // board over and over: that cost the database more than a ticket's own work.
             loop {
-                let mut n = 0;
-                let mut req = done_filter.clone();
-                loop {
-                    let r = c.list_tickets(req.clone()).await.unwrap().into_inner();
-                    n += r.tickets.iter().filter(|t| t.id >= ids[0] && t.id <= last).count();
-                    if r.next_page_token.is_empty() {
-                        break;
-                    }
-                    req.page_token = r.next_page_token;
-                }
+                let n = {
+                    let d = done.lock().await;
+                    ids.iter().filter(|i| d.contains(i)).count()
+                };
                 if n == tickets {
                     break;
                 }
                 assert!(start.elapsed() < Duration::from_secs(600), "burst did not finish");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = tokio::time::timeout(Duration::from_millis(50), heard.notified()).await;
             }
             let rate = tickets as f64 / start.elapsed().as_secs_f64();
+            watcher.abort();
             let (o50, o99, c50) = (pct(&mut offer_lat, 0.5), pct(&mut offer_lat, 0.99), pct(&mut create_lat, 0.5));
             if let Some((c0, r0, s0)) = before {
                 let (c1, r1, s1) = pg_work(&base, &db).await;

@@ -469,6 +469,9 @@ async fn commit_is_compare_and_set(s: Arc<dyn Store>) {
     assert_eq!(done.ticket.wake_at, Some(Timestamp(T0.0 + 99)));
     assert_eq!(done.events.len(), 1);
     assert_eq!(done.events[0].at, Timestamp(T0.0 + 5));
+    // What the commit returns is what was stored (Postgres numbers them without reading
+    // them back).
+    assert!(all_events(&s).await.contains(&done.events[0]));
 
     // The same change again: the version moved on.
     let events_before = all_events(&s).await.len();
@@ -484,6 +487,27 @@ async fn commit_is_compare_and_set(s: Arc<dyn Store>) {
         "a refused commit writes no event"
     );
     assert_eq!(s.get_ticket(t.id).await.unwrap().unwrap(), done.ticket);
+
+    // Several events in one change keep their order, and come back as stored.
+    let mut n = done.ticket.clone();
+    n.state = State::Queued;
+    let mut c = Change::new(n, done.ticket.version);
+    for m in ["one", "two", "three"] {
+        c.events
+            .push(NewEvent::new(EventKind::StateChanged, "test", m));
+    }
+    let three = s.commit(&c).await.unwrap();
+    assert_eq!(
+        three
+            .events
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect::<Vec<_>>(),
+        ["one", "two", "three"]
+    );
+    assert!(three.events.windows(2).all(|w| w[0].id < w[1].id));
+    let stored = all_events(&s).await;
+    assert!(three.events.iter().all(|e| stored.contains(e)));
 
     let mut ghost = t.clone();
     ghost.id = 424242;
@@ -686,6 +710,13 @@ async fn claim_order_and_matching(s: Arc<dyn Store>) {
         (c.event.attempt_id, c.event.epoch),
         (Some(c.attempt.id), Some(1))
     );
+    // What a claim returns is what it stored (Postgres returns it without reading it back).
+    assert_eq!(s.get_ticket(c.ticket.id).await.unwrap().unwrap(), c.ticket);
+    assert_eq!(
+        s.get_attempt(c.attempt.id).await.unwrap().unwrap(),
+        c.attempt
+    );
+    assert!(all_events(&s).await.contains(&c.event));
 
     // A reviewer may not be the author: avoid_runtime excludes that runtime identity.
     let mut n = second.clone();
@@ -733,6 +764,30 @@ async fn claim_order_and_matching(s: Arc<dyn Store>) {
     );
     q.global_cap = Some(6);
     assert!(s.claim(&q).await.unwrap().is_some());
+
+    // A batch: in the queue's order, each its own attempt and event, all as stored.
+    let mut batch = Vec::new();
+    for i in 0..3 {
+        batch.push(mk(&s, "api", &format!("batch {i}")).await.id);
+    }
+    let mut q = claim_q(&["api"], Lane::Coder, "a");
+    q.limit = 5;
+    let got = s.claim_many(&q).await.unwrap();
+    assert_eq!(got.iter().map(|c| c.ticket.id).collect::<Vec<_>>(), batch);
+    let stored = all_events(&s).await;
+    for c in &got {
+        assert_eq!(c.ticket.current_attempt_id, Some(c.attempt.id));
+        assert_eq!(s.get_ticket(c.ticket.id).await.unwrap().unwrap(), c.ticket);
+        assert_eq!(
+            s.get_attempt(c.attempt.id).await.unwrap().unwrap(),
+            c.attempt
+        );
+        assert!(stored.contains(&c.event));
+    }
+    let mut ids: Vec<i64> = got.iter().map(|c| c.event.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
 }
 
 /// What a dispatch round reads first: the lanes with something queued (nothing queued,
@@ -1080,6 +1135,11 @@ async fn answers_decisions_spend(s: Arc<dyn Store>) {
     c.spend = Some((T0.utc_day(), Money::from_usd(1.25)));
     let done = s.commit(&c).await.unwrap();
     assert!(done.answer_id.is_some() && done.decision_id.is_some());
+    // The same change again is refused (the version moved on) and writes none of it.
+    assert!(matches!(
+        s.commit(&c).await,
+        Err(StoreError::Conflict { .. })
+    ));
     let t = done.ticket;
     let mut c = Change::new(t.clone(), t.version);
     c.spend = Some((T0.utc_day(), Money::from_usd(0.5)));
@@ -1087,6 +1147,7 @@ async fn answers_decisions_spend(s: Arc<dyn Store>) {
 
     let pending = s.pending_answers(7).await.unwrap();
     assert_eq!(pending.len(), 1);
+    assert_eq!(Some(pending[0].id), done.answer_id);
     assert_eq!(
         (pending[0].text.as_str(), pending[0].epoch),
         ("use postgres", 3)
@@ -1096,6 +1157,7 @@ async fn answers_decisions_spend(s: Arc<dyn Store>) {
 
     let ds = s.decisions(t.id).await.unwrap();
     assert_eq!(ds.len(), 1);
+    assert_eq!(Some(ds[0].id), done.decision_id);
     assert_eq!(ds[0].points, ["fix test_login", "add a migration"]);
     assert_eq!(
         (ds[0].kind, ds[0].layer, ds[0].latency_ms),

@@ -23,6 +23,10 @@ type LogStream =
 /// How often a live stream re-reads the store even without a local signal (another replica
 /// may have written).
 const POLL: Duration = Duration::from_millis(1000);
+/// A live stream reads the store at most once per this: commits that land meanwhile are read
+/// together (a busy board commits hundreds of times a second, and every watcher — consoles,
+/// `mc watch` — read once per commit). The first event after a quiet spell is read at once.
+const READ_AT_MOST_EVERY: Duration = Duration::from_millis(10);
 
 pub struct TicketApi {
     pub board: Board,
@@ -277,6 +281,7 @@ impl pb::ticket_service_server::TicketService for TicketApi {
         tokio::spawn(async move {
             let mut after = r.after_event_id;
             loop {
+                let last_read = tokio::time::Instant::now();
                 let page = match board.store().events_after(after, &filter, 500).await {
                     Ok(p) => p,
                     Err(e) => {
@@ -301,7 +306,12 @@ impl pb::ticket_service_server::TicketService for TicketApi {
                     return;
                 }
                 tokio::select! {
-                    _ = signal.changed() => {}
+                    _ = signal.changed() => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(last_read + READ_AT_MOST_EVERY) => {}
+                            _ = tx.closed() => return,
+                        }
+                    }
                     _ = tokio::time::sleep(POLL) => {}
                     _ = tx.closed() => return,
                     _ = shutdown.cancelled() => {
@@ -437,6 +447,7 @@ impl pb::ticket_service_server::TicketService for TicketApi {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
+                let last_read = tokio::time::Instant::now();
                 // Looked at before reading chunks: once an attempt has ended no chunk can
                 // be added to it, so what is read after this look is all there will be.
                 let finished = if pinned {
@@ -487,7 +498,12 @@ impl pb::ticket_service_server::TicketService for TicketApi {
                 }
                 let after = cursor.after;
                 tokio::select! {
-                    _ = signal.changed() => {}
+                    _ = signal.changed() => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(last_read + READ_AT_MOST_EVERY) => {}
+                            _ = tx.closed() => return,
+                        }
+                    }
                     _ = tokio::time::sleep(POLL) => {}
                     _ = tx.closed() => return,
                     _ = shutdown.cancelled() => {

@@ -29,6 +29,7 @@ pub mod postgres;
 mod rows;
 mod sql;
 mod sql_claim;
+mod sql_commit;
 mod sql_rest;
 pub mod sqlite;
 

@@ -30,6 +30,9 @@ impl PgStore {
         "((SELECT (pg_current_xact_id()::text::bigint + shift) << 16 FROM event_clock)",
     );
     const EVENTS_PER_TRANSACTION: usize = 1 << 16;
+    /// A change commits as one statement of data-modifying CTEs (`sql_commit.rs`): one
+    /// round trip instead of one per write plus BEGIN and COMMIT.
+    const ONE_STATEMENT_COMMIT: bool = true;
     /// What a reader of several tickets' events adds to take settled events only.
     const SETTLED: &'static str = " AND id < mc_event_watermark()";
 

@@ -19,17 +19,31 @@ macro_rules! impl_store {
 
         $crate::store::sql_rest::impl_rest!($store, $db);
         $crate::store::sql_claim::impl_claim!($store, $db);
+        $crate::store::sql_commit::impl_commit!($store, $db);
 
         impl $store {
-            /// Inserts a transaction's events in one statement; `first` is how many it
-            /// inserted before (an event's index in its transaction is part of its id on
-            /// Postgres).
+            /// Inserts a transaction's events of one ticket in one statement; `first` is how
+            /// many it inserted before (an event's index in its transaction is part of its id
+            /// on Postgres).
             async fn insert_events(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 ticket_id: i64,
                 project: &str,
                 at: Timestamp,
                 events: &[NewEvent],
+                first: usize,
+            ) -> Result<Vec<Event>, StoreError> {
+                let rows: Vec<(i64, &str, &NewEvent)> =
+                    events.iter().map(|e| (ticket_id, project, e)).collect();
+                Self::insert_events_of(tx, at, &rows, first).await
+            }
+
+            /// Inserts events of several tickets (ticket id, its project, the event) in one
+            /// statement, in id order; `first` as for `insert_events`.
+            async fn insert_events_of(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                at: Timestamp,
+                events: &[(i64, &str, &NewEvent)],
                 first: usize,
             ) -> Result<Vec<Event>, StoreError> {
                 if events.is_empty() {
@@ -45,12 +59,12 @@ macro_rules! impl_store {
                     "INSERT INTO events ({}ticket_id, project, at, kind, actor, from_state, to_state, message, attempt_id, epoch) ",
                     Self::EVENT_ID.0
                 ));
-                qb.push_values(events.iter().enumerate(), |mut b, (i, e)| {
+                qb.push_values(events.iter().enumerate(), |mut b, (i, (ticket_id, project, e))| {
                     if !Self::EVENT_ID.0.is_empty() {
                         // Below EVENTS_PER_TRANSACTION (checked above), so it fits.
                         b.push(Self::EVENT_ID.1).push_unseparated(format!(" | {})", first + i));
                     }
-                    b.push_bind(ticket_id)
+                    b.push_bind(*ticket_id)
                         .push_bind(project.to_string())
                         .push_bind(at.0)
                         .push_bind(e.kind.as_str())
@@ -440,6 +454,9 @@ macro_rules! impl_store {
                 at: Timestamp,
                 event: NewEvent,
             ) -> Result<(Ticket, bool), StoreError> {
+                if Self::ONE_STATEMENT_COMMIT && t.labels.is_empty() && t.depends_on.is_empty() {
+                    return self.create_in_one_statement(t, at, &event).await;
+                }
                 let mut tx = self.begin_write().await?;
                 if let Some(key) = &t.idempotency_key {
                     let row: Option<TicketRow> = sqlx::query_as(&format!(
@@ -516,157 +533,7 @@ macro_rules! impl_store {
             }
 
             async fn commit(&self, c: &Change) -> Result<Committed, StoreError> {
-                let t = &c.ticket;
-                let mut tx = self.begin_write().await?;
-                let mut qb = QueryBuilder::<$db>::new("UPDATE tickets SET phase_index = ");
-                qb.push_bind(i64::from(t.phase_index))
-                    .push(", lane = ").push_bind(t.lane.as_str())
-                    .push(", state = ").push_bind(t.state.as_str())
-                    .push(", state_reason = ").push_bind(t.state_reason.clone())
-                    .push(", priority = ").push_bind(i64::from(t.priority))
-                    .push(", rounds = ").push_bind(to_json(&t.rounds))
-                    .push(", branch = ").push_bind(t.branch.clone())
-                    .push(", pr_url = ").push_bind(t.pr_url.clone())
-                    .push(", cost_micros = ").push_bind(t.cost.0)
-                    .push(", budget_micros = ").push_bind(t.budget.0)
-                    .push(", wall_ms = ").push_bind(t.wall_ms)
-                    .push(", wall_budget_ms = ").push_bind(t.wall_budget_ms)
-                    .push(", updated_at = ").push_bind(t.updated_at.0)
-                    .push(", wake_at = ").push_bind(t.wake_at.map(|w| w.0))
-                    .push(", epoch = ").push_bind(t.epoch)
-                    .push(", current_attempt_id = ").push_bind(t.current_attempt_id)
-                    .push(", avoid_runtime = ").push_bind(t.avoid_runtime.clone())
-                    .push(", next_brief = ").push_bind(t.next_brief.clone());
-                if c.relabel {
-                    qb.push(", labels = ").push_bind(to_json(&t.labels));
-                }
-                qb.push(", version = ").push_bind(c.expected_version + 1)
-                    .push(" WHERE id = ").push_bind(t.id)
-                    .push(" AND version = ").push_bind(c.expected_version);
-                if let Some(f) = c.fence {
-                    qb.push(" AND epoch = ").push_bind(f.epoch)
-                        .push(" AND current_attempt_id = ").push_bind(f.attempt_id);
-                }
-                qb.push(format!(" RETURNING {TICKET_COLS}"));
-                let updated: Option<TicketRow> = qb.build_query_as().fetch_optional(&mut *tx).await?;
-                let Some(updated) = updated else {
-                    let current = Self::ticket_in(&mut tx, t.id).await?;
-                    return Err(match current {
-                        None => StoreError::NotFound(format!("ticket {}", t.id)),
-                        Some(cur) => match c.fence {
-                            Some(f) if cur.epoch != f.epoch || cur.current_attempt_id != Some(f.attempt_id) => {
-                                StoreError::StaleEpoch { ticket: t.id, attempt_id: f.attempt_id, epoch: f.epoch }
-                            }
-                            _ => StoreError::Conflict { ticket: t.id, expected: c.expected_version },
-                        },
-                    });
-                };
-                let ticket = Ticket::try_from(updated)?;
-                if c.relabel {
-                    sqlx::query("DELETE FROM ticket_labels WHERE ticket_id = $1").bind(t.id).execute(&mut *tx).await?;
-                    for l in &t.labels {
-                        sqlx::query("INSERT INTO ticket_labels (ticket_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                            .bind(t.id)
-                            .bind(l.clone())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
-                if let Some(p) = &c.attempt {
-                    let (outcome, reason, ended_at) = match &p.ended {
-                        Some((o, r, at)) => (Some(o.as_str()), Some(r.clone()), Some(at.0)),
-                        None => (None, None, None),
-                    };
-                    let (cost, tin, tout) = match p.usage {
-                        Some((m, i, o)) => (Some(m.0), Some(i), Some(o)),
-                        None => (None, None, None),
-                    };
-                    let done = sqlx::query(
-                        "UPDATE attempts SET started_at = COALESCE($3, started_at), \
-                         runtime_id = COALESCE($4, runtime_id), pid = COALESCE($5, pid), \
-                         worktree = COALESCE($6, worktree), branch = COALESCE($7, branch), \
-                         lease_expires_at = COALESCE($8, lease_expires_at), outcome = COALESCE($9, outcome), \
-                         reason = COALESCE($10, reason), ended_at = COALESCE($11, ended_at), \
-                         cost_micros = COALESCE($12, cost_micros), tokens_in = COALESCE($13, tokens_in), \
-                         tokens_out = COALESCE($14, tokens_out), evidence = COALESCE($15, evidence) \
-                         WHERE id = $1 AND epoch = $2",
-                    )
-                    .bind(p.id)
-                    .bind(p.epoch)
-                    .bind(p.started_at.map(|t| t.0))
-                    .bind(p.runtime_id.clone())
-                    .bind(p.pid)
-                    .bind(p.worktree.clone())
-                    .bind(p.branch.clone())
-                    .bind(p.lease_expires_at.map(|t| t.0))
-                    .bind(outcome)
-                    .bind(reason)
-                    .bind(ended_at)
-                    .bind(cost)
-                    .bind(tin)
-                    .bind(tout)
-                    .bind(p.evidence.as_ref().map(evidence_json))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if done != 1 {
-                        return Err(StoreError::StaleEpoch { ticket: t.id, attempt_id: p.id, epoch: p.epoch });
-                    }
-                }
-                let mut decision_id = None;
-                if let Some(d) = &c.decision {
-                    let (id,): (i64,) = sqlx::query_as(
-                        "INSERT INTO decisions (ticket_id, attempt_id, kind, reason, points, next_prompt, layer, \
-                         source, latency_ms, at, wait_until, point, input) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
-                         RETURNING id",
-                    )
-                    .bind(t.id)
-                    .bind(d.attempt_id)
-                    .bind(d.kind.as_str())
-                    .bind(&d.reason)
-                    .bind(to_json(&d.points))
-                    .bind(&d.next_prompt)
-                    .bind(d.layer.as_str())
-                    .bind(&d.source)
-                    .bind(d.latency_ms)
-                    .bind(d.at.0)
-                    .bind(d.wait_until.map(|w| w.0))
-                    .bind(d.point.as_str())
-                    .bind(d.input.clone())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    decision_id = Some(id);
-                }
-                let mut answer_id = None;
-                if let Some(a) = &c.answer {
-                    let (id,): (i64,) = sqlx::query_as(
-                        "INSERT INTO answers (ticket_id, attempt_id, epoch, text, actor, created_at) \
-                         VALUES ($1,$2,$3,$4,$5,$6) RETURNING id",
-                    )
-                    .bind(t.id)
-                    .bind(a.attempt_id)
-                    .bind(a.epoch)
-                    .bind(&a.text)
-                    .bind(&a.actor)
-                    .bind(a.at.0)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    answer_id = Some(id);
-                }
-                if let Some((day, m)) = &c.spend {
-                    sqlx::query(
-                        "INSERT INTO spend (day, ticket_id, micros) VALUES ($1, $2, $3) \
-                         ON CONFLICT (day, ticket_id) DO UPDATE SET micros = spend.micros + excluded.micros",
-                    )
-                    .bind(day)
-                    .bind(t.id)
-                    .bind(m.0)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                let events = Self::insert_events(&mut tx, t.id, &t.project, t.updated_at, &c.events, 0).await?;
-                tx.commit().await?;
-                Ok(Committed { ticket, events, decision_id, answer_id })
+                self.commit_sql(c).await
             }
 
             async fn claim_many(&self, q: &ClaimQuery) -> Result<Vec<Claimed>, StoreError> {

@@ -27,6 +27,9 @@ impl SqliteStore {
     const EVENT_ID: (&'static str, &'static str) = ("", "");
     const EVENTS_PER_TRANSACTION: usize = usize::MAX;
     const SETTLED: &'static str = "";
+    /// A change is a transaction of several statements: SQLite has no data-modifying CTEs,
+    /// and no round trips to save.
+    const ONE_STATEMENT_COMMIT: bool = false;
 
     /// Opens (creating if needed) the database file and runs migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore, super::StoreError> {

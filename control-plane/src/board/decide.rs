@@ -154,19 +154,13 @@ impl Decider {
             let room = usize::try_from(HISTORY)
                 .unwrap_or(0)
                 .saturating_sub(seen.len());
-            seen.extend(change.events.iter().take(room).map(|e| Event {
-                id: 0,
-                ticket_id: after.id,
-                project: after.project.clone(),
-                at: after.updated_at,
-                kind: e.kind,
-                actor: e.actor.clone(),
-                from_state: e.from_state,
-                to_state: e.to_state,
-                message: e.message.clone(),
-                attempt_id: e.attempt_id,
-                epoch: e.epoch,
-            }));
+            seen.extend(
+                change
+                    .events
+                    .iter()
+                    .take(room)
+                    .map(|e| e.stored(0, after.id, &after.project, after.updated_at)),
+            );
             let req = ctx.request_with(after, DecisionPoint::AttemptFinished, String::new(), seen);
             let input_bytes = record(&req, &input);
             let latency = after.updated_at.since(started);

@@ -385,6 +385,23 @@ impl NewEvent {
         self.epoch = Some(epoch);
         self
     }
+
+    /// The event as stored: with its id, ticket, project and time.
+    pub fn stored(&self, id: i64, ticket_id: i64, project: &str, at: Timestamp) -> Event {
+        Event {
+            id,
+            ticket_id,
+            project: project.to_string(),
+            at,
+            kind: self.kind,
+            actor: self.actor.clone(),
+            from_state: self.from_state,
+            to_state: self.to_state,
+            message: self.message.clone(),
+            attempt_id: self.attempt_id,
+            epoch: self.epoch,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -130,19 +130,10 @@ macro_rules! impl_claim {
                         branch: ticket.branch.clone(),
                         worktree: String::new(),
                     };
-                    let event = Event {
-                        id: base | i,
-                        ticket_id: ticket.id,
-                        project: ticket.project.clone(),
-                        at: q.now,
-                        kind: EventKind::Offered,
-                        actor: q.actor.clone(),
-                        from_state: Some(from),
-                        to_state: Some(to),
-                        message: message.clone(),
-                        attempt_id: Some(attempt_id),
-                        epoch: Some(ticket.epoch),
-                    };
+                    let event = NewEvent::new(EventKind::Offered, q.actor.clone(), message.clone())
+                        .states(from, to)
+                        .attempt(attempt_id, ticket.epoch)
+                        .stored(base | i, ticket.id, &ticket.project, q.now);
                     out.push(Claimed {
                         ticket,
                         attempt,

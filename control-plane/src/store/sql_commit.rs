@@ -287,20 +287,8 @@ macro_rules! impl_commit {
                     .events
                     .iter()
                     .enumerate()
-                    .map(|(i, e)| Event {
-                        // Below EVENTS_PER_TRANSACTION, so the index fits the id's low bits.
-                        id: base | i64::try_from(i).unwrap_or(0),
-                        ticket_id: t.id,
-                        project: t.project.clone(),
-                        at: t.updated_at,
-                        kind: e.kind,
-                        actor: e.actor.clone(),
-                        from_state: e.from_state,
-                        to_state: e.to_state,
-                        message: e.message.clone(),
-                        attempt_id: e.attempt_id,
-                        epoch: e.epoch,
-                    })
+                    // Below EVENTS_PER_TRANSACTION, so the index fits the id's low bits.
+                    .map(|(i, e)| e.stored(base | i64::try_from(i).unwrap_or(0), t.id, &t.project, t.updated_at))
                     .collect();
                 Ok(Committed {
                     ticket,

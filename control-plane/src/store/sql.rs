@@ -66,20 +66,29 @@ macro_rules! impl_store {
                     }
                     b.push_bind(*ticket_id)
                         .push_bind(project.to_string())
-                        .push_bind(at.0)
-                        .push_bind(e.kind.as_str())
-                        .push_bind(e.actor.clone())
-                        .push_bind(e.from_state.map(|s| s.as_str()))
-                        .push_bind(e.to_state.map(|s| s.as_str()))
-                        .push_bind(e.message.clone())
-                        .push_bind(e.attempt_id)
-                        .push_bind(e.epoch);
+                        .push_bind(at.0);
+                    Self::push_event_fields(&mut b, e);
                 });
                 qb.push(format!(" RETURNING {EVENT_COLS}"));
                 let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&mut **tx).await?;
                 let mut out = rows.into_iter().map(Event::try_from).collect::<Result<Vec<_>, _>>()?;
                 out.sort_by_key(|e| e.id);
                 Ok(out)
+            }
+
+            /// An event's own fields, in the order of `insert_events`' columns after `at`:
+            /// kind, actor, from_state, to_state, message, attempt_id, epoch.
+            fn push_event_fields(
+                b: &mut sqlx::query_builder::Separated<'_, '_, $db, &'static str>,
+                e: &NewEvent,
+            ) {
+                b.push_bind(e.kind.as_str())
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.from_state.map(|s| s.as_str()))
+                    .push_bind(e.to_state.map(|s| s.as_str()))
+                    .push_bind(e.message.clone())
+                    .push_bind(e.attempt_id)
+                    .push_bind(e.epoch);
             }
 
             async fn ticket_in(

@@ -259,14 +259,8 @@ macro_rules! impl_commit {
                         .push(", v.kind, v.actor, v.from_state, v.to_state, v.message, v.attempt_id, v.epoch FROM t CROSS JOIN (");
                     qb.push_values(c.events.iter().enumerate(), |mut b, (i, e)| {
                         // Below EVENTS_PER_TRANSACTION (checked above), so it fits.
-                        b.push(format!("{}::bigint", i))
-                            .push_bind(e.kind.as_str())
-                            .push_bind(e.actor.clone())
-                            .push_bind(e.from_state.map(|s| s.as_str()))
-                            .push_bind(e.to_state.map(|s| s.as_str()))
-                            .push_bind(e.message.clone())
-                            .push_bind(e.attempt_id)
-                            .push_bind(e.epoch);
+                        b.push(format!("{}::bigint", i));
+                        Self::push_event_fields(&mut b, e);
                     });
                     qb.push(") AS v (i, kind, actor, from_state, to_state, message, attempt_id, epoch))");
                 }
@@ -355,14 +349,8 @@ macro_rules! impl_commit {
                         Self::EVENT_ID.1
                     ));
                 let mut v = qb.separated(", ");
-                v.push_bind(at.0)
-                    .push_bind(event.kind.as_str())
-                    .push_bind(event.actor.clone())
-                    .push_bind(event.from_state.map(|s| s.as_str()))
-                    .push_bind(event.to_state.map(|s| s.as_str()))
-                    .push_bind(event.message.clone())
-                    .push_bind(event.attempt_id)
-                    .push_bind(event.epoch);
+                v.push_bind(at.0);
+                Self::push_event_fields(&mut v, event);
                 qb.push(" FROM t) SELECT * FROM t");
                 let row: Option<TicketRow> = qb.build_query_as().fetch_optional(&self.write).await?;
                 match row {

@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use crate::clock::Clock;
 use crate::identity::{Identity, Role};
-use crate::tls::{ChainError, ChainVerifier, PeerInfo, san_uris};
+use crate::tls::{ChainError, ChainVerifier, PeerInfo};
 
 /// Which roles may call a method, by gRPC path (`/mc.v1.TicketService/CreateTicket`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,15 +80,18 @@ impl Authorizer {
                 "method {path} is not served here"
             )));
         }
-        let chain = peer.and_then(|p| p.certs.clone());
-        let chain = match chain {
-            Some(c) if !c.is_empty() => c,
+        let (chain, cache) = match peer {
+            Some(PeerInfo {
+                certs: Some(c),
+                verified,
+                ..
+            }) if !c.is_empty() => (c, verified),
             _ => return Err(Status::unauthenticated(ChainError::Missing.to_string())),
         };
-        self.verifier
-            .verify(&chain, self.clock.now().millis() / 1000)
+        let uris = self
+            .verifier
+            .verify_cached(chain, self.clock.now().millis() / 1000, cache)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let uris = san_uris(&chain[0]);
         let id = uris
             .iter()
             .find_map(|u| Identity::parse_uri(u).ok())

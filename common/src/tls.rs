@@ -396,6 +396,66 @@ impl ChainVerifier {
             other => ChainError::Other(other.to_string()),
         })
     }
+
+    /// `verify`, done in full once per connection: a chain that verified is only checked
+    /// against the time for the connection's later requests (in the window its
+    /// certificates share, the same chain verifies the same way: the anchors do not change).
+    /// Returns the end entity's SAN URIs.
+    pub fn verify_cached<'a>(
+        &self,
+        chain: &[CertificateDer<'static>],
+        now_unix: i64,
+        cache: &'a std::sync::OnceLock<VerifiedChain>,
+    ) -> Result<&'a [String], ChainError> {
+        if let Some(v) = cache.get() {
+            return v.at(now_unix).map(|()| v.uris.as_slice());
+        }
+        self.verify(chain, now_unix)?;
+        let v = cache.get_or_init(|| VerifiedChain::of(chain));
+        v.at(now_unix).map(|()| v.uris.as_slice())
+    }
+}
+
+/// A chain that verified: the window its certificates' validity shares, and the end
+/// entity's SAN URIs.
+#[derive(Debug)]
+pub struct VerifiedChain {
+    not_before: i64,
+    not_after: i64,
+    uris: Vec<String>,
+}
+
+impl VerifiedChain {
+    fn of(chain: &[CertificateDer<'static>]) -> VerifiedChain {
+        let (mut not_before, mut not_after) = (i64::MIN, i64::MAX);
+        for der in chain {
+            match x509_parser::parse_x509_certificate(der) {
+                Ok((_, c)) => {
+                    not_before = not_before.max(c.validity().not_before.timestamp());
+                    not_after = not_after.min(c.validity().not_after.timestamp());
+                }
+                // It verified, so it parses; if not, an empty window: never valid from here.
+                Err(_) => (not_before, not_after) = (i64::MAX, i64::MIN),
+            }
+        }
+        VerifiedChain {
+            not_before,
+            not_after,
+            uris: chain.first().map(san_uris).unwrap_or_default(),
+        }
+    }
+
+    /// As webpki checks the time: valid from `not_before` through `not_after`, inclusive.
+    fn at(&self, now_unix: i64) -> Result<(), ChainError> {
+        let fmt_time = |secs: i64| crate::Timestamp(secs.saturating_mul(1000)).to_rfc3339();
+        if now_unix < self.not_before {
+            Err(ChainError::NotYetValid(fmt_time(self.not_before)))
+        } else if now_unix > self.not_after {
+            Err(ChainError::Expired(fmt_time(self.not_after)))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// What the RPC layer learns about a connection: the peer address and its certificates.
@@ -403,6 +463,8 @@ impl ChainVerifier {
 pub struct PeerInfo {
     pub remote: Option<SocketAddr>,
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The connection's chain, once a request verified it (`ChainVerifier::verify_cached`).
+    pub verified: Arc<std::sync::OnceLock<VerifiedChain>>,
 }
 
 /// Bounds on a server's connections: how many at once, and how long one may stay silent.
@@ -576,6 +638,7 @@ pub fn incoming(
                     info: PeerInfo {
                         remote: Some(remote),
                         certs,
+                        verified: Arc::default(),
                     },
                     idle_timeout: limits.idle_timeout,
                     idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
@@ -624,5 +687,64 @@ mod tests {
             let e = got.expect_err(want).to_string();
             assert!(e.starts_with(want), "{e} vs {want}");
         }
+    }
+
+    /// A connection's chain is verified in full once; its later requests are checked
+    /// against the time, so a certificate that expires while its connection stays open is
+    /// refused from then on, and one refused is verified in full again (nothing cached).
+    #[test]
+    fn a_verified_chain_is_cached_for_its_connection_and_still_expires() {
+        let (from, until) = (1_800_000_000, 1_800_000_000 + 3_600);
+        let ca = create_ca("mc.local", Validity::days_from(from - 86_400, 30)).expect("a CA");
+        let id = crate::identity::Identity::parse_uri("spiffe://mc.local/operator/ann")
+            .expect("an identity");
+        let leaf = crate::certs::issue(
+            &ca,
+            &id,
+            &crate::certs::LeafOptions::default(),
+            Validity::between(from, until),
+        )
+        .expect("a leaf");
+        let chain = pem_certs(leaf.cert_pem.as_bytes()).expect("the leaf");
+        let verifier = ChainVerifier::new(ca.cert_pem.as_bytes()).expect("a verifier");
+        let cache = std::sync::OnceLock::new();
+
+        // Before its window: refused, and nothing is cached.
+        let early = verifier.verify_cached(&chain, from - 1, &cache);
+        assert!(
+            matches!(early, Err(ChainError::NotYetValid(_))),
+            "{early:?}"
+        );
+        assert!(cache.get().is_none());
+        // In it: verified, cached, its identity read.
+        let uris = verifier
+            .verify_cached(&chain, from + 10, &cache)
+            .expect("valid");
+        assert_eq!(uris, ["spiffe://mc.local/operator/ann".to_string()]);
+        assert!(cache.get().is_some());
+        // Its last second still counts (as webpki counts it); the next does not.
+        assert!(verifier.verify_cached(&chain, until, &cache).is_ok());
+        let late = verifier.verify_cached(&chain, until + 1, &cache);
+        match late {
+            Err(ChainError::Expired(at)) => {
+                assert_eq!(at, crate::Timestamp(until * 1000).to_rfc3339())
+            }
+            other => panic!("expected expired, got {other:?}"),
+        }
+        // The same answer as a full verification gives at that time.
+        assert!(matches!(
+            verifier.verify(&chain, until + 1),
+            Err(ChainError::Expired(_))
+        ));
+        // Another CA's chain is refused in full, every time.
+        let other = create_ca("mc.local", Validity::days_from(from - 86_400, 30)).expect("a CA");
+        let foreign = ChainVerifier::new(other.cert_pem.as_bytes()).expect("a verifier");
+        let fresh = std::sync::OnceLock::new();
+        let refused = foreign.verify_cached(&chain, from + 10, &fresh);
+        assert!(
+            matches!(refused, Err(ChainError::UnknownIssuer)),
+            "{refused:?}"
+        );
+        assert!(fresh.get().is_none());
     }
 }

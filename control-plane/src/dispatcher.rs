@@ -81,10 +81,6 @@ impl DispatchNudge {
     }
 }
 
-/// The projects one round has read (a round offers many tickets of few projects), shared
-/// by its concurrent claims; never held across an await.
-type Projects = std::sync::Mutex<std::collections::HashMap<String, crate::domain::Project>>;
-
 /// How many workers' claims a round runs at once. Each is its own transaction; run together
 /// their commits share fsyncs (Postgres) or queue on the one writer (SQLite) instead of
 /// each waiting for the one before. Bounded so a large fleet does not take every
@@ -166,7 +162,6 @@ impl Dispatcher {
             return Ok(Some(day));
         }
         lanes.retain(|a| queued.contains(&a.lane));
-        let projects = Projects::default();
         // With a cap on live attempts, claims run one at a time: each counts the live ones
         // before it claims, and two at once would both count below the cap.
         let at_once = if self.cfg.global_cap > 0 {
@@ -175,9 +170,9 @@ impl Dispatcher {
             CLAIMS_AT_ONCE
         };
         use futures::StreamExt;
-        let (lanes, projects) = (&lanes, &projects);
+        let lanes = &lanes;
         let results: Vec<Result<Filled, BoardError>> = futures::stream::iter(workers)
-            .map(|w| async move { self.offer_to(&w, lanes, projects).await })
+            .map(|w| async move { self.offer_to(&w, lanes).await })
             .buffer_unordered(at_once)
             .collect()
             .await;
@@ -203,7 +198,6 @@ impl Dispatcher {
         &self,
         w: &WorkerView,
         lanes: &[crate::domain::LaneAssignment],
-        projects: &Projects,
     ) -> Result<Filled, BoardError> {
         let mut free = w.free;
         let mut filled = Filled::default();
@@ -254,7 +248,7 @@ impl Dispatcher {
             for c in self.board.claim(q).await? {
                 free = free.saturating_sub(1);
                 filled.claimed += 1;
-                self.send_offer(w, c, now, projects).await?;
+                self.send_offer(w, c, now).await?;
             }
         }
         Ok(filled)
@@ -265,15 +259,12 @@ impl Dispatcher {
         w: &WorkerView,
         c: Claimed,
         now: Timestamp,
-        projects: &Projects,
     ) -> Result<(), BoardError> {
         // The offer joins the ticket's trace; the worker's spans (and the agent's, through
         // TRACEPARENT) become its children.
         let span = tracing::info_span!("mc.dispatch", ticket_id = c.ticket.id, attempt_id = c.attempt.id, worker = %w.name);
         mc_common::telemetry::join_trace(&span, &c.ticket.trace_context);
-        self.send_offer_in_span(w, c, now, projects)
-            .instrument(span)
-            .await
+        self.send_offer_in_span(w, c, now).instrument(span).await
     }
 
     async fn send_offer_in_span(
@@ -281,7 +272,6 @@ impl Dispatcher {
         w: &WorkerView,
         c: Claimed,
         now: Timestamp,
-        projects: &Projects,
     ) -> Result<(), BoardError> {
         let t = &c.ticket;
         let workflow = self
@@ -292,20 +282,12 @@ impl Dispatcher {
             .ok_or_else(|| {
                 BoardError::Internal(format!("ticket {}: unknown workflow {}", t.id, t.workflow))
             })?;
-        let known = projects
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&t.project).cloned());
-        let project = match known {
-            Some(p) => p,
-            None => {
-                let p = self.board.project(&t.project).await?;
-                if let Ok(mut m) = projects.lock() {
-                    m.insert(t.project.clone(), p.clone());
-                }
-                p
-            }
-        };
+        // The board keeps the projects it read: a round offers many tickets of few projects.
+        let project = self
+            .board
+            .project_kept(&t.project)
+            .await?
+            .ok_or_else(|| BoardError::NotFound(format!("project {}", t.project)))?;
         let acceptance = project.acceptance.get(&t.lane).cloned().unwrap_or_default();
         let phase = workflow.phase(t.phase_index).cloned();
         let prompt = crate::brief::build(t, &workflow, &project.default_branch, &acceptance);

@@ -14,7 +14,7 @@ use mc_proto as pb;
 use mc_tests::cp::{Backend, CpProc, create, write_config_as};
 use mc_tests::netns::Net;
 use mc_tests::pki::Pki;
-use mc_tests::wait::{Tickets, created, output_contains, ticket_in, ticket_until, until};
+use mc_tests::wait::{Tickets, created, output_contains, ticket_in, ticket_until, until, until_ok};
 use mc_tests::worker::{WorkerProc, commits_on, repo, script, sh};
 
 const T: Duration = Duration::from_secs(90);
@@ -647,6 +647,66 @@ async fn a_ticket_created_on_one_replica_is_offered_by_another_at_once() {
         ids.push(id);
     }
     c.check(&ids).await;
+}
+
+/// A project removed and added again through one replica (with another budget) is what
+/// another replica's creates use next: a replica keeps the projects it has read and forgets
+/// them when it hears of another replica's commit. Without that the second replica would
+/// create into the old project's budget for as long as it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_project_added_again_on_one_replica_is_what_another_creates_into() {
+    let c = Cluster::start(&["cp", "cp2"], &[], |_| {}).await;
+    c.add_project("web").await;
+    let mut t2 = c.tickets(1).await;
+    let budget = |t: &pb::Ticket| t.budget_usd;
+    // cp2 reads (and keeps) the project.
+    let before = created(&mut t2, create("web", "before")).await;
+    let old = budget(&before);
+    t2.cancel_ticket(pb::CancelTicketRequest {
+        ticket_id: before.id,
+        reason: "to remove the project".into(),
+    })
+    .await
+    .expect("cancel");
+    let mut p1 =
+        pb::project_service_client::ProjectServiceClient::new(c.cps[0].operator(&c.pki).await);
+    p1.remove_project(pb::RemoveProjectRequest { slug: "web".into() })
+        .await
+        .expect("remove");
+    let new = old + 1.5;
+    p1.add_project(pb::AddProjectRequest {
+        project: Some(pb::Project {
+            slug: "web".into(),
+            default_workflow: "solo".into(),
+            budget_usd: new,
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("add again");
+    // cp2 hears of it within moments; until then a create may still see the old budget.
+    let seen = until_ok(
+        Duration::from_secs(30),
+        "cp2 to create into the re-added project",
+        || {
+            let mut t2 = t2.clone();
+            async move {
+                let t = created(&mut t2, create("web", "after")).await;
+                if budget(&t) == new {
+                    return Ok(budget(&t));
+                }
+                t2.cancel_ticket(pb::CancelTicketRequest {
+                    ticket_id: t.id,
+                    reason: "old budget".into(),
+                })
+                .await
+                .expect("cancel");
+                Err(format!("ticket {} has the old budget {}", t.id, budget(&t)))
+            }
+        },
+    )
+    .await;
+    assert_eq!(seen, new);
 }
 
 /// A ticket cancelled through one replica stops its agent on a worker attached to another:

@@ -394,7 +394,7 @@ impl Context {
             .as_ref()
             .map(|a| a.outcome)
             .unwrap_or(AttemptOutcome::Lost);
-        let project = board.store().get_project(&t.project).await?;
+        let project = board.project_kept(&t.project).await?;
         let commands = project
             .as_ref()
             .and_then(|p| p.acceptance.get(&phase.lane).cloned())

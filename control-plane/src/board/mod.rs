@@ -4,6 +4,7 @@
 
 mod decide;
 mod operator;
+mod projects;
 mod records;
 mod worker;
 
@@ -134,6 +135,7 @@ struct Inner {
     logs: watch::Sender<u64>,
     effects: mpsc::UnboundedSender<Effect>,
     metrics: Arc<crate::metrics::Metrics>,
+    projects: projects::ProjectCache,
 }
 
 /// The parts of a transition besides the state change itself.
@@ -161,6 +163,7 @@ impl Board {
                     local: watch::channel(0).0,
                     logs,
                     effects,
+                    projects: Default::default(),
                 }),
             },
             rx,
@@ -245,6 +248,7 @@ impl Board {
 
     /// Another replica committed: watchers look again (see `crate::bus`).
     pub fn heard_commit(&self) {
+        self.inner.projects.forget();
         self.inner.events.send_modify(|_| {});
     }
 

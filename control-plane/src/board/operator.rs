@@ -67,9 +67,14 @@ impl Board {
             .into());
         }
         p.created_at = self.now();
-        Ok(self.inner.store.add_project(&p).await?)
+        let added = self.inner.store.add_project(&p).await;
+        self.inner.projects.forget();
+        // Other replicas forget theirs when they hear of it.
+        self.committed_here();
+        Ok(added?)
     }
 
+    /// A live project, read from the board.
     pub async fn project(&self, slug: &str) -> Result<Project, BoardError> {
         self.store()
             .get_project(slug)
@@ -77,8 +82,17 @@ impl Board {
             .ok_or_else(|| BoardError::NotFound(format!("project {slug}")))
     }
 
+    /// A live project as this replica last read it (`projects.rs`): for the paths every
+    /// ticket takes (its create, its decisions, its dispatch).
+    pub async fn project_kept(&self, slug: &str) -> Result<Option<Project>, BoardError> {
+        Ok(self.inner.projects.get(self.store(), slug).await?)
+    }
+
     pub async fn remove_project(&self, slug: &str) -> Result<(), BoardError> {
-        Ok(self.inner.store.remove_project(slug, self.now()).await?)
+        let removed = self.inner.store.remove_project(slug, self.now()).await;
+        self.inner.projects.forget();
+        self.committed_here();
+        Ok(removed?)
     }
 
     pub async fn create_ticket(
@@ -97,8 +111,7 @@ impl Board {
         actor: &str,
     ) -> Result<(Ticket, bool), BoardError> {
         let project = self
-            .store()
-            .get_project(&req.project)
+            .project_kept(&req.project)
             .await?
             .ok_or_else(|| BoardError::NotFound(format!("project {}", req.project)))?;
         let workflow_name = req

@@ -32,6 +32,7 @@ mod sql_claim;
 mod sql_commit;
 mod sql_rest;
 pub mod sqlite;
+mod sqlite_group;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -33,6 +33,11 @@ impl PgStore {
     /// A change commits as one statement of data-modifying CTEs (`sql_commit.rs`): one
     /// round trip instead of one per write plus BEGIN and COMMIT.
     const ONE_STATEMENT_COMMIT: bool = true;
+    /// The next ticket id, drawn from the identity's sequence, and what lets an insert name it.
+    const NEXT_TICKET_ID: (&'static str, &'static str) = (
+        "nextval(pg_get_serial_sequence('tickets', 'id'))",
+        "OVERRIDING SYSTEM VALUE",
+    );
     /// What a reader of several tickets' events adds to take settled events only.
     const SETTLED: &'static str = " AND id < mc_event_watermark()";
 

@@ -26,7 +26,7 @@ macro_rules! impl_store {
             /// many it inserted before (an event's index in its transaction is part of its id
             /// on Postgres).
             async fn insert_events(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 ticket_id: i64,
                 project: &str,
                 at: Timestamp,
@@ -35,13 +35,13 @@ macro_rules! impl_store {
             ) -> Result<Vec<Event>, StoreError> {
                 let rows: Vec<(i64, &str, &NewEvent)> =
                     events.iter().map(|e| (ticket_id, project, e)).collect();
-                Self::insert_events_of(tx, at, &rows, first).await
+                Self::insert_events_of(conn, at, &rows, first).await
             }
 
             /// Inserts events of several tickets (ticket id, its project, the event) in one
             /// statement, in id order; `first` as for `insert_events`.
             async fn insert_events_of(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 at: Timestamp,
                 events: &[(i64, &str, &NewEvent)],
                 first: usize,
@@ -70,7 +70,7 @@ macro_rules! impl_store {
                     Self::push_event_fields(&mut b, e);
                 });
                 qb.push(format!(" RETURNING {EVENT_COLS}"));
-                let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&mut **tx).await?;
+                let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&mut *conn).await?;
                 let mut out = rows.into_iter().map(Event::try_from).collect::<Result<Vec<_>, _>>()?;
                 out.sort_by_key(|e| e.id);
                 Ok(out)
@@ -92,13 +92,13 @@ macro_rules! impl_store {
             }
 
             async fn ticket_in(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 id: i64,
             ) -> Result<Option<Ticket>, StoreError> {
                 let row: Option<TicketRow> =
                     sqlx::query_as(&format!("SELECT {TICKET_COLS} FROM tickets WHERE id = $1"))
                         .bind(id)
-                        .fetch_optional(&mut **tx)
+                        .fetch_optional(&mut *conn)
                         .await?;
                 row.map(Ticket::try_from).transpose()
             }
@@ -475,6 +475,9 @@ macro_rules! impl_store {
                     .fetch_optional(&mut *tx)
                     .await?;
                     if let Some(row) = row {
+                        // Commits nothing of its own, but waits for what it read to be durable
+                        // (SQLite: it may be its group's).
+                        tx.commit().await?;
                         return Ok((Ticket::try_from(row)?, false));
                     }
                 }
@@ -487,14 +490,19 @@ macro_rules! impl_store {
                         return Err(StoreError::NotFound(format!("ticket {dep} (in depends_on)")));
                     }
                 }
-                // Into a project that exists (not removed), in the same statement.
-                let inserted: Option<(i64,)> = sqlx::query_as(
-                    "INSERT INTO tickets (project, title, body, workflow, phase_index, lane, state, state_reason, priority, \
+                // Into a project that exists (not removed), in the same statement; the id drawn
+                // first, so the branch that names it is in the insert.
+                let inserted: Option<TicketRow> = sqlx::query_as(&format!(
+                    "WITH n AS (SELECT {} AS id) \
+                     INSERT INTO tickets (id, project, title, body, workflow, phase_index, lane, state, state_reason, priority, \
                      depends_on, rounds, branch, budget_micros, source, labels, created_at, updated_at, \
-                     idempotency_key, trace_context, wall_budget_ms) SELECT $1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]','',$8,$9,$10,$11,$11,$12,$15,$16 \
-                     WHERE EXISTS (SELECT 1 FROM projects WHERE slug = $1 AND removed_at IS NULL) \
-                     RETURNING id",
-                )
+                     idempotency_key, trace_context, wall_budget_ms) {} SELECT n.id,$1,$2,$3,$4,0,$5,$13,$14,$6,$7,'[]',\
+                     'mc/' || n.id || '-' || $17,$8,$9,$10,$11,$11,$12,$15,$16 \
+                     FROM n WHERE EXISTS (SELECT 1 FROM projects WHERE slug = $1 AND removed_at IS NULL) \
+                     RETURNING {TICKET_COLS}",
+                    Self::NEXT_TICKET_ID.0,
+                    Self::NEXT_TICKET_ID.1
+                ))
                 .bind(&t.project)
                 .bind(&t.title)
                 .bind(&t.body)
@@ -511,16 +519,13 @@ macro_rules! impl_store {
                 .bind(&t.state_reason)
                 .bind(&t.trace_context)
                 .bind(t.wall_budget_ms)
+                .bind(&t.branch)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some((id,)) = inserted else {
+                let Some(ticket) = inserted else {
                     return Err(StoreError::NotFound(format!("project {}", t.project)));
                 };
-                let ticket: TicketRow = sqlx::query_as(&format!("UPDATE tickets SET branch = $2 WHERE id = $1 RETURNING {TICKET_COLS}"))
-                    .bind(id)
-                    .bind(format!("mc/{id}-{}", t.branch))
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let id = ticket.id;
                 let ticket = Ticket::try_from(ticket)?;
                 for l in &t.labels {
                     sqlx::query("INSERT INTO ticket_labels (ticket_id, label) VALUES ($1, $2) ON CONFLICT DO NOTHING")

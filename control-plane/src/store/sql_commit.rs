@@ -312,12 +312,14 @@ macro_rules! impl_commit {
                         return Ok((Ticket::try_from(row)?, false));
                     }
                 }
-                let mut qb = QueryBuilder::<$db>::new(
-                    "WITH n AS (SELECT nextval(pg_get_serial_sequence('tickets', 'id')) AS id), \
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "WITH n AS (SELECT {} AS id), \
                      t AS (INSERT INTO tickets (id, project, title, body, workflow, phase_index, lane, state, \
                      state_reason, priority, depends_on, rounds, branch, budget_micros, source, labels, created_at, \
-                     updated_at, idempotency_key, trace_context, wall_budget_ms) OVERRIDING SYSTEM VALUE SELECT n.id, ",
-                );
+                     updated_at, idempotency_key, trace_context, wall_budget_ms) {} SELECT n.id, ",
+                    Self::NEXT_TICKET_ID.0,
+                    Self::NEXT_TICKET_ID.1
+                ));
                 let mut v = qb.separated(", ");
                 v.push_bind(t.project.clone())
                     .push_bind(t.title.clone())

@@ -1,7 +1,8 @@
 //! The embedded SQLite backend: one file in WAL mode with `synchronous=FULL`, so a change is
-//! on disk before it is acknowledged. Writes go through a single-connection pool (SQLite has
-//! one writer anyway; this avoids lock-upgrade deadlocks) and start with `BEGIN IMMEDIATE`;
-//! reads use a separate pool and see committed data only.
+//! on disk before it is acknowledged. Writes go through the one write connection (SQLite has
+//! one writer anyway; this avoids lock-upgrade deadlocks), and the writes of callers that
+//! arrive together share one `BEGIN IMMEDIATE` transaction and its fsync (group commit:
+//! `sqlite_group.rs`); reads use a separate pool and see committed data only.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -12,13 +13,16 @@ use sqlx::sqlite::{
 };
 
 use super::sql::impl_store;
+use super::sqlite_group::{GroupTx, GroupWriter};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 #[derive(Clone)]
 pub struct SqliteStore {
     read: SqlitePool,
+    /// The write connection's pool (of one); used through `writer`.
     write: SqlitePool,
+    writer: GroupWriter,
 }
 
 impl SqliteStore {
@@ -30,6 +34,13 @@ impl SqliteStore {
     /// A change is a transaction of several statements: SQLite has no data-modifying CTEs,
     /// and no round trips to save.
     const ONE_STATEMENT_COMMIT: bool = false;
+    /// The id `AUTOINCREMENT` would give the next ticket (one writer: no one else draws it),
+    /// and what lets an insert name it.
+    const NEXT_TICKET_ID: (&'static str, &'static str) = (
+        "MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tickets'), 0), \
+         COALESCE((SELECT MAX(id) FROM tickets), 0)) + 1",
+        "",
+    );
 
     /// Opens (creating if needed) the database file and runs migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore, super::StoreError> {
@@ -78,8 +89,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // Local connections do not drop: no ping (a round trip to sqlx's worker thread)
+        // before each use.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.clone())
             .await?;
@@ -99,18 +113,25 @@ impl SqliteStore {
         }
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { read, write })
+        let writer = GroupWriter::new(write.clone());
+        Ok(SqliteStore {
+            read,
+            write,
+            writer,
+        })
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.write.begin_with("BEGIN IMMEDIATE").await
+    async fn begin_write(&self) -> Result<GroupTx, sqlx::Error> {
+        self.writer.begin().await
     }
 
     pub async fn close(&self) {
         self.read.close().await;
+        self.writer.close().await;
         self.write.close().await;
     }
 }

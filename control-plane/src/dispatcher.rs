@@ -133,8 +133,10 @@ impl Dispatcher {
     /// One pass over the workers with free slots. Returns the day if the daily budget stops
     /// dispatch.
     pub async fn round(&self) -> Result<Option<String>, BoardError> {
-        let workers = self.workers.available(self.heard_since());
-        if workers.is_empty() {
+        // No copy of the fleet until there is work for it: an idle round over thousands of
+        // workers is a scan and one probe.
+        let heard_since = self.heard_since();
+        if !self.workers.any_available(heard_since) {
             return Ok(None);
         }
         // Read at once (no round trip added before an offer): which lanes have queued
@@ -162,6 +164,7 @@ impl Dispatcher {
             return Ok(Some(day));
         }
         lanes.retain(|a| queued.contains(&a.lane));
+        let workers = self.workers.available(heard_since);
         // With a cap on live attempts, claims run one at a time: each counts the live ones
         // before it claims, and two at once would both count below the cap.
         let at_once = if self.cfg.global_cap > 0 {

@@ -61,6 +61,11 @@ impl WorkerEntry {
     pub fn free_slots(&self) -> u32 {
         (self.slots.saturating_sub(self.attempts.len() as u32)).min(self.reported_free)
     }
+
+    /// Not draining, heard from since `heard_since`, with a free slot.
+    fn can_take(&self, heard_since: Timestamp) -> bool {
+        !self.draining && self.last_beat >= heard_since && self.free_slots() > 0
+    }
 }
 
 /// What the dispatcher needs to know about a worker.
@@ -251,7 +256,7 @@ impl Registry {
         let g = self.lock();
         let mut v: Vec<WorkerView> = g
             .iter()
-            .filter(|(_, e)| !e.draining && e.last_beat >= heard_since)
+            .filter(|(_, e)| e.can_take(heard_since))
             .map(|(n, e)| WorkerView {
                 name: n.clone(),
                 host: e.host.clone(),
@@ -259,10 +264,15 @@ impl Registry {
                 projects: e.checkouts.iter().map(|c| c.project.clone()).collect(),
                 free: e.free_slots(),
             })
-            .filter(|w| w.free > 0)
             .collect();
         v.sort_by(|a, b| b.free.cmp(&a.free).then(a.name.cmp(&b.name)));
         v
+    }
+
+    /// Whether any worker could take work now (`available` would not be empty), without
+    /// copying any: a round over a large idle fleet with nothing queued stops here.
+    pub fn any_available(&self, heard_since: Timestamp) -> bool {
+        self.lock().values().any(|e| e.can_take(heard_since))
     }
 
     /// Hosts (connected here, heard from since `heard_since`) that offer `profile` with a

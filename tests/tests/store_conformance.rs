@@ -1561,8 +1561,9 @@ async fn sqlite_hot_queries_walk_indexes() {
 }
 
 /// Postgres's plans for the hot reads stay index walks on a board of 20k finished tickets
-/// and a queue of three, even as the generic plans a prepared statement falls back to
-/// (which do not know the state asked for): each reads about the rows it returns. Listing
+/// and a queue of three, as the generic plans the store's connections use
+/// (`plan_cache_mode = force_generic_plan`: planned once per connection, not per call),
+/// which do not know the values asked for: each reads about the rows it returns. Listing
 /// the queue once walked every ticket in id order filtering the state (25 ms at 100k).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_hot_reads_walk_indexes_under_generic_plans() {
@@ -1612,8 +1613,18 @@ async fn postgres_hot_reads_walk_indexes_under_generic_plans() {
         ),
         (
             "a project's page",
-            "SELECT * FROM tickets WHERE id > $1 AND project = 'web' ORDER BY id LIMIT $2",
-            "(0, 50)",
+            "SELECT * FROM tickets WHERE id > $1 AND project = $3 ORDER BY id LIMIT $2",
+            "(0, 50, 'web')",
+        ),
+        (
+            "an idempotency key",
+            "SELECT * FROM tickets WHERE idempotency_key = $1",
+            "('k-1')",
+        ),
+        (
+            "a ticket's events",
+            "SELECT * FROM events WHERE id > $1 AND ticket_id = $2 ORDER BY id LIMIT $3",
+            "(0, 5, 500)",
         ),
     ]
     .into_iter()

@@ -46,8 +46,14 @@ impl PgStore {
         // A transaction left open (its replica cut off from the database mid-way) holds
         // back what every watcher sees (and its row locks) until Postgres ends it: never for
         // long. None of ours waits on anything between its statements.
-        let opts = PgConnectOptions::from_str(url)?
-            .options([("idle_in_transaction_session_timeout", "30s")]);
+        // Statements are planned once per connection (generic plans), not on every call:
+        // a custom plan for a one-statement write cost more than running it. Our hot
+        // reads name their skewed values (a state) as constants, so a generic plan still
+        // walks the right index (`postgres_hot_reads_walk_indexes_under_generic_plans`).
+        let opts = PgConnectOptions::from_str(url)?.options([
+            ("idle_in_transaction_session_timeout", "30s"),
+            ("plan_cache_mode", "force_generic_plan"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))

@@ -16,14 +16,7 @@ use mc_control_plane::domain::*;
 use mc_proto as pb;
 use mc_tests::sim::pct;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use mc_tests::bench_args::number as arg;
 
 fn ticket() -> Ticket {
     Ticket {

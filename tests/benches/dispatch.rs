@@ -23,14 +23,7 @@ use tokio::time::Instant;
 /// Clients creating the burst's tickets at once.
 const CREATORS: usize = 16;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use mc_tests::bench_args::number as arg;
 
 /// graphile-worker, installed once under `.tools/graphile` (pinned).
 fn graphile_dir() -> std::path::PathBuf {
@@ -158,8 +151,7 @@ fn main() {
         let base = mc_tests::pg::start_durable_cluster(pg_dir.path()).unwrap();
         let mut ours_pg = None;
         let mut work = None;
-        let args: Vec<String> = std::env::args().collect();
-        let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+        let only = mc_tests::bench_args::text("--only");
         for backend in [Backend::Sqlite, Backend::Postgres] {
             if only.as_ref().is_some_and(|o| *o != format!("{backend:?}").to_lowercase()) {
                 continue;

@@ -17,14 +17,7 @@ use mc_tests::cp::{Backend, TestCp, create};
 use mc_tests::sim::{SimWorker, pct};
 use tokio::time::Instant;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use mc_tests::bench_args::number as arg;
 
 /// p50 of each operation, in the order of `OPS`.
 type Sample = Vec<Duration>;
@@ -238,8 +231,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async move {
         println!("board growth benchmark: p50 of {samples} samples per operation, near-empty board vs {tickets} more tickets, release build");
-        let args: Vec<String> = std::env::args().collect();
-        let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+        let only = mc_tests::bench_args::text("--only");
         let mut worst: f64 = 0.0;
         for backend in [Backend::Sqlite, Backend::Postgres] {
             let name = format!("{backend:?}").to_lowercase();

@@ -13,13 +13,7 @@ use mc_tests::cp::{Backend, CpProc, config, write_config};
 use mc_tests::sim::{SimWorker, pct};
 use tokio::time::Instant;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
+use mc_tests::bench_args::text as arg;
 
 /// (cpu seconds, rss bytes) of a process.
 fn usage(pid: u32) -> (f64, u64) {

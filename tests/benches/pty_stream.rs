@@ -14,14 +14,7 @@ use mc_worker_agent::output::{self, Lines};
 use mc_worker_agent::runtime::{SpawnSpec, pty};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use mc_tests::bench_args::number as arg;
 
 /// A text file of `mib` MiB of 100-character lines.
 fn input(dir: &std::path::Path, mib: usize) -> std::path::PathBuf {

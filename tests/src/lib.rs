@@ -1,6 +1,7 @@
 //! The test harness: a throwaway Postgres cluster, a test PKI, control planes started in
 //! process or as real processes on random loopback ports, and clients for each role.
 
+pub mod bench_args;
 pub mod bin;
 pub mod brain;
 pub mod cp;

@@ -363,6 +363,29 @@ mod tests {
             tx
         }
 
+        /// A writer of `v` that, once it holds the writer, says so and waits for the word
+        /// to commit.
+        #[allow(clippy::type_complexity)]
+        fn holder(
+            self: &Arc<Self>,
+            v: i64,
+        ) -> (
+            tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+            tokio::sync::oneshot::Receiver<()>,
+            tokio::sync::oneshot::Sender<()>,
+        ) {
+            let (began, b_began) = tokio::sync::oneshot::channel();
+            let (go, b_go) = tokio::sync::oneshot::channel::<()>();
+            let db = self.clone();
+            let b = tokio::spawn(async move {
+                let tx = db.insert(v).await;
+                let _ = began.send(());
+                let _ = b_go.await;
+                tx.commit().await
+            });
+            (b, b_began, go)
+        }
+
         fn commits(&self) -> usize {
             self.writer.shared.commits.load(Ordering::Relaxed)
         }
@@ -422,17 +445,7 @@ mod tests {
     async fn a_member_is_answered_only_when_its_group_is_committed() {
         let db = Arc::new(db().await);
         let a = db.insert(1).await;
-        let (began, b_began) = tokio::sync::oneshot::channel();
-        let (go, b_go) = tokio::sync::oneshot::channel::<()>();
-        let b = tokio::spawn({
-            let db = db.clone();
-            async move {
-                let tx = db.insert(2).await;
-                let _ = began.send(());
-                let _ = b_go.await;
-                tx.commit().await
-            }
-        });
+        let (b, b_began, go) = db.holder(2);
         db.until_queued(1).await;
         let a = tokio::spawn(a.commit());
         b_began.await.expect("b holds the writer");
@@ -457,17 +470,7 @@ mod tests {
         assert_eq!(db.rows().await, vec![2]);
 
         let held = db.insert(3).await;
-        let (began, b_began) = tokio::sync::oneshot::channel();
-        let (go, b_go) = tokio::sync::oneshot::channel::<()>();
-        let b = tokio::spawn({
-            let db = db.clone();
-            async move {
-                let tx = db.insert(4).await;
-                let _ = began.send(());
-                let _ = b_go.await;
-                tx.commit().await
-            }
-        });
+        let (b, b_began, go) = db.holder(4);
         db.until_queued(1).await;
         // The first's caller goes away while its commit waits for the group (b holds it).
         let gone = tokio::spawn(held.commit());

@@ -1442,12 +1442,29 @@ async fn postgres_readers_resume_without_gaps_past_a_running_transaction() {
     let history = s.events_after(0, &of_b, 100).await.unwrap();
     assert_eq!(history.last().map(|e| e.id), Some(later.id));
 
-    // The slow writer commits: a reader resuming where it was gets both, in id order.
+    // The slow writer commits: a reader resuming where it was gets both, in id order. (At
+    // once, unless a transaction begun before them runs elsewhere in the suite's cluster,
+    // another test's: the feed waits for it too, as it must. One begun later does not.)
     sqlx::query("COMMIT").execute(&mut slow).await.unwrap();
-    let next = s
-        .events_after(after, &EventFilter::default(), 100)
-        .await
-        .unwrap();
+    let next = mc_tests::wait::until_ok(
+        std::time::Duration::from_secs(60),
+        "the committed events to be handed out",
+        || {
+            let s = s.clone();
+            async move {
+                let next = s
+                    .events_after(after, &EventFilter::default(), 100)
+                    .await
+                    .unwrap();
+                if next.len() < 2 {
+                    Err(format!("{} of the two so far", next.len()))
+                } else {
+                    Ok(next)
+                }
+            }
+        },
+    )
+    .await;
     let messages: Vec<&str> = next.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(messages, ["a slow writer", "later"]);
     after = next.last().unwrap().id;

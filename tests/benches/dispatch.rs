@@ -44,8 +44,11 @@ fn graphile_dir() -> std::path::PathBuf {
     dir
 }
 
-/// (commits in `db`, WAL records, WAL syncs) so far.
-async fn pg_work(base: &str, db: &str) -> (i64, i64, i64) {
+/// (commits in `db`, WAL records, WAL syncs, transaction ids assigned) so far. A
+/// transaction gets an id only when it writes: the last counts write commits (and
+/// rollbacks), the first every statement outside a transaction, reads too. Nothing else
+/// writes to the cluster while ours run.
+async fn pg_work(base: &str, db: &str) -> (i64, i64, i64, i64) {
     let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{base}/postgres"))
         .await
         .unwrap();
@@ -60,7 +63,13 @@ async fn pg_work(base: &str, db: &str) -> (i64, i64, i64) {
             .fetch_one(&mut c)
             .await
             .unwrap();
-    (commits, records, syncs)
+    // The next id to assign, read without assigning one.
+    let xids: i64 =
+        sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    (commits, records, syncs, xids)
 }
 
 /// Starts counting `db`'s statements afresh (pg_stat_statements).
@@ -94,7 +103,18 @@ async fn statements_top(base: &str, db: &str, tickets: f64) {
     println!("postgres statements, most time first (calls per ticket, µs per ticket, statement):");
     for (calls, ms, q) in rows {
         let q: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
-        let q: String = q.chars().take(110).collect();
+        // Its head and its tail (where a statement's WHERE is): enough to tell it apart.
+        let chars: Vec<char> = q.chars().collect();
+        let q: String = if chars.len() > 150 {
+            let (head, tail) = (&chars[..90], &chars[chars.len() - 55..]);
+            format!(
+                "{} … {}",
+                head.iter().collect::<String>(),
+                tail.iter().collect::<String>()
+            )
+        } else {
+            q
+        };
         println!(
             "  {:>6.2} {:>8.1}  {q}",
             calls as f64 / tickets,
@@ -177,6 +197,22 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut c = cp.tickets().await;
 
+            let done: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<i64>>> = Default::default();
+            let heard = std::sync::Arc::new(tokio::sync::Notify::new());
+            let mut events = c.watch_events(pb::WatchEventsRequest::default()).await.unwrap().into_inner();
+            let watcher = {
+                let (done, heard) = (done.clone(), heard.clone());
+                tokio::spawn(async move {
+                    while let Ok(Some(m)) = events.message().await {
+                        if let Some(e) = m.event
+                            && e.to_state == pb::TicketState::Done as i32
+                        {
+                            done.lock().await.insert(e.ticket_id);
+                            heard.notify_one();
+                        }
+                    }
+                })
+            };
             // Idle latency: one ticket at a time on a quiet board.
             let mut offer_lat = Vec::new();
             let mut create_lat = Vec::new();
@@ -197,6 +233,13 @@ fn main() {
                     }
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
+                // Quiet means quiet: the next create waits for this ticket's last commit (the
+                // reference waits for its job's completion the same way).
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !done.lock().await.contains(&t.id) {
+                    assert!(Instant::now() < deadline, "idle ticket {} did not finish", t.id);
+                    let _ = tokio::time::timeout(Duration::from_millis(50), heard.notified()).await;
+                }
             }
 
             // Throughput: a burst of tickets, until all are done.
@@ -207,22 +250,6 @@ fn main() {
                     Some(pg_work(&base, &db).await)
                 }
                 _ => None,
-            };
-            let done: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<i64>>> = Default::default();
-            let heard = std::sync::Arc::new(tokio::sync::Notify::new());
-            let mut events = c.watch_events(pb::WatchEventsRequest::default()).await.unwrap().into_inner();
-            let watcher = {
-                let (done, heard) = (done.clone(), heard.clone());
-                tokio::spawn(async move {
-                    while let Ok(Some(m)) = events.message().await {
-                        if let Some(e) = m.event
-                            && e.to_state == pb::TicketState::Done as i32
-                        {
-                            done.lock().await.insert(e.ticket_id);
-                            heard.notify_one();
-                        }
-                    }
-                })
             };
             // Added by CREATORS clients at once (graphile-worker's side adds in parallel
             // batches too).
@@ -258,10 +285,10 @@ fn main() {
             let rate = tickets as f64 / start.elapsed().as_secs_f64();
             watcher.abort();
             let (o50, o99, c50) = (pct(&mut offer_lat, 0.5), pct(&mut offer_lat, 0.99), pct(&mut create_lat, 0.5));
-            if let Some((c0, r0, s0)) = before {
-                let (c1, r1, s1) = pg_work(&base, &db).await;
+            if let Some((c0, r0, s0, x0)) = before {
+                let (c1, r1, s1, x1) = pg_work(&base, &db).await;
                 let n = tickets as f64;
-                work = Some(((c1 - c0) as f64 / n, (r1 - r0) as f64 / n, (s1 - s0) as f64 / n));
+                work = Some(((c1 - c0) as f64 / n, (r1 - r0) as f64 / n, (s1 - s0) as f64 / n, (x1 - x0) as f64 / n));
                 statements_top(&base, &db, n).await;
                 ours_pg = Some((rate, o50, o99));
             }
@@ -284,14 +311,16 @@ fn main() {
             "{:<10} {:>14.1} {:>11.2}ms {:>11.2}ms   (graphile-worker 0.17.3, concurrency 10: jobs/s, add → start)",
             "reference", r.jobs_per_s, r.add_start_p50_ms, r.add_start_p99_ms
         );
-        if let (Some((rate, o50, o99)), Some((commits, records, syncs))) = (ours_pg, work) {
+        if let (Some((rate, o50, o99)), Some((commits, records, syncs, writes))) = (ours_pg, work) {
             println!(
                 "postgres vs reference: drain {:.2}x, idle p50 {:.2}x, p99 {:.2}x",
                 rate / r.jobs_per_s,
                 o50.as_secs_f64() * 1000.0 / r.add_start_p50_ms,
                 o99.as_secs_f64() * 1000.0 / r.add_start_p99_ms
             );
-            println!("postgres work per ticket: {commits:.1} commits, {records:.1} WAL records, {syncs:.2} WAL syncs");
+            println!(
+                "postgres work per ticket: {commits:.1} commits ({writes:.1} of them writes), {records:.1} WAL records, {syncs:.2} WAL syncs"
+            );
         }
         let _ = mc_tests::pg::stop_cluster(pg_dir.path());
         println!("tickets/s: full cycles (offer, start, finish with evidence, decision) per second;");

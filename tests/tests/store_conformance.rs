@@ -259,6 +259,31 @@ async fn create_get_and_idempotency(s: Arc<dyn Store>) {
         (evs[0].kind, evs[0].ticket_id, evs[0].project.as_str()),
         (EventKind::Created, t.id, "web")
     );
+
+    // Without labels (one statement on Postgres), eight at once with one key: one ticket,
+    // created once, its one event; the others are told of it.
+    let mut plain = new_ticket("web", "Once only");
+    plain.idempotency_key = Some("chat-43".into());
+    let made: Vec<(Ticket, bool)> =
+        futures::future::join_all((0..8).map(|_| s.create_ticket(&plain, T0, created())))
+            .await
+            .into_iter()
+            .map(|r| r.expect("a repeated key is not an error"))
+            .collect();
+    assert_eq!(made.iter().filter(|(_, fresh)| *fresh).count(), 1);
+    assert!(made.iter().all(|(m, _)| *m == made[0].0), "{made:?}");
+    let evs = all_events(&s).await;
+    assert_eq!(
+        evs.iter().filter(|e| e.ticket_id == made[0].0.id).count(),
+        1
+    );
+    // A key that names nothing into a project that is not there: the project is named.
+    let mut lost = new_ticket("nope", "x");
+    lost.idempotency_key = Some("chat-44".into());
+    assert!(matches!(
+        s.create_ticket(&lost, T0, created()).await,
+        Err(StoreError::NotFound(w)) if w == "project nope"
+    ));
 }
 
 async fn create_checks_references(s: Arc<dyn Store>) {

@@ -106,7 +106,16 @@ impl Decider {
         fin: Finished,
     ) -> Result<Ticket, BoardError> {
         let board = &self.board;
-        let t = board.ticket(id).await?;
+        // The ticket as the start's commit left it, if that was this replica's and the
+        // report's fence still fits it; the end's compare-and-set finds out if it moved
+        // since (then it is read afresh and the decision deferred).
+        let t = match board
+            .hint(id)
+            .filter(|t| t.current_attempt_id == Some(f.attempt_id) && t.epoch == f.epoch)
+        {
+            Some(t) => t,
+            None => board.ticket(id).await?,
+        };
         let mut attempts = board.store().list_attempts(id).await?;
         let attempt = attempts
             .iter()

@@ -3,6 +3,7 @@
 //! A change is durable before anyone is told about it.
 
 mod decide;
+mod hints;
 mod operator;
 mod projects;
 mod records;
@@ -136,6 +137,7 @@ struct Inner {
     effects: mpsc::UnboundedSender<Effect>,
     metrics: Arc<crate::metrics::Metrics>,
     projects: projects::ProjectCache,
+    hints: hints::Hints,
 }
 
 /// The parts of a transition besides the state change itself.
@@ -164,6 +166,7 @@ impl Board {
                     logs,
                     effects,
                     projects: Default::default(),
+                    hints: Default::default(),
                 }),
             },
             rx,
@@ -249,6 +252,7 @@ impl Board {
     /// Another replica committed: watchers look again (see `crate::bus`).
     pub fn heard_commit(&self) {
         self.inner.projects.forget();
+        self.inner.hints.forget();
         self.inner.events.send_modify(|_| {});
     }
 
@@ -265,6 +269,7 @@ impl Board {
     }
 
     pub(crate) fn published(&self, committed: &Committed) {
+        self.inner.hints.committed(&committed.ticket);
         if let Some(last) = committed.events.last() {
             self.inner.events.send_modify(|id| *id = (*id).max(last.id));
         }
@@ -275,6 +280,13 @@ impl Board {
     pub(super) fn created_here(&self) {
         self.inner.events.send_modify(|_| {});
         self.committed_here();
+    }
+
+    /// Ticket `id` as this replica last committed it, if it is live and kept: a starting
+    /// point for a change that compares-and-sets against it, never an answer (see
+    /// `hints.rs`).
+    pub(super) fn hint(&self, id: i64) -> Option<Ticket> {
+        self.inner.hints.get(id)
     }
 
     pub async fn ticket(&self, id: i64) -> Result<Ticket, BoardError> {

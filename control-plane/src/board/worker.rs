@@ -98,24 +98,34 @@ impl Board {
         lease_until: Timestamp,
     ) -> Result<Ticket, BoardError> {
         let msg = format!("runtime {} started on {actor}", info.runtime_id);
+        // From the ticket as its claim left it, if the claim was this replica's: the
+        // compare-and-set finds out if it moved since (then it is read afresh).
         let (c, _) = self
-            .apply(id, Some(f), Trigger::Started, actor, &msg, |e| {
-                e.change.events[0].kind = EventKind::Started;
-                e.change.events[0].attempt_id = Some(f.attempt_id);
-                e.change.events[0].epoch = Some(f.epoch);
-                e.change.attempt = Some(AttemptPatch {
-                    id: f.attempt_id,
-                    epoch: f.epoch,
-                    started_at: Some(e.now),
-                    runtime_id: Some(info.runtime_id.clone()),
-                    pid: Some(info.pid),
-                    worktree: Some(info.worktree.clone()),
-                    branch: (!info.branch.is_empty()).then(|| info.branch.clone()),
-                    lease_expires_at: Some(lease_until),
-                    ..AttemptPatch::default()
-                });
-                Ok(())
-            })
+            .change(
+                id,
+                self.hint(id),
+                Some(f),
+                &[(Trigger::Started, &msg)],
+                actor,
+                |e| {
+                    e.change.events[0].kind = EventKind::Started;
+                    e.change.events[0].attempt_id = Some(f.attempt_id);
+                    e.change.events[0].epoch = Some(f.epoch);
+                    e.change.attempt = Some(AttemptPatch {
+                        id: f.attempt_id,
+                        epoch: f.epoch,
+                        started_at: Some(e.now),
+                        runtime_id: Some(info.runtime_id.clone()),
+                        pid: Some(info.pid),
+                        worktree: Some(info.worktree.clone()),
+                        branch: (!info.branch.is_empty()).then(|| info.branch.clone()),
+                        lease_expires_at: Some(lease_until),
+                        ..AttemptPatch::default()
+                    });
+                    Ok(())
+                },
+                None,
+            )
             .await?;
         Ok(c.ticket)
     }

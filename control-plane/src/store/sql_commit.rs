@@ -294,24 +294,15 @@ macro_rules! impl_commit {
 
             /// A ticket created as one statement (Postgres; no labels or dependencies, which
             /// have rows of their own): its id drawn first so its branch is in the insert, into
-            /// a project that exists (not removed), with its event.
+            /// a project that exists (not removed), with its event. A key already taken
+            /// inserts nothing (`ON CONFLICT … DO NOTHING`, which waits for a create of the
+            /// same key in flight) and the ticket it names is returned: no read first.
             async fn create_in_one_statement(
                 &self,
                 t: &NewTicket,
                 at: Timestamp,
                 event: &NewEvent,
             ) -> Result<(Ticket, bool), StoreError> {
-                if let Some(key) = &t.idempotency_key {
-                    let row: Option<TicketRow> = sqlx::query_as(&format!(
-                        "SELECT {TICKET_COLS} FROM tickets WHERE idempotency_key = $1"
-                    ))
-                    .bind(key)
-                    .fetch_optional(&self.write)
-                    .await?;
-                    if let Some(row) = row {
-                        return Ok((Ticket::try_from(row)?, false));
-                    }
-                }
                 let mut qb = QueryBuilder::<$db>::new(format!(
                     "WITH n AS (SELECT {} AS id), \
                      t AS (INSERT INTO tickets (id, project, title, body, workflow, phase_index, lane, state, \
@@ -345,7 +336,9 @@ macro_rules! impl_commit {
                 qb.push(" FROM n WHERE EXISTS (SELECT 1 FROM projects WHERE slug = ")
                     .push_bind(t.project.clone())
                     .push(format!(
-                        " AND removed_at IS NULL) RETURNING {TICKET_COLS}), e AS (INSERT INTO events ({}ticket_id, \
+                        " AND removed_at IS NULL) \
+                         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                         RETURNING {TICKET_COLS}), e AS (INSERT INTO events ({}ticket_id, \
                          project, at, kind, actor, from_state, to_state, message, attempt_id, epoch) SELECT {} | 0), t.id, t.project, ",
                         Self::EVENT_ID.0,
                         Self::EVENT_ID.1
@@ -355,10 +348,23 @@ macro_rules! impl_commit {
                 Self::push_event_fields(&mut v, event);
                 qb.push(" FROM t) SELECT * FROM t");
                 let row: Option<TicketRow> = qb.build_query_as().fetch_optional(&self.write).await?;
-                match row {
-                    Some(row) => Ok((Ticket::try_from(row)?, true)),
-                    None => Err(StoreError::NotFound(format!("project {}", t.project))),
+                if let Some(row) = row {
+                    return Ok((Ticket::try_from(row)?, true));
                 }
+                // Nothing inserted: its key names a ticket already (the insert waited for
+                // one being created to commit), or the project is not there.
+                if let Some(key) = &t.idempotency_key {
+                    let row: Option<TicketRow> = sqlx::query_as(&format!(
+                        "SELECT {TICKET_COLS} FROM tickets WHERE idempotency_key = $1"
+                    ))
+                    .bind(key)
+                    .fetch_optional(&self.write)
+                    .await?;
+                    if let Some(row) = row {
+                        return Ok((Ticket::try_from(row)?, false));
+                    }
+                }
+                Err(StoreError::NotFound(format!("project {}", t.project)))
             }
         }
     };

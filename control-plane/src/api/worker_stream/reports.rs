@@ -168,7 +168,7 @@ impl Session {
                     .attempt_started(ticket_id, f, &self.actor(), &info, lease)
                     .await
                 {
-                    Ok(t) => {
+                    Ok(_) => {
                         self.ctx
                             .workers
                             .mark_started(&self.name, st.attempt_id, board.now());
@@ -178,7 +178,10 @@ impl Session {
                             lease_expires_at: Some(lease.to_proto()),
                         }))
                         .await;
-                        let _ = deliver_answers_to(&board, &self.ctx.workers, &t).await;
+                        // No answers to deliver: an answer is queued only for an attempt in
+                        // `needs_input` or `in_review`, which it reaches only after this
+                        // start (`started` moves only an `offered` ticket, and an attempt is
+                        // offered once).
                     }
                     Err(
                         e @ (BoardError::Stale(_)

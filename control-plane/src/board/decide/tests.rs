@@ -190,3 +190,92 @@ async fn a_stale_end_is_refused_and_decides_nothing() {
     assert_eq!(now.version, t.version);
     assert!(k.board.store().decisions(t.id).await.unwrap().is_empty());
 }
+
+/// Another replica on the same store, which this one does not hear from (no bus): what it
+/// commits leaves this replica's hints stale.
+fn other_replica(k: &crate::testkit::Kit) -> Board {
+    let cfg = crate::config::Config::default()
+        .validate()
+        .expect("the default config is valid");
+    Board::new(k.board.inner.store.clone(), k.clock.clone(), cfg).0
+}
+
+#[tokio::test]
+async fn a_start_from_a_stale_hint_is_refused_on_the_ticket_as_stored() {
+    let k = kit().await;
+    k.ticket("cancelled elsewhere").await;
+    let c = k.claim("w1", "web", LEASE).await;
+    let id = c.ticket.id;
+    other_replica(&k)
+        .cancel(id, "not needed", "operator/test")
+        .await
+        .unwrap();
+    assert_eq!(
+        k.board.hint(id).map(|t| t.state),
+        Some(State::Offered),
+        "this replica still has the ticket as its claim left it"
+    );
+    let events = history(&k.board, &c.ticket).await.unwrap().len();
+    let err = k
+        .board
+        .attempt_started(
+            id,
+            crate::testkit::fence(&c),
+            "worker/w1",
+            &crate::board::Started::default(),
+            k.board.now().saturating_add(LEASE),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BoardError::Stale(_) | BoardError::FailedPrecondition(_)
+        ),
+        "{err:?}"
+    );
+    let t = k.board.ticket(id).await.unwrap();
+    assert_eq!(t.state, State::Cancelled);
+    assert_eq!(
+        history(&k.board, &t).await.unwrap().len(),
+        events,
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn an_end_from_a_stale_hint_commits_on_the_ticket_as_stored_and_defers_its_decision() {
+    let k = kit().await;
+    let _w = k.worker("w1", "h1", 1, &["web"]);
+    let d = decider(&k, Some(unreachable_brain(&k)));
+    let (t, f) = running(&k, "no commits").await;
+    assert_eq!(
+        k.board.hint(t.id),
+        Some(t.clone()),
+        "the start's commit is kept"
+    );
+    // Another replica's commit this one has not heard of: the hint is one version behind.
+    let elsewhere = other_replica(&k)
+        .attempt_usage(t.id, f, crate::domain::Money::from_usd(0.5), 10, 20)
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.version, t.version + 1);
+    let ev = Evidence {
+        commits: 0,
+        branch_commits: 0,
+        ..passing()
+    };
+    let after = d
+        .attempt_finished(t.id, f, "worker/w1", finished(ev))
+        .await
+        .unwrap();
+    // The end on the stored ticket (its cost kept), the decision taken on a ticket that
+    // has since moved refused and left for later.
+    assert_eq!(after.state, State::Deciding);
+    assert_eq!(after.version, elsewhere.version + 1);
+    assert_eq!(after.cost, elsewhere.cost);
+    assert!(k.board.store().decisions(t.id).await.unwrap().is_empty());
+    let decided = d.decide(t.id).await.unwrap().expect("decided now");
+    assert_eq!(decided.state, State::Queued, "returned for fixes");
+    assert_eq!(decided.cost, elsewhere.cost);
+}

@@ -90,6 +90,8 @@ impl SimWorker {
                                 if let Some(t) = sent.remove(&a.seq) {
                                     s2.lock().await.rtts.push(t.elapsed());
                                 }
+                                // Not every beat is acknowledged: those before it never will be.
+                                sent.retain(|&seq, _| seq > a.seq);
                             }
                             _ => {}
                         }

@@ -82,6 +82,22 @@ struct Session {
     connected_at: Timestamp,
     tx: Wire,
     logs: HashMap<i64, (i64, Vec<LogChunk>, usize)>,
+    /// When a heartbeat was last acknowledged on this stream (see [`ack_every`]).
+    last_ack: Option<Timestamp>,
+}
+
+/// How often a stream's heartbeats are acknowledged: a third of what is left of the lease
+/// after two heartbeats, or every beat when that is shorter than one. The worker fences
+/// itself `lease_ttl − heartbeat` after its last ack (ADR 0006); the oldest its last ack can
+/// be while it beats and is heard is this plus one heartbeat, well inside that. A sparser
+/// ack only makes the worker fence sooner, never later, so it cannot outlive its lease;
+/// what it saves is a frame, a TLS record and a write per beat for most beats of a fleet
+/// that beats often (at 1 s and a 30 s lease: one beat in ten is acknowledged).
+pub(super) fn ack_every(
+    heartbeat: std::time::Duration,
+    lease_ttl: std::time::Duration,
+) -> std::time::Duration {
+    lease_ttl.saturating_sub(heartbeat * 2) / 3
 }
 
 fn pb_duration(d: Duration) -> mc_proto::prost_types::Duration {
@@ -195,6 +211,7 @@ pub async fn run(
         connected_at: now,
         tx,
         logs: HashMap::new(),
+        last_ack: None,
     };
     tracing::info!(worker = %s.name, host = %s.host, slots = hello.slots, profiles = ?hello.profiles, "worker attached");
     if let Err(e) = Box::pin(s.handshake(&hello)).await {

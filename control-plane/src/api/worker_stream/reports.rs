@@ -112,13 +112,23 @@ impl Session {
                         .set_worker_state(&self.name, state, self.connected_at)
                         .await?;
                 }
-                // Leases are flushed every lease_flush; one flush from now they run for lease_ttl.
-                let valid = board.now().saturating_add(self.ctx.cfg.lease_ttl);
-                self.send(Down::HeartbeatAck(pb::HeartbeatAck {
-                    seq: hb.seq,
-                    leases_valid_until: Some(valid.to_proto()),
-                }))
-                .await;
+                // Acknowledged once per `ack_every`, and whenever the beat brought news.
+                let now = board.now();
+                let cfg = &self.ctx.cfg;
+                let due = self.last_ack.is_none_or(|at| {
+                    now.since(at) >= super::ack_every(cfg.heartbeat_interval, cfg.lease_ttl)
+                });
+                if due || draining_changed || !unknown.is_empty() {
+                    // Leases are flushed every lease_flush; one flush from now they run for
+                    // lease_ttl.
+                    let valid = now.saturating_add(cfg.lease_ttl);
+                    self.last_ack = Some(now);
+                    self.send(Down::HeartbeatAck(pb::HeartbeatAck {
+                        seq: hb.seq,
+                        leases_valid_until: Some(valid.to_proto()),
+                    }))
+                    .await;
+                }
                 for r in unknown {
                     // A runtime the worker runs that this replica does not know it holds:
                     // keep it only if the board says it is still this worker's.

@@ -1,6 +1,7 @@
 //! Word between the replicas sharing one Postgres (`LISTEN`/`NOTIFY` on `mc_board`). After
-//! its commits a replica says so — one notification at a time, the commits made while one
-//! is on its way folded into the next, so a busy replica sends far fewer than it commits,
+//! its commits a replica says so — one notification at a time and at most one per 10 ms,
+//! the commits made meanwhile folded into the next, so a busy replica sends far fewer than
+//! it commits (the first after a quiet spell goes at once),
 //! and never from inside a board transaction (a transaction that notifies serialises its
 //! commit with every other notifying one). Hearing another replica, a replica's
 //! dispatcher runs a round and its event watchers read at once, instead of on their next
@@ -68,8 +69,19 @@ async fn say(
                 _ = token.cancelled() => return,
             }
         }
+        // At most one word per GAP: the commits made meanwhile are told by the next. The
+        // first commit after a quiet spell is told at once.
+        tokio::select! {
+            _ = tokio::time::sleep(GAP) => {}
+            _ = token.cancelled() => return,
+        }
     }
 }
+
+/// The least time between two notifications of one replica. A notification is a write
+/// transaction of its own (an id, a commit record, an fsync): a replica committing
+/// thousands of times a second says so at most this often.
+const GAP: Duration = Duration::from_millis(10);
 
 async fn hear(
     mut listener: PgListener,

@@ -23,6 +23,9 @@ use tokio::time::Instant;
 /// Clients creating the burst's tickets at once.
 const CREATORS: usize = 16;
 
+/// Idle create → offer samples, on each side (a p50 of fewer moved by a fifth run to run).
+const IDLE_SAMPLES: usize = 200;
+
 use mc_tests::bench_args::number as arg;
 
 /// graphile-worker, installed once under `.tools/graphile` (pinned).
@@ -140,7 +143,7 @@ async fn graphile(base: &str, jobs: usize) -> Reference {
         .arg(&script)
         .arg(&url)
         .arg(jobs.to_string())
-        .arg("50")
+        .arg(IDLE_SAMPLES.to_string())
         .env("MC_GRAPHILE", dir.join("node_modules/graphile-worker"))
         .current_dir(&dir)
         .output()
@@ -216,7 +219,7 @@ fn main() {
             // Idle latency: one ticket at a time on a quiet board.
             let mut offer_lat = Vec::new();
             let mut create_lat = Vec::new();
-            for i in 0..50 {
+            for i in 0..IDLE_SAMPLES {
                 let t0 = Instant::now();
                 let t = c.create_ticket(create("bench", &format!("idle {i}"))).await.unwrap().into_inner().ticket.unwrap();
                 create_lat.push(t0.elapsed());

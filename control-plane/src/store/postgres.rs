@@ -12,6 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::sql::impl_store;
 
+/// A pooled connection idle for this long is pinged before its next use.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 #[derive(Clone)]
@@ -54,9 +57,21 @@ impl PgStore {
             ("idle_in_transaction_session_timeout", "30s"),
             ("plan_cache_mode", "force_generic_plan"),
         ]);
+        // sqlx pings a connection on every acquire by default: a round trip before every
+        // statement. Only one idle for a while (the database may have gone away meanwhile)
+        // is pinged; a dead one is then replaced before use, as before.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;

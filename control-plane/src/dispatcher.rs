@@ -87,6 +87,36 @@ impl DispatchNudge {
 /// connection of the pool.
 const CLAIMS_AT_ONCE: usize = 8;
 
+/// Queued tickets counted per lane by a round, at most: past it every worker with a free
+/// slot claims, as if the queue were endless.
+const COUNT_UP_TO: i64 = 256;
+
+/// Splits `workers` (in the fleet's order) into those the counted queue can keep busy —
+/// each takes, lane by lane, as many of what is left as it has free slots for the lane's
+/// profile — and the rest.
+fn plan(
+    workers: Vec<WorkerView>,
+    lanes: &[crate::domain::LaneAssignment],
+    queued: &[(crate::domain::Lane, i64)],
+) -> (Vec<WorkerView>, Vec<WorkerView>) {
+    let mut left: Vec<(crate::domain::Lane, i64)> = queued.to_vec();
+    workers.into_iter().partition(|w| {
+        let mut free = i64::from(w.free);
+        let mut takes = false;
+        for a in lanes.iter().filter(|a| w.profiles.contains(&a.profile)) {
+            if let Some((_, n)) = left.iter_mut().find(|(l, _)| *l == a.lane) {
+                let k = free.min(*n);
+                if k > 0 {
+                    *n -= k;
+                    free -= k;
+                    takes = true;
+                }
+            }
+        }
+        takes
+    })
+}
+
 /// What one worker's part of a round did.
 #[derive(Default)]
 struct Filled {
@@ -147,7 +177,7 @@ impl Dispatcher {
             async {
                 self.board
                     .store()
-                    .queued_lanes()
+                    .queued_lanes(COUNT_UP_TO)
                     .await
                     .map_err(BoardError::from)
             },
@@ -163,8 +193,42 @@ impl Dispatcher {
         if spent >= self.board.budget().daily {
             return Ok(Some(day));
         }
-        lanes.retain(|a| queued.contains(&a.lane));
-        let workers = self.workers.available(heard_since);
+        lanes.retain(|a| queued.iter().any(|(l, _)| *l == a.lane));
+        // First the workers the queue can keep busy, in the fleet's order: a ticket or two
+        // queued is claimed by one worker, not raced for by every worker with a free slot
+        // (the losers' claims only slow the winner's). The others claim only if those left
+        // something (a project they do not serve, a lane left to preferred hosts, more
+        // queued than counted).
+        let (first, rest) = plan(self.workers.available(heard_since), &lanes, &queued);
+        let counted: i64 = queued.iter().map(|(_, n)| n).sum();
+        let capped = queued.iter().any(|(_, n)| *n >= COUNT_UP_TO);
+        let mut claimed: usize = 0;
+        let mut deferred = false;
+        for pass in [first, rest] {
+            let all_taken = i64::try_from(claimed).unwrap_or(i64::MAX) >= counted;
+            if pass.is_empty() || (all_taken && !capped) {
+                continue;
+            }
+            let f = self.offer_to_all(pass, &lanes).await?;
+            claimed += f.claimed;
+            deferred |= f.deferred;
+        }
+        let claimed = claimed > 0;
+        // A worker that left a lane to its preferred hosts saw them free before this
+        // round's claims filled them: another round at once lets it take what they could
+        // not. Only after a round that claimed something, so it cannot spin.
+        if claimed && deferred {
+            self.nudge.nudge();
+        }
+        Ok(None)
+    }
+
+    /// `offer_to` each of `workers`, up to [`CLAIMS_AT_ONCE`] at a time.
+    async fn offer_to_all(
+        &self,
+        workers: Vec<WorkerView>,
+        lanes: &[crate::domain::LaneAssignment],
+    ) -> Result<Filled, BoardError> {
         // With a cap on live attempts, claims run one at a time: each counts the live ones
         // before it claims, and two at once would both count below the cap.
         let at_once = if self.cfg.global_cap > 0 {
@@ -173,26 +237,18 @@ impl Dispatcher {
             CLAIMS_AT_ONCE
         };
         use futures::StreamExt;
-        let lanes = &lanes;
         let results: Vec<Result<Filled, BoardError>> = futures::stream::iter(workers)
             .map(|w| async move { self.offer_to(&w, lanes).await })
             .buffer_unordered(at_once)
             .collect()
             .await;
-        let mut claimed = false;
-        let mut deferred = false;
+        let mut all = Filled::default();
         for r in results {
             let f = r?;
-            claimed |= f.claimed > 0;
-            deferred |= f.deferred;
+            all.claimed += f.claimed;
+            all.deferred |= f.deferred;
         }
-        // A worker that left a lane to its preferred hosts saw them free before this
-        // round's claims filled them: another round at once lets it take what they could
-        // not. Only after a round that claimed something, so it cannot spin.
-        if claimed && deferred {
-            self.nudge.nudge();
-        }
-        Ok(None)
+        Ok(all)
     }
 
     /// Fills a worker's free slots: lane by lane in the board's order, each lane's tickets

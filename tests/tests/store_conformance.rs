@@ -855,25 +855,34 @@ async fn claim_order_and_matching(s: Arc<dyn Store>) {
     assert_eq!(ids.len(), 3);
 }
 
-/// What a dispatch round reads first: the lanes with something queued (nothing queued,
-/// no claims).
+/// What a dispatch round reads first: the lanes with something queued and how many,
+/// counted up to a bound (nothing queued, no claims; a few, few claims).
 async fn queued_lanes_follow_the_queue(s: Arc<dyn Store>) {
     s.add_project(&project("web")).await.unwrap();
-    assert_eq!(s.queued_lanes().await.unwrap(), vec![]);
+    assert_eq!(s.queued_lanes(256).await.unwrap(), vec![]);
     mk(&s, "web", "coder work").await;
     let mut qa = new_ticket("web", "qa work");
     qa.lane = Lane::Qa;
     let qa = s.create_ticket(&qa, T0, created()).await.unwrap().0;
-    let mut got = s.queued_lanes().await.unwrap();
+    let mut got = s.queued_lanes(256).await.unwrap();
     got.sort();
-    assert_eq!(got, vec![Lane::Coder, Lane::Qa]);
+    assert_eq!(got, vec![(Lane::Coder, 1), (Lane::Qa, 1)]);
     let c = s
         .claim(&claim_q(&["web"], Lane::Qa, "a"))
         .await
         .unwrap()
         .expect("the qa ticket");
     assert_eq!(c.ticket.id, qa.id);
-    assert_eq!(s.queued_lanes().await.unwrap(), vec![Lane::Coder]);
+    assert_eq!(s.queued_lanes(256).await.unwrap(), vec![(Lane::Coder, 1)]);
+    for i in 0..3 {
+        mk(&s, "web", &format!("more {i}")).await;
+    }
+    assert_eq!(s.queued_lanes(256).await.unwrap(), vec![(Lane::Coder, 4)]);
+    assert_eq!(
+        s.queued_lanes(2).await.unwrap(),
+        vec![(Lane::Coder, 2)],
+        "counted up to the bound"
+    );
 }
 
 async fn concurrent_claims_never_share_a_ticket(s: Arc<dyn Store>) {
@@ -1563,8 +1572,8 @@ async fn sqlite_hot_queries_walk_indexes() {
         ),
         (
             "queued lanes",
-            "SELECT lane FROM (SELECT lane FROM tickets WHERE state = 'queued' \
-             AND lane = 'coder' LIMIT 1) AS q0",
+            "SELECT 'coder' AS lane, COUNT(*) AS n FROM (SELECT 1 AS one FROM tickets \
+             WHERE state = 'queued' AND lane = 'coder' LIMIT 256) AS q0",
         ),
         (
             "events after",
@@ -1667,6 +1676,12 @@ async fn postgres_hot_reads_walk_indexes_under_generic_plans() {
             "a ticket's events",
             "SELECT * FROM events WHERE id > $1 AND ticket_id = $2 ORDER BY id LIMIT $3",
             "(0, 5, 500)",
+        ),
+        (
+            "the dispatcher's lane probe",
+            "SELECT 'coder' AS lane, COUNT(*) AS n FROM (SELECT 1 AS one FROM tickets \
+             WHERE state = 'queued' AND lane = 'coder' LIMIT 256) AS q0",
+            "",
         ),
     ]
     .into_iter()

@@ -110,3 +110,76 @@ async fn a_worker_that_went_away_before_the_offer_was_sent_lapses_the_claim() {
         attempts[0].reason
     );
 }
+
+fn view(name: &str, free: u32, profiles: &[&str]) -> WorkerView {
+    WorkerView {
+        name: name.into(),
+        host: "h".into(),
+        profiles: profiles.iter().map(|p| p.to_string()).collect(),
+        projects: vec!["web".into()],
+        free,
+    }
+}
+
+fn lane(l: crate::domain::Lane, profile: &str) -> crate::domain::LaneAssignment {
+    crate::domain::LaneAssignment {
+        lane: l,
+        profile: profile.into(),
+        preferred_hosts: vec![],
+    }
+}
+
+fn names(v: &[WorkerView]) -> Vec<&str> {
+    v.iter().map(|w| w.name.as_str()).collect()
+}
+
+#[test]
+fn a_round_asks_only_the_workers_the_counted_queue_keeps_busy_first() {
+    use crate::domain::Lane::{Coder, Qa};
+    let fleet = || {
+        vec![
+            view("a", 2, &["claude"]),
+            view("b", 1, &["claude"]),
+            view("c", 1, &["codex"]),
+            view("d", 1, &["claude", "codex"]),
+        ]
+    };
+    let lanes = [lane(Coder, "claude"), lane(Qa, "codex")];
+    // One coding ticket: the first worker takes it; nobody else races for it.
+    let (first, rest) = plan(fleet(), &lanes, &[(Coder, 1)]);
+    assert_eq!(
+        (names(&first), names(&rest)),
+        (vec!["a"], vec!["b", "c", "d"])
+    );
+    // Three: a's two slots, then b's.
+    let (first, rest) = plan(fleet(), &lanes, &[(Coder, 3)]);
+    assert_eq!(
+        (names(&first), names(&rest)),
+        (vec!["a", "b"], vec!["c", "d"])
+    );
+    // A qa ticket goes to the first worker with the qa lane's profile.
+    let (first, _) = plan(fleet(), &lanes, &[(Coder, 2), (Qa, 1)]);
+    assert_eq!(names(&first), ["a", "c"]);
+    // More queued than the fleet has slots: every worker that can take any.
+    let (first, rest) = plan(fleet(), &lanes, &[(Coder, 50), (Qa, 50)]);
+    assert_eq!(
+        (names(&first), names(&rest)),
+        (vec!["a", "b", "c", "d"], vec![])
+    );
+}
+
+#[tokio::test]
+async fn a_worker_asked_first_that_cannot_take_the_ticket_leaves_it_to_the_others_in_the_same_round()
+ {
+    let k = kit().await;
+    // Most free slots, so asked first, but on another project.
+    let mut other = k.worker("a-other", "h1", 4, &["api"]);
+    let mut web = k.worker("b-web", "h2", 1, &["web"]);
+    let mut web2 = k.worker("c-web", "h3", 1, &["web"]);
+    let t = k.ticket("one").await;
+    dispatcher(&k).round().await.unwrap();
+    assert!(offer(&mut other).is_none());
+    let o = offer(&mut web).expect("the next worker in order takes it, in this round");
+    assert_eq!(o.ticket.id, t.id);
+    assert!(offer(&mut web2).is_none());
+}

@@ -221,9 +221,11 @@ pub trait Reads: Send + Sync + 'static {
     async fn due_wakeups(&self, now: Timestamp, limit: i64) -> Result<Vec<Ticket>, StoreError>;
     /// Number of tickets per state.
     async fn count_by_state(&self) -> Result<Vec<(State, i64)>, StoreError>;
-    /// The lanes with at least one queued ticket: one probe of the queue index per lane,
-    /// so a dispatch round with nothing to offer costs one read, whatever the fleet.
-    async fn queued_lanes(&self) -> Result<Vec<Lane>, StoreError>;
+    /// The lanes with at least one queued ticket, each with how many (counted up to
+    /// `up_to`): one probe of the queue index per lane, so a dispatch round with nothing to
+    /// offer costs one read, whatever the fleet, and one with a few tickets asks only a few
+    /// workers to claim.
+    async fn queued_lanes(&self, up_to: i64) -> Result<Vec<(Lane, i64)>, StoreError>;
     /// Tickets that finished (done, escalated, failed, cancelled) at or after `since`,
     /// newest first, each with whether a person acted on it after creating it (an event by
     /// an `operator/…` other than its creation).

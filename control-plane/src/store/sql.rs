@@ -223,23 +223,26 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn queued_lanes(&self) -> Result<Vec<crate::domain::Lane>, StoreError> {
-                // One probe of the queue index per lane (lane names are constants, not input).
+            async fn queued_lanes(&self, up_to: i64) -> Result<Vec<(crate::domain::Lane, i64)>, StoreError> {
+                // One probe of the queue index per lane, counting at most `up_to` (lane names
+                // and the bound are constants of the statement, not input).
+                let up_to = up_to.max(1);
                 let sql = crate::domain::Lane::ALL
                     .iter()
                     .enumerate()
                     .map(|(i, l)| {
                         format!(
-                            "SELECT lane FROM (SELECT lane FROM tickets WHERE state = 'queued' \
-                             AND lane = '{}' LIMIT 1) AS q{i}",
+                            "SELECT '{0}' AS lane, COUNT(*) AS n FROM (SELECT 1 AS one FROM tickets \
+                             WHERE state = 'queued' AND lane = '{0}' LIMIT {up_to}) AS q{i}",
                             l.as_str()
                         )
                     })
                     .collect::<Vec<_>>()
                     .join(" UNION ALL ");
-                let rows: Vec<(String,)> = sqlx::query_as(&sql).fetch_all(&self.read).await?;
+                let rows: Vec<(String, i64)> = sqlx::query_as(&sql).fetch_all(&self.read).await?;
                 rows.into_iter()
-                    .map(|(l,)| parse_enum("tickets.lane", &l, crate::domain::Lane::parse))
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(l, n)| Ok((parse_enum("tickets.lane", &l, crate::domain::Lane::parse)?, n)))
                     .collect()
             }
 

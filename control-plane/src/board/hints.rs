@@ -3,7 +3,7 @@
 //! of reading it again. A hint is never trusted: the change it seeds is compared-and-set
 //! against its version, and one that no longer fits (a step that does not apply, a fence
 //! that does not match, a version moved on) is read afresh (`Board::change`). Kept only for
-//! live tickets and at most [`CAP`] of them; all forgotten when another replica commits
+//! live tickets of modest size and at most [`CAP`] of them; all forgotten when another replica commits
 //! (`Board::heard_commit`), so a hint is at most as old as the last word from the others.
 
 use std::collections::HashMap;
@@ -12,7 +12,11 @@ use std::sync::Mutex;
 use crate::domain::Ticket;
 
 /// Enough for every slot of a large fleet; past it a report reads its ticket.
-const CAP: usize = 16_384;
+const CAP: usize = 4_096;
+
+/// A ticket with more text than this (its body, brief and reason) is not kept: at most
+/// [`CAP`] × this much memory, whatever the tickets.
+const MAX_TEXT: usize = 8 * 1024;
 
 #[derive(Default)]
 pub(super) struct Hints {
@@ -29,7 +33,8 @@ impl Hints {
     /// version than the one kept (two commits published out of order) changes nothing.
     pub(super) fn committed(&self, t: &Ticket) {
         let mut kept = self.lock();
-        if !t.state.has_live_attempt() {
+        let text = t.title.len() + t.body.len() + t.next_brief.len() + t.state_reason.len();
+        if !t.state.has_live_attempt() || text > MAX_TEXT {
             kept.remove(&t.id);
             return;
         }
@@ -87,6 +92,12 @@ mod tests {
         h.committed(&ticket(3, State::Running, 5));
         h.forget();
         assert!(h.get(3).is_none());
+        // A long ticket is read each time instead, and an older copy is not left behind.
+        h.committed(&ticket(4, State::Offered, 2));
+        let mut long = ticket(4, State::Running, 3);
+        long.body = "x".repeat(MAX_TEXT + 1);
+        h.committed(&long);
+        assert!(h.get(4).is_none());
     }
 
     #[test]

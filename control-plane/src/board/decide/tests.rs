@@ -31,6 +31,15 @@ fn decider(k: &crate::testkit::Kit, brain: Option<Arc<dyn Brain>>) -> Decider {
     )
 }
 
+/// Evidence of an attempt that committed nothing (the guardrails return it for fixes).
+fn no_commits() -> Evidence {
+    Evidence {
+        commits: 0,
+        branch_commits: 0,
+        ..passing()
+    }
+}
+
 fn finished(evidence: Evidence) -> Finished {
     Finished {
         outcome: AttemptOutcome::Exited,
@@ -55,13 +64,8 @@ async fn a_guardrails_decision_commits_with_the_attempts_end() {
     let d = decider(&k, Some(unreachable_brain(&k)));
     let (t, f) = running(&k, "no commits").await;
     k.advance(Duration::from_secs(90));
-    let ev = Evidence {
-        commits: 0,
-        branch_commits: 0,
-        ..passing()
-    };
     let after = d
-        .attempt_finished(t.id, f, "worker/w1", finished(ev))
+        .attempt_finished(t.id, f, "worker/w1", finished(no_commits()))
         .await
         .unwrap();
     assert_eq!(after.state, State::Queued, "returned for fixes");
@@ -260,13 +264,8 @@ async fn an_end_from_a_stale_hint_commits_on_the_ticket_as_stored_and_defers_its
         .await
         .unwrap();
     assert_eq!(elsewhere.version, t.version + 1);
-    let ev = Evidence {
-        commits: 0,
-        branch_commits: 0,
-        ..passing()
-    };
     let after = d
-        .attempt_finished(t.id, f, "worker/w1", finished(ev))
+        .attempt_finished(t.id, f, "worker/w1", finished(no_commits()))
         .await
         .unwrap();
     // The end on the stored ticket (its cost kept), the decision taken on a ticket that

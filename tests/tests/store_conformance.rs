@@ -1417,6 +1417,62 @@ async fn dependents_and_wakeups(s: Arc<dyn Store>) {
     assert_eq!(due, [child.id]);
 }
 
+/// The one-statement writes keep their connections out of sqlx's pool (no ping after each
+/// statement). When the database drops every connection, each kept one fails at most one
+/// write (nothing committed by it) and is then replaced: writes go on, none doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_recover_when_the_database_drops_their_connections() {
+    let url = mc_tests::pg::fresh_db().await;
+    let s: Arc<dyn Store> = Arc::new(PgStore::connect(&url, 8).await.unwrap());
+    s.add_project(&project("web")).await.unwrap();
+    for i in 0..4 {
+        mk(&s, "web", &format!("before {i}")).await;
+    }
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let dropped: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(dropped.len() >= 4, "{dropped:?}");
+    let (mut made, mut failed) = (0, 0);
+    while made < 12 {
+        match s
+            .create_ticket(&new_ticket("web", &format!("after {made}")), T0, created())
+            .await
+        {
+            Ok(_) => made += 1,
+            Err(e) => {
+                failed += 1;
+                assert!(failed <= 4, "more failed writes than kept connections: {e}");
+            }
+        }
+    }
+    // A read on a connection dropped while hot fails once too (sqlx's pool, which then
+    // closes it).
+    let all = TicketFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let mut listed = s.list_tickets(&all).await;
+    for _ in 0..8 {
+        if listed.is_ok() {
+            break;
+        }
+        listed = s.list_tickets(&all).await;
+    }
+    let titles: Vec<String> = listed.unwrap().into_iter().map(|t| t.title).collect();
+    assert_eq!(
+        titles.len(),
+        16,
+        "every acknowledged write, once: {titles:?}"
+    );
+}
+
 /// Postgres numbers events by transaction (ADR 0007): a reader of several tickets sees no
 /// event above a transaction still running, so resuming after what it saw never skips the
 /// running one's events when they commit; one ticket's history is not held back.

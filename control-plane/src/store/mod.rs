@@ -25,6 +25,7 @@ use crate::domain::{
     WorkerRecord, WorkerState,
 };
 
+mod kept;
 pub mod postgres;
 mod rows;
 mod sql;

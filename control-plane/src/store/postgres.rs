@@ -12,8 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::sql::impl_store;
 
-/// A pooled connection idle for this long is pinged before its next use.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+use super::kept::PING_IDLE_AFTER;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -21,7 +20,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 pub struct PgStore {
     read: PgPool,
     write: PgPool,
+    /// The one-statement writes' connections (`kept.rs`).
+    kept: super::kept::KeptConns,
 }
+
+/// Of the pool's connections, how many the one-statement writes keep.
+const KEPT_FOR_WRITES: u32 = 8;
 
 impl PgStore {
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
@@ -44,8 +48,10 @@ impl PgStore {
     /// What a reader of several tickets' events adds to take settled events only.
     const SETTLED: &'static str = " AND id < mc_event_watermark()";
 
-    /// Connects to `url` (`postgres://…`) and runs migrations.
+    /// Connects to `url` (`postgres://…`) and runs migrations. Of `max_connections` (at
+    /// least 2), half (at most [`KEPT_FOR_WRITES`]) are kept for the one-statement writes.
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore, super::StoreError> {
+        let max_connections = max_connections.max(2);
         // A transaction left open (its replica cut off from the database mid-way) holds
         // back what every watcher sees (and its row locks) until Postgres ends it: never for
         // long. None of ours waits on anything between its statements.
@@ -83,10 +89,26 @@ impl PgStore {
         )
         .execute(&pool)
         .await?;
+        let kept = super::kept::KeptConns::new(
+            pool.clone(),
+            usize::try_from(KEPT_FOR_WRITES.min(max_connections / 2)).unwrap_or(1),
+        )
+        .await?;
         Ok(PgStore {
             read: pool.clone(),
             write: pool,
+            kept,
         })
+    }
+
+    /// A connection for a one-statement write, not pinged after it (`kept.rs`).
+    async fn one_statement_conn(&self) -> Result<super::kept::KeptConn, sqlx::Error> {
+        self.kept.get().await
+    }
+
+    /// The one-statement write on `conn` finished and its result was read.
+    fn settled(conn: &mut super::kept::KeptConn) {
+        conn.settled();
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
@@ -94,6 +116,7 @@ impl PgStore {
     }
 
     pub async fn close(&self) {
+        self.kept.close();
         self.write.close().await;
     }
 }

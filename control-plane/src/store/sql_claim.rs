@@ -99,7 +99,10 @@ macro_rules! impl_claim {
                      ORDER BY u.priority, u.id",
                     Self::EVENT_ID.1
                 ));
-                let rows = qb.build().fetch_all(&self.write).await?;
+                let mut conn = self.one_statement_conn().await?;
+                let rows = qb.build().fetch_all(&mut *conn).await?;
+                Self::settled(&mut conn);
+                drop(conn);
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
                     let ticket = Ticket::try_from(<TicketRow as sqlx::FromRow<'_, _>>::from_row(&row)?)?;

@@ -270,7 +270,10 @@ macro_rules! impl_commit {
                     if c.decision.is_some() { "(SELECT id FROM d)" } else { "NULL::bigint" },
                     if c.answer.is_some() { "(SELECT id FROM n)" } else { "NULL::bigint" },
                 ));
-                let row = qb.build().fetch_optional(&self.write).await?;
+                let mut conn = self.one_statement_conn().await?;
+                let row = qb.build().fetch_optional(&mut *conn).await?;
+                Self::settled(&mut conn);
+                drop(conn);
                 let Some(row) = row else {
                     let current = self.get_ticket(t.id).await?;
                     return Err(Self::refused(c, current, c.attempt.is_some()));
@@ -347,7 +350,10 @@ macro_rules! impl_commit {
                 v.push_bind(at.0);
                 Self::push_event_fields(&mut v, event);
                 qb.push(" FROM t) SELECT * FROM t");
-                let row: Option<TicketRow> = qb.build_query_as().fetch_optional(&self.write).await?;
+                let mut conn = self.one_statement_conn().await?;
+                let row: Option<TicketRow> = qb.build_query_as().fetch_optional(&mut *conn).await?;
+                Self::settled(&mut conn);
+                drop(conn);
                 if let Some(row) = row {
                     return Ok((Ticket::try_from(row)?, true));
                 }
@@ -358,7 +364,7 @@ macro_rules! impl_commit {
                         "SELECT {TICKET_COLS} FROM tickets WHERE idempotency_key = $1"
                     ))
                     .bind(key)
-                    .fetch_optional(&self.write)
+                    .fetch_optional(&self.read)
                     .await?;
                     if let Some(row) = row {
                         return Ok((Ticket::try_from(row)?, false));

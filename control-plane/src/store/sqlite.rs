@@ -129,6 +129,16 @@ impl SqliteStore {
         self.writer.begin().await
     }
 
+    /// One-statement writes are Postgres's (`ONE_STATEMENT_COMMIT` is false here): never
+    /// called, and it would queue outside the group writer if it were, so it refuses.
+    async fn one_statement_conn(&self) -> Result<GroupTx, sqlx::Error> {
+        Err(sqlx::Error::Configuration(
+            "one-statement writes run on Postgres only".into(),
+        ))
+    }
+
+    fn settled(_: &mut GroupTx) {}
+
     pub async fn close(&self) {
         self.read.close().await;
         self.writer.close().await;

@@ -1,0 +1,115 @@
+//! The Postgres connections the one-statement writes (a create, a change, a claim) run on,
+//! taken from sqlx's pool once and kept: sqlx pings a connection every time it goes back
+//! to its pool (a round trip at both ends after every statement, which its API cannot turn
+//! off), and these writes are most of a busy board's statements. A kept connection is put
+//! back as it is when its statement finished (`KeptConn::settled`). One whose statement
+//! failed or was cancelled is *suspect*, as is one idle for a while: it is pinged before
+//! its next use — which also drains what a cancelled statement left — and replaced by a
+//! fresh one from sqlx's pool if the ping fails.
+
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use deadpool::unmanaged::{Object, Pool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use tokio::time::Instant;
+
+/// A kept connection idle for this long is pinged before its next use.
+pub(super) const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    used: Instant,
+    /// Its last statement did not report back: pinged before the next.
+    suspect: bool,
+}
+
+#[derive(Clone)]
+pub(super) struct KeptConns {
+    kept: Pool<Kept>,
+    source: PgPool,
+}
+
+/// A kept connection while one statement runs on it.
+pub(super) struct KeptConn(Object<Kept>);
+
+impl KeptConns {
+    /// Takes `n` connections from `source` and keeps them.
+    pub(super) async fn new(source: PgPool, n: usize) -> Result<KeptConns, sqlx::Error> {
+        let kept = Pool::new(n);
+        for _ in 0..n {
+            let conn = source.acquire().await?;
+            if kept.add(fresh(conn)).await.is_err() {
+                return Err(closed());
+            }
+        }
+        Ok(KeptConns { kept, source })
+    }
+
+    /// A kept connection, ready for a statement: pinged first if suspect or idle, and
+    /// replaced if that fails. Waits while all are in use.
+    pub(super) async fn get(&self) -> Result<KeptConn, sqlx::Error> {
+        loop {
+            let mut k = self.kept.get().await.map_err(|_| closed())?;
+            let ready = if k.suspect || k.used.elapsed() >= PING_IDLE_AFTER {
+                k.conn.ping().await
+            } else {
+                Ok(())
+            };
+            match ready {
+                Ok(()) => {
+                    k.suspect = true;
+                    return Ok(KeptConn(k));
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "a kept database connection is gone; opening another");
+                    // Out of the pool for good (sqlx closes it), a fresh one in its place.
+                    drop(Object::take(k));
+                    let conn = self.source.acquire().await?;
+                    if self.kept.add(fresh(conn)).await.is_err() {
+                        return Err(closed());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets the kept connections go (so closing sqlx's pool does not wait for them).
+    pub(super) fn close(&self) {
+        self.kept.close();
+    }
+}
+
+impl KeptConn {
+    /// The statement finished and its result was read: the connection is fit as it is.
+    pub(super) fn settled(&mut self) {
+        self.0.suspect = false;
+        self.0.used = Instant::now();
+    }
+}
+
+impl Deref for KeptConn {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.0.conn
+    }
+}
+
+impl DerefMut for KeptConn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.0.conn
+    }
+}
+
+fn fresh(conn: PoolConnection<Postgres>) -> Kept {
+    Kept {
+        conn,
+        used: Instant::now(),
+        suspect: false,
+    }
+}
+
+fn closed() -> sqlx::Error {
+    sqlx::Error::PoolClosed
+}

@@ -460,15 +460,23 @@ mod tests {
         assert_eq!(db.commits(), 1);
     }
 
-    /// The first writer of a group failing alone rolls the transaction back; a member whose
-    /// caller went away while it waited for the group is still committed with it.
+    /// The first writer of a group failing alone rolls the transaction back.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_first_writer_and_a_caller_gone_away_leave_nothing_open() {
+    async fn a_failed_first_writer_leaves_nothing_open() {
         let db = Arc::new(db().await);
         drop(db.insert(1).await);
         db.insert(2).await.commit().await.expect("the next writer");
         assert_eq!(db.rows().await, vec![2]);
+    }
 
+    /// A member whose caller went away while it waited for the group is still committed
+    /// with it. (Its own test: the tidy task a dropped writer spawns may take the writer
+    /// late on a loaded host and commit an open group early, as any holder may — which
+    /// answered the member before its caller went away, 1 of 2 suite runs.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_gone_away_leaves_nothing_open() {
+        let db = Arc::new(db().await);
+        db.insert(2).await.commit().await.expect("a first writer");
         let held = db.insert(3).await;
         let (b, b_began, go) = db.holder(4);
         db.until_queued(1).await;

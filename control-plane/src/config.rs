@@ -268,18 +268,18 @@ impl Config {
                 return Err(format!("{k}: must be more than zero"));
             }
         }
-        if d.worker_ttl <= d.heartbeat_interval * 2 {
+        if d.worker_ttl <= d.heartbeat_interval.saturating_mul(2) {
             return Err(format!(
                 "dispatch.worker_ttl ({}) must exceed two heartbeat intervals ({})",
                 humantime::format_duration(d.worker_ttl),
-                humantime::format_duration(d.heartbeat_interval * 2)
+                humantime::format_duration(d.heartbeat_interval.saturating_mul(2))
             ));
         }
-        if d.lease_ttl <= d.lease_flush * 2 {
+        if d.lease_ttl <= d.lease_flush.saturating_mul(2) {
             return Err(format!(
                 "dispatch.lease_ttl ({}) must exceed two lease flushes ({})",
                 humantime::format_duration(d.lease_ttl),
-                humantime::format_duration(d.lease_flush * 2)
+                humantime::format_duration(d.lease_flush.saturating_mul(2))
             ));
         }
         // Workers stop their runtimes one heartbeat short of lease_ttl without an ack; the
@@ -383,6 +383,14 @@ mod tests {
         let mut c = Config::default();
         c.dispatch.worker_ttl = Duration::from_secs(6);
         assert!(c.validate().unwrap_err().starts_with("dispatch.worker_ttl"));
+        // Intervals too long to double are refused by name, not a panic.
+        let mut c = Config::default();
+        c.dispatch.heartbeat_interval = Duration::MAX;
+        assert!(c.validate().unwrap_err().starts_with("dispatch.worker_ttl"));
+        let mut c = Config::default();
+        c.dispatch.lease_flush = Duration::MAX;
+        c.dispatch.worker_ttl = Duration::MAX;
+        assert!(c.validate().unwrap_err().starts_with("dispatch.lease_ttl"));
         let c = Config {
             database: "mysql://x".into(),
             ..Config::default()

@@ -155,8 +155,8 @@ impl Dispatcher {
 
     /// Workers silent for more than two heartbeats get no offers until they beat again.
     fn heard_since(&self) -> mc_common::Timestamp {
-        let quiet =
-            i64::try_from((self.cfg.heartbeat_interval * 2).as_millis()).unwrap_or(i64::MAX);
+        let quiet = i64::try_from(self.cfg.heartbeat_interval.saturating_mul(2).as_millis())
+            .unwrap_or(i64::MAX);
         mc_common::Timestamp(self.board.now().0.saturating_sub(quiet))
     }
 

@@ -5,12 +5,13 @@
 //! back as it is when its statement finished (`KeptConn::settled`). One whose statement
 //! failed or was cancelled is *suspect*, as is one idle for a while: it is pinged before
 //! its next use — which also drains what a cancelled statement left — and replaced by a
-//! fresh one from sqlx's pool if the ping fails.
+//! fresh one from sqlx's pool if the ping fails (its slot kept while none can be had).
 
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use deadpool::unmanaged::{Object, Pool};
+
 use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::time::Instant;
@@ -19,7 +20,9 @@ use tokio::time::Instant;
 pub(super) const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 struct Kept {
-    conn: PoolConnection<Postgres>,
+    /// None once it failed a ping and a fresh one could not be had yet (the database is
+    /// away): the next use opens one.
+    conn: Option<PoolConnection<Postgres>>,
     used: Instant,
     /// Its last statement did not report back: pinged before the next.
     suspect: bool,
@@ -48,31 +51,25 @@ impl KeptConns {
     }
 
     /// A kept connection, ready for a statement: pinged first if suspect or idle, and
-    /// replaced if that fails. Waits while all are in use.
+    /// replaced if that fails. Waits while all are in use. While the database is away this
+    /// fails, and the slot stays, to be filled by a later use.
     pub(super) async fn get(&self) -> Result<KeptConn, sqlx::Error> {
-        loop {
-            let mut k = self.kept.get().await.map_err(|_| closed())?;
-            let ready = if k.suspect || k.used.elapsed() >= PING_IDLE_AFTER {
-                k.conn.ping().await
-            } else {
-                Ok(())
-            };
-            match ready {
-                Ok(()) => {
-                    k.suspect = true;
-                    return Ok(KeptConn(k));
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "a kept database connection is gone; opening another");
-                    // Out of the pool for good (sqlx closes it), a fresh one in its place.
-                    drop(Object::take(k));
-                    let conn = self.source.acquire().await?;
-                    if self.kept.add(fresh(conn)).await.is_err() {
-                        return Err(closed());
-                    }
-                }
-            }
+        let mut k = self.kept.get().await.map_err(|_| closed())?;
+        let doubtful = k.suspect || k.used.elapsed() >= PING_IDLE_AFTER;
+        if doubtful
+            && let Some(conn) = k.conn.as_mut()
+            && let Err(e) = conn.ping().await
+        {
+            tracing::info!(error = %e, "a kept database connection is gone; opening another");
+            // Back to sqlx, which closes it when its own ping fails.
+            k.conn = None;
         }
+        // Suspect until its statement reports back (also if opening one fails now).
+        k.suspect = true;
+        if k.conn.is_none() {
+            k.conn = Some(self.source.acquire().await?);
+        }
+        Ok(KeptConn(k))
     }
 
     /// Lets the kept connections go (so closing sqlx's pool does not wait for them).
@@ -92,19 +89,25 @@ impl KeptConn {
 impl Deref for KeptConn {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        &self.0.conn
+        self.0
+            .conn
+            .as_deref()
+            .expect("a kept connection handed out has its connection")
     }
 }
 
 impl DerefMut for KeptConn {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.0.conn
+        self.0
+            .conn
+            .as_deref_mut()
+            .expect("a kept connection handed out has its connection")
     }
 }
 
 fn fresh(conn: PoolConnection<Postgres>) -> Kept {
     Kept {
-        conn,
+        conn: Some(conn),
         used: Instant::now(),
         suspect: false,
     }

@@ -97,7 +97,7 @@ pub(super) fn ack_every(
     heartbeat: std::time::Duration,
     lease_ttl: std::time::Duration,
 ) -> std::time::Duration {
-    lease_ttl.saturating_sub(heartbeat * 2) / 3
+    lease_ttl.saturating_sub(heartbeat.saturating_mul(2)) / 3
 }
 
 fn pb_duration(d: Duration) -> mc_proto::prost_types::Duration {

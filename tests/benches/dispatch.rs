@@ -126,9 +126,28 @@ async fn statements_top(base: &str, db: &str, tickets: f64) {
     }
 }
 
+/// CPU seconds the whole machine spent busy so far (user, nice, system, irq, softirq of
+/// `/proc/stat`; not idle, iowait or steal): around a drain, what the database, the queue
+/// and its clients cost together, which is steadier than a rate on a shared host.
+/// `drain.mjs` reads the same line the same way.
+fn busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    (at(0) + at(1) + at(2) + at(5) + at(6)) / 100.0 // USER_HZ
+}
+
 #[derive(serde::Deserialize)]
 struct Reference {
     jobs_per_s: f64,
+    cpu_ms_per_job: f64,
     add_start_p50_ms: f64,
     add_start_p99_ms: f64,
 }
@@ -257,6 +276,7 @@ fn main() {
             // Added by CREATORS clients at once (graphile-worker's side adds in parallel
             // batches too).
             let start = Instant::now();
+            let busy0 = busy_seconds();
             let mut adders = Vec::new();
             for k in 0..CREATORS {
                 let mut c = c.clone();
@@ -286,6 +306,7 @@ fn main() {
                 let _ = tokio::time::timeout(Duration::from_millis(50), heard.notified()).await;
             }
             let rate = tickets as f64 / start.elapsed().as_secs_f64();
+            let cpu_ms = (busy_seconds() - busy0) * 1000.0 / tickets as f64;
             watcher.abort();
             let (o50, o99, c50) = (pct(&mut offer_lat, 0.5), pct(&mut offer_lat, 0.99), pct(&mut create_lat, 0.5));
             if let Some((c0, r0, s0, x0)) = before {
@@ -293,7 +314,7 @@ fn main() {
                 let n = tickets as f64;
                 work = Some(((c1 - c0) as f64 / n, (r1 - r0) as f64 / n, (s1 - s0) as f64 / n, (x1 - x0) as f64 / n));
                 statements_top(&base, &db, n).await;
-                ours_pg = Some((rate, o50, o99));
+                ours_pg = Some((rate, o50, o99, cpu_ms));
             }
             println!(
                 "{:<10} {:>14.1} {:>12.2?} {:>12.2?} {:>12.2?} {:>11.2}x",
@@ -314,12 +335,17 @@ fn main() {
             "{:<10} {:>14.1} {:>11.2}ms {:>11.2}ms   (graphile-worker 0.17.3, concurrency 10: jobs/s, add → start)",
             "reference", r.jobs_per_s, r.add_start_p50_ms, r.add_start_p99_ms
         );
-        if let (Some((rate, o50, o99)), Some((commits, records, syncs, writes))) = (ours_pg, work) {
+        if let (Some((rate, o50, o99, cpu_ms)), Some((commits, records, syncs, writes))) = (ours_pg, work) {
             println!(
                 "postgres vs reference: drain {:.2}x, idle p50 {:.2}x, p99 {:.2}x",
                 rate / r.jobs_per_s,
                 o50.as_secs_f64() * 1000.0 / r.add_start_p50_ms,
                 o99.as_secs_f64() * 1000.0 / r.add_start_p99_ms
+            );
+            println!(
+                "machine CPU per drained ticket: {cpu_ms:.2} ms, reference {:.2} ms per job ({:.2}x)",
+                r.cpu_ms_per_job,
+                cpu_ms / r.cpu_ms_per_job
             );
             println!(
                 "postgres work per ticket: {commits:.1} commits ({writes:.1} of them writes), {records:.1} WAL records, {syncs:.2} WAL syncs"

@@ -521,6 +521,20 @@ async fn commit_is_compare_and_set(s: Arc<dyn Store>) {
     n.rounds = vec![2, 0, 1];
     n.next_brief = "fix the tests".into();
     n.wake_at = Some(Timestamp(T0.0 + 99));
+    // Every other field a change may move, so that the row the commit returns (built from
+    // the change, not read back) is checked against the stored one field by field.
+    n.phase_index = 1;
+    n.lane = Lane::Qa;
+    n.priority = -3;
+    n.branch = "mc/other".into();
+    n.pr_url = "https://example.test/pr/1".into();
+    n.cost = Money(1234);
+    n.budget = Money(99_999);
+    n.wall_ms = 77;
+    n.wall_budget_ms = 88_000;
+    n.epoch = 4;
+    n.current_attempt_id = Some(9);
+    n.avoid_runtime = Some("claude@h1".into());
     let mut c = Change::new(n.clone(), t.version);
     c.events.push(
         NewEvent::new(EventKind::StateChanged, "test", "blocked")
@@ -571,6 +585,7 @@ async fn commit_is_compare_and_set(s: Arc<dyn Store>) {
         ["one", "two", "three"]
     );
     assert!(three.events.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(s.get_ticket(t.id).await.unwrap().unwrap(), three.ticket);
     let stored = all_events(&s).await;
     assert!(three.events.iter().all(|e| stored.contains(e)));
 

@@ -148,6 +148,17 @@ impl Change {
             relabel: false,
         }
     }
+
+    /// The row as this change commits it, given its stored `labels`: the compare-and-set
+    /// writes every other field a change may move, and the rest (id, project, title, body,
+    /// workflow, dependencies, source, creation, key, trace) never change after the
+    /// create, so the stored row is known without reading all of it back.
+    pub fn committed_ticket(&self, labels: Vec<String>) -> Ticket {
+        let mut t = self.ticket.clone();
+        t.version = self.expected_version.saturating_add(1);
+        t.labels = labels;
+        t
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

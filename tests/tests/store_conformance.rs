@@ -1411,6 +1411,29 @@ async fn dependents_and_wakeups(s: Arc<dyn Store>) {
         .map(|t| t.id)
         .collect();
     assert_eq!(ds, [child.id]);
+    // A commit asked to probe says whether anything depends on its ticket: the dependency
+    // has a dependent, the dependent has none; unasked, it does not say.
+    let probe = |t: &Ticket, ask: bool| {
+        let mut c = Change::new(t.clone(), t.version);
+        c.probe_dependents = ask;
+        c
+    };
+    let dep = s.get_ticket(dep.id).await.unwrap().unwrap();
+    let done = s.commit(&probe(&dep, true)).await.unwrap();
+    assert_eq!(done.has_dependents, Some(true));
+    assert_eq!(
+        s.commit(&probe(&done.ticket, false))
+            .await
+            .unwrap()
+            .has_dependents,
+        None
+    );
+    let other = mk(&s, "web", "nothing depends on it").await;
+    assert_eq!(
+        s.commit(&probe(&other, true)).await.unwrap().has_dependents,
+        Some(false)
+    );
+    let child = s.get_ticket(child.id).await.unwrap().unwrap();
 
     let mut n = child.clone();
     n.state = State::Waiting;

@@ -317,6 +317,7 @@ impl Board {
                 events: vec![c.event.clone()],
                 decision_id: None,
                 answer_id: None,
+                has_dependents: None,
             });
         }
         Ok(claimed)
@@ -549,6 +550,7 @@ impl Board {
             now,
         })?;
         change.relabel = change.ticket.labels != before.labels;
+        change.probe_dependents = actions.contains(&Action::WakeDependents);
         self.add_wall_time(&mut change, attempt).await?;
         Ok(Some((change, actions)))
     }
@@ -585,6 +587,11 @@ impl Board {
             };
             match self.inner.store.commit(&change).await {
                 Ok(committed) => {
+                    let mut actions = actions;
+                    // Finished with no ticket depending on it: no dependents to read and wake.
+                    if committed.has_dependents == Some(false) {
+                        actions.retain(|a| *a != Action::WakeDependents);
+                    }
                     self.published(&committed);
                     self.count(&change);
                     if let Some(&(trigger, _)) = steps.last() {

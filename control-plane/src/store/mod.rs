@@ -132,6 +132,10 @@ pub struct Change {
     pub spend: Option<(String, Money)>,
     /// The ticket's labels changed (rare: a pull request's end): rewritten with the row.
     pub relabel: bool,
+    /// Ask, in the same statement, whether any ticket depends on this one
+    /// (`Committed::has_dependents`): a ticket that finishes with none saves the read for
+    /// dependents to wake.
+    pub probe_dependents: bool,
 }
 
 impl Change {
@@ -146,6 +150,7 @@ impl Change {
             answer: None,
             spend: None,
             relabel: false,
+            probe_dependents: false,
         }
     }
 
@@ -167,6 +172,10 @@ pub struct Committed {
     pub events: Vec<Event>,
     pub decision_id: Option<i64>,
     pub answer_id: Option<i64>,
+    /// Whether a ticket depended on this one as the commit saw it, if the change asked
+    /// (`Change::probe_dependents`). A dependent created at the same time may be missed, as
+    /// a read after the commit may miss it: the reactor's reconcile pass wakes it.
+    pub has_dependents: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

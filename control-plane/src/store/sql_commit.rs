@@ -181,8 +181,19 @@ macro_rules! impl_commit {
                     qb.build().execute(&mut *tx).await?;
                 }
                 let events = Self::insert_events(&mut tx, t.id, &t.project, t.updated_at, &c.events, 0).await?;
+                let has_dependents = if c.probe_dependents {
+                    let (n,): (i64,) = sqlx::query_as(
+                        "SELECT COUNT(*) FROM (SELECT 1 FROM ticket_deps WHERE depends_on = $1 LIMIT 1) AS d",
+                    )
+                    .bind(t.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    Some(n > 0)
+                } else {
+                    None
+                };
                 tx.commit().await?;
-                Ok(Committed { ticket, events, decision_id, answer_id })
+                Ok(Committed { ticket, events, decision_id, answer_id, has_dependents })
             }
 
             /// Why a change's compare-and-set matched no row: the ticket as it is now decides.
@@ -268,10 +279,15 @@ macro_rules! impl_commit {
                     qb.push(") AS v (i, kind, actor, from_state, to_state, message, attempt_id, epoch))");
                 }
                 qb.push(format!(
-                    " SELECT t.labels, {}) AS event_base, {} AS decision_id, {} AS answer_id FROM t",
+                    " SELECT t.labels, {}) AS event_base, {} AS decision_id, {} AS answer_id, {} AS has_dependents FROM t",
                     Self::EVENT_ID.1,
                     if c.decision.is_some() { "(SELECT id FROM d)" } else { "NULL::bigint" },
                     if c.answer.is_some() { "(SELECT id FROM n)" } else { "NULL::bigint" },
+                    if c.probe_dependents {
+                        "EXISTS (SELECT 1 FROM ticket_deps WHERE depends_on = t.id)"
+                    } else {
+                        "NULL::boolean"
+                    },
                 ));
                 let mut conn = self.one_statement_conn().await?;
                 let row = qb.build().fetch_optional(&mut *conn).await?;
@@ -296,6 +312,7 @@ macro_rules! impl_commit {
                     events,
                     decision_id: row.try_get("decision_id")?,
                     answer_id: row.try_get("answer_id")?,
+                    has_dependents: row.try_get("has_dependents")?,
                 })
             }
 

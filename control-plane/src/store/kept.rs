@@ -1,7 +1,9 @@
-//! The Postgres connections the one-statement writes (a create, a change, a claim) run on,
-//! taken from sqlx's pool once and kept: sqlx pings a connection every time it goes back
-//! to its pool (a round trip at both ends after every statement, which its API cannot turn
-//! off), and these writes are most of a busy board's statements. A kept connection is put
+//! The Postgres connections the one-statement writes (a create, a change, a claim) and the
+//! hot reads of one ticket's rows (its row, attempts, decisions, history: what a report
+//! and a decision read) run on, taken from sqlx's pool once and kept: sqlx pings a
+//! connection every time it goes back to its pool (a round trip at both ends after every
+//! statement, which its API cannot turn off), and these are most of a busy board's
+//! statements. A kept connection is put
 //! back as it is when its statement finished (`KeptConn::settled`). One whose statement
 //! failed or was cancelled is *suspect*, as is one idle for a while: it is pinged before
 //! its next use — which also drains what a cancelled statement left — and replaced by a

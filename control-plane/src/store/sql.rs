@@ -141,7 +141,10 @@ macro_rules! impl_store {
             }
 
             async fn get_ticket(&self, id: i64) -> Result<Option<Ticket>, StoreError> {
-                Ok(self.tickets_where("WHERE id = $1", &[id]).await?.into_iter().next())
+                let mut conn = self.read_conn().await?;
+                let t = Self::ticket_in(&mut conn, id).await?;
+                Self::read_settled(&mut conn);
+                Ok(t)
             }
 
             async fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>, StoreError> {
@@ -290,12 +293,14 @@ macro_rules! impl_store {
             }
 
             async fn list_attempts(&self, ticket_id: i64) -> Result<Vec<Attempt>, StoreError> {
+                let mut conn = self.read_conn().await?;
                 let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
                     "SELECT {ATTEMPT_COLS} FROM attempts WHERE ticket_id = $1 ORDER BY id"
                 ))
                 .bind(ticket_id)
-                .fetch_all(&self.read)
+                .fetch_all(&mut *conn)
                 .await?;
+                Self::read_settled(&mut conn);
                 rows.into_iter().map(Attempt::try_from).collect()
             }
 
@@ -337,7 +342,16 @@ macro_rules! impl_store {
                     qb.push(Self::SETTLED);
                 }
                 qb.push(" ORDER BY id LIMIT ").push_bind(limit);
-                let rows: Vec<EventRow> = qb.build_query_as().fetch_all(&self.read).await?;
+                // One ticket's history (a decision's, a console page's) is a short read on
+                // a read connection; a watcher's tail goes through the pool.
+                let rows: Vec<EventRow> = if f.ticket_id.is_some() {
+                    let mut conn = self.read_conn().await?;
+                    let rows = qb.build_query_as().fetch_all(&mut *conn).await?;
+                    Self::read_settled(&mut conn);
+                    rows
+                } else {
+                    qb.build_query_as().fetch_all(&self.read).await?
+                };
                 rows.into_iter().map(Event::try_from).collect()
             }
 
@@ -360,13 +374,15 @@ macro_rules! impl_store {
             }
 
             async fn decisions(&self, ticket_id: i64) -> Result<Vec<Decision>, StoreError> {
+                let mut conn = self.read_conn().await?;
                 let rows: Vec<DecisionRow> = sqlx::query_as(
                     "SELECT id, ticket_id, attempt_id, kind, reason, points, next_prompt, layer, source, \
                      latency_ms, at, wait_until, point FROM decisions WHERE ticket_id = $1 ORDER BY id",
                 )
                 .bind(ticket_id)
-                .fetch_all(&self.read)
+                .fetch_all(&mut *conn)
                 .await?;
+                Self::read_settled(&mut conn);
                 rows.into_iter().map(Decision::try_from).collect()
             }
 

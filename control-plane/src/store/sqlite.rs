@@ -139,6 +139,13 @@ impl SqliteStore {
 
     fn settled(_: &mut GroupTx) {}
 
+    /// A connection for a short hot read: one of the read pool's.
+    async fn read_conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, sqlx::Error> {
+        self.read.acquire().await
+    }
+
+    fn read_settled(_: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {}
+
     pub async fn close(&self) {
         self.read.close().await;
         self.writer.close().await;

@@ -106,11 +106,16 @@ impl Runtime for PtyRuntime {
     }
 
     async fn type_text(&self, text: &str, submit: bool) -> std::io::Result<()> {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        w.write_all(text.as_bytes())?;
+        // One write, its return included: on a terminal that echoes, output the agent
+        // prints between two writes would land after the echoed text on its line, so a
+        // signal it printed then would not start a line.
+        let mut bytes = Vec::with_capacity(text.len().saturating_add(1));
+        bytes.extend_from_slice(text.as_bytes());
         if submit {
-            w.write_all(b"\r")?;
+            bytes.push(b'\r');
         }
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.write_all(&bytes)?;
         w.flush()
     }
 

@@ -11,12 +11,12 @@ macro_rules! impl_claim {
         impl $store {
             /// `SELECT id, updated_at FROM tickets WHERE …`: the queued tickets `q` may take, in
             /// the order a claim takes them, at most `limit`, locked (Postgres) as they are read.
-            fn push_pick(qb: &mut QueryBuilder<'_, $db>, q: &ClaimQuery, from: State, limit: i64) {
+            fn push_pick(qb: &mut QueryBuilder<'_, $db>, q: &ClaimQuery, from: State, limit: i64, cols: &str) {
                 let identity = format!("{}@{}", q.profile, q.host);
                 // The state is a constant of the statement (the queue's partial index is
                 // `WHERE state = 'queued'` on Postgres): state names are fixed words.
                 qb.push(format!(
-                    "SELECT id, updated_at FROM tickets WHERE state = '{}'",
+                    "SELECT {cols} FROM tickets WHERE state = '{}'",
                     from.as_str()
                 ));
                 qb.push(" AND lane = ")
@@ -50,28 +50,30 @@ macro_rules! impl_claim {
             ) -> Result<Vec<Claimed>, StoreError> {
                 use sqlx::Row;
                 let mut qb = QueryBuilder::<$db>::new("WITH p AS (");
-                Self::push_pick(&mut qb, q, from, i64::from(q.limit));
+                // What the attempts copy from their tickets is read by the pick (which holds
+                // the rows locked), not by joining the tickets again.
+                Self::push_pick(&mut qb, q, from, i64::from(q.limit), "id, updated_at, phase_index, lane, epoch, branch");
                 qb.push(
-                    "), n AS (SELECT p.id AS ticket_id, p.updated_at AS queued_since, \
-                     nextval(pg_get_serial_sequence('attempts', 'id')) AS attempt_id, \
+                    "), n AS (SELECT p.id AS ticket_id, p.updated_at AS queued_since, p.phase_index AS at_phase, \
+                     p.lane AS at_lane, p.epoch AS at_epoch, p.branch AS at_branch, nextval(pg_get_serial_sequence('attempts', 'id')) AS attempt_id, \
                      row_number() OVER (ORDER BY p.id) - 1 AS i FROM p), \
                      a AS (INSERT INTO attempts (id, ticket_id, phase_index, lane, profile, worker, host, epoch, \
                      lease_expires_at, runtime_id, pid, offered_at, started_at, ended_at, outcome, reason, \
                      cost_micros, tokens_in, tokens_out, evidence, branch, worktree) OVERRIDING SYSTEM VALUE \
-                     SELECT n.attempt_id, t.id, t.phase_index, t.lane, ",
+                     SELECT n.attempt_id, n.ticket_id, n.at_phase, n.at_lane, ",
                 );
                 qb.push_bind(q.profile.clone())
                     .push(", ")
                     .push_bind(q.worker.clone())
                     .push(", ")
                     .push_bind(q.host.clone())
-                    .push(", t.epoch + 1, ")
+                    .push(", n.at_epoch + 1, ")
                     .push_bind(q.lease_expires_at.0)
                     .push(", '', 0, ")
                     .push_bind(q.now.0)
                     .push(
-                        ", NULL, NULL, 'active', '', 0, 0, 0, NULL, t.branch, '' \
-                         FROM n JOIN tickets t ON t.id = n.ticket_id), u AS (UPDATE tickets SET state = ",
+                        ", NULL, NULL, 'active', '', 0, 0, 0, NULL, n.at_branch, '' \
+                         FROM n), u AS (UPDATE tickets SET state = ",
                     )
                     .push_bind(to.as_str())
                     .push(", epoch = epoch + 1, version = version + 1, updated_at = ")
@@ -172,7 +174,7 @@ macro_rules! impl_claim {
                     }
                 }
                 let mut qb = QueryBuilder::<$db>::new("");
-                Self::push_pick(&mut qb, q, from, limit);
+                Self::push_pick(&mut qb, q, from, limit, "id, updated_at");
                 let picked: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
                 if picked.is_empty() {
                     return Ok(Vec::new());

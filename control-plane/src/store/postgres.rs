@@ -114,12 +114,12 @@ impl PgStore {
     /// A connection for a short hot read of one ticket's rows (the ticket, its attempts,
     /// decisions, history): a kept one, so no ping follows it (`kept.rs`).
     async fn read_conn(&self) -> Result<super::kept::KeptConn, sqlx::Error> {
-        self.kept.get().await
+        self.one_statement_conn().await
     }
 
     /// The read on `conn` finished and its rows were all taken.
     fn read_settled(conn: &mut super::kept::KeptConn) {
-        conn.settled();
+        Self::settled(conn);
     }
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {

@@ -9,8 +9,8 @@
 macro_rules! impl_claim {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// `SELECT id, updated_at FROM tickets WHERE …`: the queued tickets `q` may take, in
-            /// the order a claim takes them, at most `limit`, locked (Postgres) as they are read.
+            /// `SELECT <cols> FROM tickets WHERE …`: the queued tickets `q` may take, in the
+            /// order a claim takes them, at most `limit`, locked (Postgres) as they are read.
             fn push_pick(qb: &mut QueryBuilder<'_, $db>, q: &ClaimQuery, from: State, limit: i64, cols: &str) {
                 let identity = format!("{}@{}", q.profile, q.host);
                 // The state is a constant of the statement (the queue's partial index is

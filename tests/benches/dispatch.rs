@@ -144,10 +144,27 @@ fn busy_seconds() -> f64 {
     (at(0) + at(1) + at(2) + at(5) + at(6)) / 100.0 // USER_HZ
 }
 
+/// CPU seconds this process (the control plane, its simulated workers and the clients)
+/// spent so far, user and system (`/proc/self/stat`): the machine's busy time less this is
+/// what the database cost. `drain.mjs` reads its own with `process.cpuUsage()`.
+fn own_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15; after the name, state is the first.
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    (at(10) + at(11)) / 100.0 // USER_HZ
+}
+
 #[derive(serde::Deserialize)]
 struct Reference {
     jobs_per_s: f64,
     cpu_ms_per_job: f64,
+    own_cpu_ms_per_job: f64,
     add_start_p50_ms: f64,
     add_start_p99_ms: f64,
 }
@@ -276,7 +293,7 @@ fn main() {
             // Added by CREATORS clients at once (graphile-worker's side adds in parallel
             // batches too).
             let start = Instant::now();
-            let busy0 = busy_seconds();
+            let (busy0, own0) = (busy_seconds(), own_seconds());
             let mut adders = Vec::new();
             for k in 0..CREATORS {
                 let mut c = c.clone();
@@ -307,6 +324,7 @@ fn main() {
             }
             let rate = tickets as f64 / start.elapsed().as_secs_f64();
             let cpu_ms = (busy_seconds() - busy0) * 1000.0 / tickets as f64;
+            let own_ms = (own_seconds() - own0) * 1000.0 / tickets as f64;
             watcher.abort();
             let (o50, o99, c50) = (pct(&mut offer_lat, 0.5), pct(&mut offer_lat, 0.99), pct(&mut create_lat, 0.5));
             if let Some((c0, r0, s0, x0)) = before {
@@ -314,7 +332,7 @@ fn main() {
                 let n = tickets as f64;
                 work = Some(((c1 - c0) as f64 / n, (r1 - r0) as f64 / n, (s1 - s0) as f64 / n, (x1 - x0) as f64 / n));
                 statements_top(&base, &db, n).await;
-                ours_pg = Some((rate, o50, o99, cpu_ms));
+                ours_pg = Some((rate, o50, o99, cpu_ms, own_ms));
             }
             println!(
                 "{:<10} {:>14.1} {:>12.2?} {:>12.2?} {:>12.2?} {:>11.2}x",
@@ -335,7 +353,7 @@ fn main() {
             "{:<10} {:>14.1} {:>11.2}ms {:>11.2}ms   (graphile-worker 0.17.3, concurrency 10: jobs/s, add → start)",
             "reference", r.jobs_per_s, r.add_start_p50_ms, r.add_start_p99_ms
         );
-        if let (Some((rate, o50, o99, cpu_ms)), Some((commits, records, syncs, writes))) = (ours_pg, work) {
+        if let (Some((rate, o50, o99, cpu_ms, own_ms)), Some((commits, records, syncs, writes))) = (ours_pg, work) {
             println!(
                 "postgres vs reference: drain {:.2}x, idle p50 {:.2}x, p99 {:.2}x",
                 rate / r.jobs_per_s,
@@ -346,6 +364,14 @@ fn main() {
                 "machine CPU per drained ticket: {cpu_ms:.2} ms, reference {:.2} ms per job ({:.2}x)",
                 r.cpu_ms_per_job,
                 cpu_ms / r.cpu_ms_per_job
+            );
+            println!(
+                "  of it the queue's own process: {own_ms:.2} ms, reference {:.2} ms ({:.2}x); the rest (the database, the kernel): {:.2} ms, reference {:.2} ms ({:.2}x)",
+                r.own_cpu_ms_per_job,
+                own_ms / r.own_cpu_ms_per_job,
+                cpu_ms - own_ms,
+                r.cpu_ms_per_job - r.own_cpu_ms_per_job,
+                (cpu_ms - own_ms) / (r.cpu_ms_per_job - r.own_cpu_ms_per_job)
             );
             println!(
                 "postgres work per ticket: {commits:.1} commits ({writes:.1} of them writes), {records:.1} WAL records, {syncs:.2} WAL syncs"

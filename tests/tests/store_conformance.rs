@@ -228,8 +228,8 @@ async fn create_get_and_idempotency(s: Arc<dyn Store>) {
     nt.labels = vec!["ui".into(), "urgent".into()];
     nt.priority = -3;
     nt.idempotency_key = Some("chat-42".into());
-    let (t, fresh) = s.create_ticket(&nt, T0, created()).await.unwrap();
-    assert!(fresh);
+    let (t, made) = s.create_ticket(&nt, T0, created()).await.unwrap();
+    let made = made.expect("a new ticket comes with its event");
     assert_eq!(t.state, State::Queued);
     assert_eq!(t.branch, format!("mc/{}-fix-the-login-page", t.id));
     assert_eq!((t.priority, t.version, t.epoch), (-3, 1, 0));
@@ -245,8 +245,8 @@ async fn create_get_and_idempotency(s: Arc<dyn Store>) {
     assert_eq!(s.get_ticket(t.id + 1000).await.unwrap(), None);
 
     let before = all_events(&s).await.len();
-    let (again, fresh) = s.create_ticket(&nt, T0, created()).await.unwrap();
-    assert!(!fresh);
+    let (again, repeat) = s.create_ticket(&nt, T0, created()).await.unwrap();
+    assert_eq!(repeat, None, "a repeat creates no event");
     assert_eq!(again.id, t.id);
     assert_eq!(
         all_events(&s).await.len(),
@@ -259,23 +259,27 @@ async fn create_get_and_idempotency(s: Arc<dyn Store>) {
         (evs[0].kind, evs[0].ticket_id, evs[0].project.as_str()),
         (EventKind::Created, t.id, "web")
     );
+    assert_eq!(made, evs[0], "the event returned is the one stored");
 
     // Without labels (one statement on Postgres), eight at once with one key: one ticket,
     // created once, its one event; the others are told of it.
     let mut plain = new_ticket("web", "Once only");
     plain.idempotency_key = Some("chat-43".into());
-    let made: Vec<(Ticket, bool)> =
+    let made: Vec<(Ticket, Option<Event>)> =
         futures::future::join_all((0..8).map(|_| s.create_ticket(&plain, T0, created())))
             .await
             .into_iter()
             .map(|r| r.expect("a repeated key is not an error"))
             .collect();
-    assert_eq!(made.iter().filter(|(_, fresh)| *fresh).count(), 1);
+    assert_eq!(made.iter().filter(|(_, e)| e.is_some()).count(), 1);
     assert!(made.iter().all(|(m, _)| *m == made[0].0), "{made:?}");
     let evs = all_events(&s).await;
+    let stored: Vec<&Event> = evs.iter().filter(|e| e.ticket_id == made[0].0.id).collect();
+    assert_eq!(stored.len(), 1);
     assert_eq!(
-        evs.iter().filter(|e| e.ticket_id == made[0].0.id).count(),
-        1
+        made.iter().find_map(|(_, e)| e.as_ref()),
+        Some(stored[0]),
+        "the one-statement create returns its event as stored"
     );
     // A key that names nothing into a project that is not there: the project is named.
     let mut lost = new_ticket("nope", "x");

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::Instrument;
 
+use super::hints::{HISTORY, Log};
 use super::worker::Then;
 use super::{Board, BoardError, Finished, preview};
 use crate::domain::attempt_end::{self, Finish};
@@ -21,7 +22,7 @@ use crate::domain::{
     Attempt, AttemptOutcome, Decision, DecisionKind, DecisionPoint, Event, EventKind, Evidence,
     NewEvent, State, Ticket,
 };
-use crate::store::{Change, EventFilter, Fence, NewDecision};
+use crate::store::{Change, Fence, NewDecision};
 
 /// What the brain is asked (DESIGN §2: ticket, evidence, history).
 #[derive(Debug, Clone)]
@@ -116,8 +117,19 @@ impl Decider {
             Some(t) => t,
             None => board.ticket(id).await?,
         };
-        let mut attempts = board.store().list_attempts(id).await?;
-        let attempt = attempts
+        // What the decision looks at, kept beside the hint if the ticket is; else the
+        // attempts are read, and the rest once it is known a decision is taken here.
+        let kept = board.kept_log(&t).await?;
+        let read_rest = kept.is_none();
+        let mut log = match kept {
+            Some(log) => log,
+            None => Log {
+                attempts: board.store().list_attempts(id).await?,
+                ..Log::default()
+            },
+        };
+        let attempt = log
+            .attempts
             .iter()
             .find(|a| a.id == f.attempt_id)
             .cloned()
@@ -137,12 +149,14 @@ impl Decider {
         };
         let started = board.now();
         // What the decision looks at, as the end leaves it.
-        for a in attempts.iter_mut().filter(|a| a.id == f.attempt_id) {
+        for a in log.attempts.iter_mut().filter(|a| a.id == f.attempt_id) {
             a.outcome = fin.outcome;
             a.evidence = fin.evidence.clone();
         }
-        let ctx = Context::load_with(board, &t, attempts).await?;
-        let history = history(board, &t).await?;
+        if read_rest {
+            board.read_rest_of_log(id, &mut log).await?;
+        }
+        let ctx = Context::load_with(board, &t, log).await?;
         let (record, no_brain) = (self.record, self.brain.is_none());
         let mut decided: Option<Choice> = None;
         let mut settle = |change: &Change| -> Option<Then<'static>> {
@@ -159,10 +173,8 @@ impl Decider {
                 ctx.workflow.is_last(after.phase_index),
             )?;
             // The history as the decision saw it: what is stored, and the end's events.
-            let mut seen = history.clone();
-            let room = usize::try_from(HISTORY)
-                .unwrap_or(0)
-                .saturating_sub(seen.len());
+            let mut seen = ctx.history.clone();
+            let room = HISTORY.saturating_sub(seen.len());
             seen.extend(
                 change
                     .events
@@ -241,9 +253,7 @@ impl Decider {
         let input = ctx.input(&t);
         // The question is built even when a guardrail settles it, and stored with the
         // decision: a replay asks another brain what it would have said.
-        let req = ctx
-            .request(board, &t, DecisionPoint::AttemptFinished, String::new())
-            .await?;
+        let req = ctx.request(&t, DecisionPoint::AttemptFinished, String::new());
         let recorded = (self.record)(&req, &input);
         let chosen = match guardrails::check(&input) {
             Some(v) => Choice::from(v),
@@ -324,7 +334,7 @@ impl Decider {
         )
         .attempt(f.attempt_id, f.epoch);
         let ctx = Context::load(board, &t).await?;
-        let req = ctx.request(board, &t, point, detail.to_string()).await?;
+        let req = ctx.request(&t, point, detail.to_string());
         let input = ctx.input(&t);
         let recorded = (self.record)(&req, &input);
         let asked = match &self.brain {
@@ -366,20 +376,23 @@ struct Context {
     author: Option<String>,
     unfinished: Vec<i64>,
     prior: Vec<Decision>,
+    /// The ticket's first [`HISTORY`] events.
+    history: Vec<Event>,
 }
 
 impl Context {
     async fn load(board: &Board, t: &Ticket) -> Result<Context, BoardError> {
-        let attempts = board.store().list_attempts(t.id).await?;
-        Self::load_with(board, t, attempts).await
+        let log = board.decision_log(t).await?;
+        Self::load_with(board, t, log).await
     }
 
-    /// `load` with the ticket's attempts as the caller has them.
-    async fn load_with(
-        board: &Board,
-        t: &Ticket,
-        attempts: Vec<Attempt>,
-    ) -> Result<Context, BoardError> {
+    /// `load` with the ticket's log as the caller has it.
+    async fn load_with(board: &Board, t: &Ticket, log: Log) -> Result<Context, BoardError> {
+        let Log {
+            attempts,
+            decisions: prior,
+            history,
+        } = log;
         let id = t.id;
         let workflow = board
             .workflows()
@@ -417,7 +430,6 @@ impl Context {
             None
         };
         let unfinished = board.unfinished_dependencies(t).await?;
-        let prior = board.store().decisions(id).await?;
         Ok(Context {
             workflow,
             phase,
@@ -429,6 +441,7 @@ impl Context {
             author,
             unfinished,
             prior,
+            history,
         })
     }
 
@@ -446,15 +459,8 @@ impl Context {
         }
     }
 
-    async fn request(
-        &self,
-        board: &Board,
-        t: &Ticket,
-        point: DecisionPoint,
-        context: String,
-    ) -> Result<BrainRequest, BoardError> {
-        let history = history(board, t).await?;
-        Ok(self.request_with(t, point, context, history))
+    fn request(&self, t: &Ticket, point: DecisionPoint, context: String) -> BrainRequest {
+        self.request_with(t, point, context, self.history.clone())
     }
 
     fn request_with(
@@ -488,24 +494,6 @@ impl Context {
         }
     }
 }
-
-/// The ticket's history as the brain is shown it (its first 500 events).
-async fn history(board: &Board, t: &Ticket) -> Result<Vec<Event>, BoardError> {
-    Ok(board
-        .store()
-        .events_after(
-            0,
-            &EventFilter {
-                ticket_id: Some(t.id),
-                project: None,
-            },
-            HISTORY,
-        )
-        .await?)
-}
-
-/// How many of a ticket's events a decision is shown.
-const HISTORY: i64 = 500;
 
 /// The message of a decision's event.
 fn message(c: &Choice) -> String {

@@ -5,11 +5,22 @@
 //! that does not match, a version moved on) is read afresh (`Board::change`). Kept only for
 //! live tickets of modest size and at most [`CAP`] of them; all forgotten when another replica commits
 //! (`Board::heard_commit`), so a hint is at most as old as the last word from the others.
+//!
+//! Beside a hint, its ticket's [`Log`]: the attempts, decisions and history a decision looks
+//! at, kept from the create on by applying each commit's own rows to it. Every write of
+//! those rows is a create, a compare-and-set or a claim, and each moves the ticket's version
+//! by one, so a log applied commit by commit is the stored one exactly while its version is
+//! the ticket's: [`Hints::log`] hands it out only for the version asked, and a commit that
+//! does not follow on the kept version (another replica's, or two published out of order)
+//! drops it, as does a log past its bounds. The one column written without a version is an
+//! attempt's lease (renewals), which no decision reads: a log's leases are as claimed or
+//! started.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::domain::Ticket;
+use crate::domain::{Attempt, Decision, Event, Evidence, State, Ticket};
+use crate::store::{AttemptPatch, Change, Claimed, Committed};
 
 /// Enough for every slot of a large fleet; past it a report reads its ticket.
 const CAP: usize = 4_096;
@@ -18,95 +29,297 @@ const CAP: usize = 4_096;
 /// [`CAP`] × this much memory, whatever the tickets.
 const MAX_TEXT: usize = 8 * 1024;
 
+/// How many of a ticket's events a decision is shown; a log that would hold more is
+/// dropped (the decision reads the first this many).
+pub(super) const HISTORY: usize = 500;
+
+/// A log with more text than this (messages, reasons, evidence) is dropped.
+const MAX_LOG: usize = 32 * 1024;
+
+/// All logs together hold at most this much text; past it a new log is not kept.
+const LOG_BUDGET: usize = 16 * 1024 * 1024;
+
+/// What a decision about a ticket looks at, as stored: its attempts, its decisions, and its
+/// history (the first [`HISTORY`] events), each in id order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Log {
+    pub attempts: Vec<Attempt>,
+    pub decisions: Vec<Decision>,
+    pub history: Vec<Event>,
+}
+
+struct Kept {
+    ticket: Ticket,
+    log: Option<Log>,
+    /// The log's text, counted in `Inner::log_bytes`.
+    log_bytes: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    kept: HashMap<i64, Kept>,
+    log_bytes: usize,
+}
+
 #[derive(Default)]
 pub(super) struct Hints {
-    kept: Mutex<HashMap<i64, Ticket>>,
+    inner: Mutex<Inner>,
 }
 
 impl Hints {
     /// The ticket as this replica last committed it, if it is live and kept.
     pub(super) fn get(&self, id: i64) -> Option<Ticket> {
-        self.lock().get(&id).cloned()
+        self.lock()
+            .kept
+            .get(&id)
+            .map(|k| &k.ticket)
+            .filter(|t| t.state.has_live_attempt())
+            .cloned()
     }
 
-    /// `t` was just committed (or claimed) here: kept while it has a live attempt. An older
-    /// version than the one kept (two commits published out of order) changes nothing.
-    pub(super) fn committed(&self, t: &Ticket) {
-        let mut kept = self.lock();
-        let text = t.title.len() + t.body.len() + t.next_brief.len() + t.state_reason.len();
-        if !t.state.has_live_attempt() || text > MAX_TEXT {
-            kept.remove(&t.id);
-            return;
-        }
-        let room = kept.len() < CAP;
-        match kept.get_mut(&t.id) {
-            Some(old) if old.version >= t.version => {}
-            Some(old) => *old = t.clone(),
-            None if room => {
-                kept.insert(t.id, t.clone());
-            }
-            None => {}
-        }
+    /// Ticket `id`'s log as stored at `version`, if one is kept at that version.
+    pub(super) fn log(&self, id: i64, version: i64) -> Option<Log> {
+        self.lock()
+            .kept
+            .get(&id)
+            .filter(|k| k.ticket.version == version)
+            .and_then(|k| k.log.clone())
+    }
+
+    /// `t` was just created here, with its event: a queued ticket's log starts.
+    pub(super) fn created(&self, t: &Ticket, event: &Event) {
+        let log = Log {
+            history: vec![event.clone()],
+            ..Log::default()
+        };
+        self.lock().publish(t, None, |_| None, Some(log));
+    }
+
+    /// `c` was just claimed here.
+    pub(super) fn claimed(&self, c: &Claimed) {
+        let expected = c.ticket.version.saturating_sub(1);
+        self.lock().publish(
+            &c.ticket,
+            Some(expected),
+            |log| {
+                log.attempts.push(c.attempt.clone());
+                log.history.push(c.event.clone());
+                Some(())
+            },
+            None,
+        );
+    }
+
+    /// `change` was just committed here as `committed`.
+    pub(super) fn changed(&self, change: &Change, committed: &Committed) {
+        let t = &committed.ticket;
+        self.lock().publish(
+            t,
+            Some(change.expected_version),
+            |log| {
+                if let Some(p) = &change.attempt {
+                    patch(log.attempts.iter_mut().find(|a| a.id == p.id)?, p)?;
+                }
+                log.history.extend(committed.events.iter().cloned());
+                match (&change.decision, committed.decision_id) {
+                    (Some(d), Some(id)) => log.decisions.push(Decision {
+                        id,
+                        ticket_id: t.id,
+                        attempt_id: d.attempt_id,
+                        kind: d.kind,
+                        reason: d.reason.clone(),
+                        points: d.points.clone(),
+                        next_prompt: d.next_prompt.clone(),
+                        layer: d.layer,
+                        source: d.source.clone(),
+                        latency_ms: d.latency_ms,
+                        at: d.at,
+                        wait_until: d.wait_until,
+                        point: d.point,
+                    }),
+                    (None, None) => {}
+                    // A decision without its id (or an id without one): not known as stored.
+                    _ => return None,
+                }
+                Some(())
+            },
+            None,
+        );
     }
 
     pub(super) fn forget(&self) {
-        self.lock().clear();
+        let mut g = self.lock();
+        g.kept.clear();
+        g.log_bytes = 0;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Ticket>> {
-        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+impl Inner {
+    /// `t` as committed. Its kept log is carried over, with `apply` (the commit's own
+    /// rows), when the commit followed on the kept version (`after`); `fresh` starts one.
+    fn publish(
+        &mut self,
+        t: &Ticket,
+        after: Option<i64>,
+        apply: impl FnOnce(&mut Log) -> Option<()>,
+        fresh: Option<Log>,
+    ) {
+        let text = t.title.len() + t.body.len() + t.next_brief.len() + t.state_reason.len();
+        let keep = text <= MAX_TEXT && (t.state.has_live_attempt() || t.state == State::Queued);
+        if !keep {
+            self.remove(t.id);
+            return;
+        }
+        let (old_version, old_log) = match self.kept.get_mut(&t.id) {
+            Some(old) if old.ticket.version >= t.version => return,
+            Some(old) => {
+                self.log_bytes = self.log_bytes.saturating_sub(old.log_bytes);
+                old.log_bytes = 0;
+                (Some(old.ticket.version), old.log.take())
+            }
+            None => (None, None),
+        };
+        let log = match (old_log, fresh) {
+            (_, Some(log)) => Some(log),
+            (Some(mut log), None) if after.is_some() && old_version == after => apply(&mut log)
+                .map(|()| {
+                    log.history.sort_by_key(|e| e.id);
+                    log.decisions.sort_by_key(|d| d.id);
+                    log
+                }),
+            _ => None,
+        };
+        let log_bytes = log.as_ref().map_or(0, weight);
+        let log = log.filter(|l| {
+            l.history.len() <= HISTORY
+                && log_bytes <= MAX_LOG
+                && self.log_bytes.saturating_add(log_bytes) <= LOG_BUDGET
+        });
+        let log_bytes = if log.is_some() { log_bytes } else { 0 };
+        // A queued ticket is kept only for its log.
+        if log.is_none() && !t.state.has_live_attempt() {
+            self.remove(t.id);
+            return;
+        }
+        let kept = Kept {
+            ticket: t.clone(),
+            log,
+            log_bytes,
+        };
+        let room = self.kept.len() < CAP;
+        match self.kept.get_mut(&t.id) {
+            Some(old) => *old = kept,
+            None if room => {
+                self.kept.insert(t.id, kept);
+            }
+            None => return,
+        }
+        self.log_bytes = self.log_bytes.saturating_add(log_bytes);
+    }
+
+    fn remove(&mut self, id: i64) {
+        if let Some(k) = self.kept.remove(&id) {
+            self.log_bytes = self.log_bytes.saturating_sub(k.log_bytes);
+        }
+    }
+}
+
+/// `p` applied to `a` as the store's `UPDATE attempts` does: each field it names replaces
+/// the stored one. `None` if it names another epoch (the store would change nothing).
+fn patch(a: &mut Attempt, p: &AttemptPatch) -> Option<()> {
+    if a.epoch != p.epoch {
+        return None;
+    }
+    if let Some(v) = p.started_at {
+        a.started_at = Some(v);
+    }
+    if let Some(v) = &p.runtime_id {
+        a.runtime_id.clone_from(v);
+    }
+    if let Some(v) = p.pid {
+        a.pid = v;
+    }
+    if let Some(v) = &p.worktree {
+        a.worktree.clone_from(v);
+    }
+    if let Some(v) = &p.branch {
+        a.branch.clone_from(v);
+    }
+    if let Some(v) = p.lease_expires_at {
+        a.lease_expires_at = v;
+    }
+    if let Some((outcome, reason, at)) = &p.ended {
+        a.outcome = *outcome;
+        a.reason.clone_from(reason);
+        a.ended_at = Some(*at);
+    }
+    if let Some((cost, tin, tout)) = p.usage {
+        a.cost = cost;
+        a.tokens_in = tin;
+        a.tokens_out = tout;
+    }
+    if let Some(e) = &p.evidence {
+        a.evidence = Some(e.clone());
+    }
+    Some(())
+}
+
+/// About how much text a log holds (what grows with what agents and people write).
+fn weight(l: &Log) -> usize {
+    let events: usize = l
+        .history
+        .iter()
+        .map(|e| 64 + e.message.len() + e.actor.len() + e.project.len())
+        .sum();
+    let decisions: usize = l
+        .decisions
+        .iter()
+        .map(|d| {
+            64 + d.reason.len()
+                + d.next_prompt.len()
+                + d.source.len()
+                + d.points.iter().map(String::len).sum::<usize>()
+        })
+        .sum();
+    let attempts: usize = l
+        .attempts
+        .iter()
+        .map(|a| {
+            128 + a.profile.len()
+                + a.worker.len()
+                + a.host.len()
+                + a.runtime_id.len()
+                + a.reason.len()
+                + a.branch.len()
+                + a.worktree.len()
+                + a.evidence.as_ref().map_or(0, evidence_weight)
+        })
+        .sum();
+    events + decisions + attempts
+}
+
+fn evidence_weight(e: &Evidence) -> usize {
+    let all = |v: &[String]| v.iter().map(|s| 8 + s.len()).sum::<usize>();
+    128 + e.base_ref.len()
+        + e.head_sha.len()
+        + e.diffstat.len()
+        + e.rescued_sha.len()
+        + e.done_summary.len()
+        + all(&e.changed_files)
+        + all(&e.rescued_files)
+        + all(&e.commit_log)
+        + all(&e.review_points)
+        + all(&e.questions)
+        + all(&e.artifacts)
+        + e.acceptance
+            .iter()
+            .map(|r| 32 + r.command.len() + r.output_tail.len())
+            .sum::<usize>()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::State;
-
-    fn ticket(id: i64, state: State, version: i64) -> Ticket {
-        let mut t = crate::domain::fixtures::ticket();
-        t.id = id;
-        t.state = state;
-        t.version = version;
-        t
-    }
-
-    #[test]
-    fn keeps_the_newest_live_version_and_drops_a_finished_ticket() {
-        let h = Hints::default();
-        h.committed(&ticket(1, State::Offered, 2));
-        h.committed(&ticket(1, State::Running, 3));
-        // Published out of order: the older one is not kept over the newer.
-        h.committed(&ticket(1, State::Offered, 2));
-        assert_eq!(
-            h.get(1).map(|t| (t.state, t.version)),
-            Some((State::Running, 3))
-        );
-        h.committed(&ticket(1, State::Done, 4));
-        assert!(h.get(1).is_none(), "a finished ticket is not kept");
-        h.committed(&ticket(2, State::Queued, 2));
-        assert!(
-            h.get(2).is_none(),
-            "a ticket without a live attempt is not kept"
-        );
-        h.committed(&ticket(3, State::Running, 5));
-        h.forget();
-        assert!(h.get(3).is_none());
-        // A long ticket is read each time instead, and an older copy is not left behind.
-        h.committed(&ticket(4, State::Offered, 2));
-        let mut long = ticket(4, State::Running, 3);
-        long.body = "x".repeat(MAX_TEXT + 1);
-        h.committed(&long);
-        assert!(h.get(4).is_none());
-    }
-
-    #[test]
-    fn keeps_at_most_cap_tickets() {
-        let h = Hints::default();
-        for id in 0..i64::try_from(CAP).unwrap() + 10 {
-            h.committed(&ticket(id, State::Running, 2));
-        }
-        assert_eq!(h.lock().len(), CAP);
-        assert!(h.get(i64::try_from(CAP).unwrap() + 5).is_none());
-    }
-}
+mod tests;

@@ -16,10 +16,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::domain::validate::FieldError;
 use crate::domain::{
-    Action, Attempt, AttemptOutcome, EventKind, Lane, LaneAssignment, Money, NewEvent, State,
-    Ticket, TransitionError, Trigger, transition, workflow::Workflows,
+    Action, Attempt, AttemptOutcome, Event, EventKind, Lane, LaneAssignment, Money, NewEvent,
+    State, Ticket, TransitionError, Trigger, transition, workflow::Workflows,
 };
-use crate::store::{AttemptPatch, Change, Committed, Fence, Reads, Store, StoreError};
+use crate::store::{AttemptPatch, Change, Committed, EventFilter, Fence, Reads, Store, StoreError};
+use hints::Log;
 
 pub use crate::domain::decision::fix_brief;
 pub(crate) use crate::domain::preview;
@@ -268,17 +269,20 @@ impl Board {
         self.inner.logs.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    pub(crate) fn published(&self, committed: &Committed) {
-        self.inner.hints.committed(&committed.ticket);
+    /// Watchers and the other replicas are told of a commit (its hint is the caller's).
+    fn published(&self, committed: &Committed) {
         if let Some(last) = committed.events.last() {
             self.inner.events.send_modify(|id| *id = (*id).max(last.id));
         }
         self.committed_here();
     }
 
-    /// A ticket was created here (its event's id is not known to the board).
-    pub(super) fn created_here(&self) {
-        self.inner.events.send_modify(|_| {});
+    /// Ticket `t` was created here, with its `created` event.
+    pub(super) fn created_here(&self, t: &Ticket, event: &Event) {
+        self.inner.hints.created(t, event);
+        self.inner
+            .events
+            .send_modify(|id| *id = (*id).max(event.id));
         self.committed_here();
     }
 
@@ -287,6 +291,70 @@ impl Board {
     /// `hints.rs`).
     pub(super) fn hint(&self, id: i64) -> Option<Ticket> {
         self.inner.hints.get(id)
+    }
+
+    /// What a decision about `t` looks at, as stored at `t`'s version: its attempts, its
+    /// decisions and its history, from the log kept beside its hint when there is one at
+    /// that version (`hints.rs`), else read.
+    async fn decision_log(&self, t: &Ticket) -> Result<Log, BoardError> {
+        match self.kept_log(t).await? {
+            Some(log) => Ok(log),
+            None => {
+                let mut log = Log {
+                    attempts: self.inner.store.list_attempts(t.id).await?,
+                    ..Log::default()
+                };
+                self.read_rest_of_log(t.id, &mut log).await?;
+                Ok(log)
+            }
+        }
+    }
+
+    /// `t`'s log as kept beside its hint at `t`'s version, if it is; never a read.
+    async fn kept_log(&self, t: &Ticket) -> Result<Option<Log>, BoardError> {
+        let kept = self.inner.hints.log(t.id, t.version);
+        #[cfg(debug_assertions)]
+        if let Some(log) = &kept {
+            self.check_log(t, log).await?;
+        }
+        Ok(kept)
+    }
+
+    /// Reads ticket `id`'s decisions and history into `log`.
+    async fn read_rest_of_log(&self, id: i64, log: &mut Log) -> Result<(), BoardError> {
+        let store = &self.inner.store;
+        let filter = EventFilter {
+            ticket_id: Some(id),
+            project: None,
+        };
+        let history = i64::try_from(hints::HISTORY).unwrap_or(i64::MAX);
+        log.decisions = store.decisions(id).await?;
+        log.history = store.events_after(0, &filter, history).await?;
+        Ok(())
+    }
+
+    /// Debug builds (every test) check a kept log against the store: read, and compared
+    /// if the ticket did not move meanwhile (leases aside, which renewals move unversioned).
+    #[cfg(debug_assertions)]
+    async fn check_log(&self, t: &Ticket, log: &Log) -> Result<(), BoardError> {
+        let mut stored = Log {
+            attempts: self.inner.store.list_attempts(t.id).await?,
+            ..Log::default()
+        };
+        self.read_rest_of_log(t.id, &mut stored).await?;
+        let now = self.inner.store.get_ticket(t.id).await?;
+        if now.map(|n| n.version) == Some(t.version) {
+            let mut kept = log.clone();
+            for a in kept.attempts.iter_mut().chain(stored.attempts.iter_mut()) {
+                a.lease_expires_at = mc_common::Timestamp(0);
+            }
+            assert_eq!(
+                kept, stored,
+                "ticket {} v{}: the kept log is not the stored one",
+                t.id, t.version
+            );
+        }
+        Ok(())
     }
 
     pub async fn ticket(&self, id: i64) -> Result<Ticket, BoardError> {
@@ -312,6 +380,7 @@ impl Board {
             self.metrics()
                 .dispatch_latency
                 .observe(q.now.since(c.queued_since).as_secs_f64());
+            self.inner.hints.claimed(c);
             self.published(&Committed {
                 ticket: c.ticket.clone(),
                 events: vec![c.event.clone()],
@@ -592,6 +661,7 @@ impl Board {
                     if committed.has_dependents == Some(false) {
                         actions.retain(|a| *a != Action::WakeDependents);
                     }
+                    self.inner.hints.changed(&change, &committed);
                     self.published(&committed);
                     self.count(&change);
                     if let Some(&(trigger, _)) = steps.last() {

@@ -194,9 +194,10 @@ impl Board {
             format!("created: {} ({reason})", req.title)
         };
         let created = NewEvent::new(EventKind::Created, actor, msg).states(State::Queued, state);
-        let (ticket, fresh) = self.inner.store.create_ticket(&new, now, created).await?;
-        if fresh {
-            self.created_here();
+        let (ticket, created) = self.inner.store.create_ticket(&new, now, created).await?;
+        let fresh = created.is_some();
+        if let Some(event) = created {
+            self.created_here(&ticket, &event);
             if ticket.state == State::Queued {
                 let _ = self.inner.effects.send(super::Effect {
                     before: ticket.clone(),

@@ -311,14 +311,14 @@ pub trait Store: Reads {
     async fn add_project(&self, p: &Project) -> Result<Project, StoreError>;
     /// Refused (`FailedPrecondition`) while the project has tickets that are not finished.
     async fn remove_project(&self, slug: &str, at: Timestamp) -> Result<(), StoreError>;
-    /// Creates a ticket and its `created` event. With an idempotency key that was used
-    /// before, returns the existing ticket and `false`.
+    /// Creates a ticket and its `created` event, and returns both as stored. With an
+    /// idempotency key that was used before, returns the existing ticket and no event.
     async fn create_ticket(
         &self,
         t: &NewTicket,
         at: Timestamp,
         event: NewEvent,
-    ) -> Result<(Ticket, bool), StoreError>;
+    ) -> Result<(Ticket, Option<Event>), StoreError>;
     /// Applies a change if the ticket is still at `expected_version` (else `Conflict`) and
     /// the fence, if any, is current (else `StaleEpoch`).
     async fn commit(&self, c: &Change) -> Result<Committed, StoreError>;

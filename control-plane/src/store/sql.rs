@@ -504,7 +504,7 @@ macro_rules! impl_store {
                 t: &NewTicket,
                 at: Timestamp,
                 event: NewEvent,
-            ) -> Result<(Ticket, bool), StoreError> {
+            ) -> Result<(Ticket, Option<Event>), StoreError> {
                 if Self::ONE_STATEMENT_COMMIT && t.labels.is_empty() && t.depends_on.is_empty() {
                     return self.create_in_one_statement(t, at, &event).await;
                 }
@@ -520,7 +520,7 @@ macro_rules! impl_store {
                         // Commits nothing of its own, but waits for what it read to be durable
                         // (SQLite: it may be its group's).
                         tx.commit().await?;
-                        return Ok((Ticket::try_from(row)?, false));
+                        return Ok((Ticket::try_from(row)?, None));
                     }
                 }
                 for dep in &t.depends_on {
@@ -583,9 +583,9 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                Self::insert_events(&mut tx, id, &t.project, at, std::slice::from_ref(&event), 0).await?;
+                let stored = Self::insert_events(&mut tx, id, &t.project, at, std::slice::from_ref(&event), 0).await?;
                 tx.commit().await?;
-                Ok((ticket, true))
+                Ok((ticket, stored.into_iter().next()))
             }
 
             async fn commit(&self, c: &Change) -> Result<Committed, StoreError> {

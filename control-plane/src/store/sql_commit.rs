@@ -326,7 +326,7 @@ macro_rules! impl_commit {
                 t: &NewTicket,
                 at: Timestamp,
                 event: &NewEvent,
-            ) -> Result<(Ticket, bool), StoreError> {
+            ) -> Result<(Ticket, Option<Event>), StoreError> {
                 let mut qb = QueryBuilder::<$db>::new(format!(
                     "WITH n AS (SELECT {} AS id), \
                      t AS (INSERT INTO tickets (id, project, title, body, workflow, phase_index, lane, state, \
@@ -370,13 +370,17 @@ macro_rules! impl_commit {
                 let mut v = qb.separated(", ");
                 v.push_bind(at.0);
                 Self::push_event_fields(&mut v, event);
-                qb.push(" FROM t) SELECT * FROM t");
+                // The event's id is all of it the statement does not know beforehand.
+                qb.push(" FROM t RETURNING id) SELECT t.*, (SELECT id FROM e) AS event_id FROM t");
                 let mut conn = self.one_statement_conn().await?;
-                let row: Option<TicketRow> = qb.build_query_as().fetch_optional(&mut *conn).await?;
+                let row = qb.build().fetch_optional(&mut *conn).await?;
                 Self::settled(&mut conn);
                 drop(conn);
                 if let Some(row) = row {
-                    return Ok((Ticket::try_from(row)?, true));
+                    let event_id: i64 = sqlx::Row::try_get(&row, "event_id")?;
+                    let ticket = Ticket::try_from(<TicketRow as sqlx::FromRow<_>>::from_row(&row)?)?;
+                    let stored = event.stored(event_id, ticket.id, &ticket.project, at);
+                    return Ok((ticket, Some(stored)));
                 }
                 // Nothing inserted: its key names a ticket already (the insert waited for
                 // one being created to commit), or the project is not there.
@@ -388,7 +392,7 @@ macro_rules! impl_commit {
                     .fetch_optional(&self.read)
                     .await?;
                     if let Some(row) = row {
-                        return Ok((Ticket::try_from(row)?, false));
+                        return Ok((Ticket::try_from(row)?, None));
                     }
                 }
                 Err(StoreError::NotFound(format!("project {}", t.project)))

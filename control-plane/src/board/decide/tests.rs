@@ -278,3 +278,74 @@ async fn an_end_from_a_stale_hint_commits_on_the_ticket_as_stored_and_defers_its
     assert_eq!(decided.state, State::Queued, "returned for fixes");
     assert_eq!(decided.cost, elsewhere.cost);
 }
+
+/// Ticket `t`'s history as stored (its first events, in id order).
+async fn history(board: &Board, t: &Ticket) -> Result<Vec<Event>, BoardError> {
+    let f = crate::store::EventFilter {
+        ticket_id: Some(t.id),
+        project: None,
+    };
+    Ok(board.store().events_after(0, &f, 500).await?)
+}
+
+/// A ticket's log is kept from its create through every commit of two rounds (claimed,
+/// started, finished and decided, claimed again): each decision reads nothing of it, and at
+/// each step it is what the store holds.
+#[tokio::test]
+async fn a_ticket_decided_twice_reads_its_log_from_the_kept_one() {
+    let k = kit().await;
+    let _w = k.worker("w1", "h1", 1, &["web"]);
+    let d = decider(&k, Some(unreachable_brain(&k)));
+    let same_as_stored = |t: Ticket| {
+        let k = &k;
+        async move {
+            let kept = k.board.kept_log(&t).await.unwrap();
+            let kept = kept.unwrap_or_else(|| panic!("no log kept at v{}", t.version));
+            let mut stored = Log {
+                attempts: k.board.store().list_attempts(t.id).await.unwrap(),
+                ..Log::default()
+            };
+            k.board.read_rest_of_log(t.id, &mut stored).await.unwrap();
+            assert_eq!(kept, stored, "v{}", t.version);
+            kept
+        }
+    };
+    let created = k.ticket("no commits").await;
+    assert_eq!(same_as_stored(created.clone()).await.history.len(), 1);
+    let (t, f) = {
+        let c = k.claim("w1", "web", LEASE).await;
+        same_as_stored(c.ticket.clone()).await;
+        let f = k.start(&c, "w1", LEASE).await;
+        (k.board.ticket(c.ticket.id).await.unwrap(), f)
+    };
+    same_as_stored(t.clone()).await;
+    let after = d
+        .attempt_finished(t.id, f, "worker/w1", finished(no_commits()))
+        .await
+        .unwrap();
+    assert_eq!(after.state, State::Queued, "returned for fixes");
+    let log = same_as_stored(after.clone()).await;
+    assert_eq!((log.attempts.len(), log.decisions.len()), (1, 1));
+    let c = k.claim("w1", "web", LEASE).await;
+    let f = k.start(&c, "w1", LEASE).await;
+    let t = k.board.ticket(c.ticket.id).await.unwrap();
+    same_as_stored(t.clone()).await;
+    let after = d
+        .attempt_finished(t.id, f, "worker/w1", finished(no_commits()))
+        .await
+        .unwrap();
+    // The same root cause again: frozen, which the guardrail found in the prior decision
+    // the kept log held.
+    assert_eq!(after.state, State::Escalated, "{after:?}");
+    assert!(
+        after
+            .state_reason
+            .contains("decision 1 by guardrail/no_commits"),
+        "{}",
+        after.state_reason
+    );
+    assert!(
+        k.board.kept_log(&after).await.unwrap().is_none(),
+        "a ticket waiting on a person is not kept"
+    );
+}

@@ -87,8 +87,8 @@ impl DispatchNudge {
 /// connection of the pool.
 const CLAIMS_AT_ONCE: usize = 8;
 
-/// Queued tickets counted per lane by a round, at most: past it every worker with a free
-/// slot claims, as if the queue were endless.
+/// Queued tickets counted per lane by a round, at most (and no more than the fleet's free
+/// slots): past it every worker with a free slot claims, as if the queue were endless.
 const COUNT_UP_TO: i64 = 256;
 
 /// Splits `workers` (in the fleet's order) into those the counted queue can keep busy —
@@ -166,9 +166,13 @@ impl Dispatcher {
         // No copy of the fleet until there is work for it: an idle round over thousands of
         // workers is a scan and one probe.
         let heard_since = self.heard_since();
-        if !self.workers.any_available(heard_since) {
+        let free = self.workers.free_slots(heard_since);
+        if free == 0 {
             return Ok(None);
         }
+        // Counted no further than this round could claim: a full lane costs its probe as
+        // many index entries as the fleet has free slots, not COUNT_UP_TO.
+        let up_to = i64::try_from(free).unwrap_or(i64::MAX).min(COUNT_UP_TO);
         // Read at once (no round trip added before an offer): which lanes have queued
         // tickets, the day's spend, the lanes' profiles. Nothing queued, no claim per worker
         // (each would be a write transaction: a fleet of idle workers would queue them on
@@ -177,7 +181,7 @@ impl Dispatcher {
             async {
                 self.board
                     .store()
-                    .queued_lanes(COUNT_UP_TO)
+                    .queued_lanes(up_to)
                     .await
                     .map_err(BoardError::from)
             },
@@ -201,7 +205,7 @@ impl Dispatcher {
         // queued than counted).
         let (first, rest) = plan(self.workers.available(heard_since), &lanes, &queued);
         let counted: i64 = queued.iter().map(|(_, n)| n).sum();
-        let capped = queued.iter().any(|(_, n)| *n >= COUNT_UP_TO);
+        let capped = queued.iter().any(|(_, n)| *n >= up_to);
         let mut claimed: usize = 0;
         let mut deferred = false;
         for pass in [first, rest] {

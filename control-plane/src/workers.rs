@@ -269,10 +269,14 @@ impl Registry {
         v
     }
 
-    /// Whether any worker could take work now (`available` would not be empty), without
-    /// copying any: a round over a large idle fleet with nothing queued stops here.
-    pub fn any_available(&self, heard_since: Timestamp) -> bool {
-        self.lock().values().any(|e| e.can_take(heard_since))
+    /// The free slots of the workers that could take work now (`available`'s), without
+    /// copying any: a round over a large idle fleet with nothing queued stops at 0.
+    pub fn free_slots(&self, heard_since: Timestamp) -> u64 {
+        self.lock()
+            .values()
+            .filter(|e| e.can_take(heard_since))
+            .map(|e| u64::from(e.free_slots()))
+            .fold(0, u64::saturating_add)
     }
 
     /// Hosts (connected here, heard from since `heard_since`) that offer `profile` with a

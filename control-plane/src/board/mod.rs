@@ -4,6 +4,7 @@
 
 mod decide;
 mod hints;
+mod lanes;
 mod operator;
 mod projects;
 mod records;
@@ -138,6 +139,7 @@ struct Inner {
     effects: mpsc::UnboundedSender<Effect>,
     metrics: Arc<crate::metrics::Metrics>,
     projects: projects::ProjectCache,
+    lanes: lanes::LaneCache,
     hints: hints::Hints,
 }
 
@@ -167,6 +169,7 @@ impl Board {
                     logs,
                     effects,
                     projects: Default::default(),
+                    lanes: Default::default(),
                     hints: Default::default(),
                 }),
             },
@@ -222,8 +225,13 @@ impl Board {
         }
     }
 
-    /// The lane registry: stored assignments over the configured defaults.
+    /// The lane registry: stored assignments over the configured defaults (kept: see
+    /// `lanes.rs`).
     pub async fn lanes(&self) -> Result<Vec<LaneAssignment>, BoardError> {
+        let generation = match self.inner.lanes.get() {
+            Ok(kept) => return Ok(kept),
+            Err(g) => g,
+        };
         let stored = self.inner.store.lanes().await?;
         let mut out: Vec<LaneAssignment> = Lane::ALL
             .iter()
@@ -236,6 +244,7 @@ impl Board {
             })
             .collect();
         out.sort_by_key(|a| a.lane);
+        self.inner.lanes.keep(&out, generation);
         Ok(out)
     }
 
@@ -253,6 +262,7 @@ impl Board {
     /// Another replica committed: watchers look again (see `crate::bus`).
     pub fn heard_commit(&self) {
         self.inner.projects.forget();
+        self.inner.lanes.forget();
         self.inner.hints.forget();
         self.inner.events.send_modify(|_| {});
     }

@@ -613,6 +613,9 @@ impl Board {
 
     pub async fn set_lane(&self, a: LaneAssignment) -> Result<LaneAssignment, BoardError> {
         self.inner.store.set_lane(&a, self.now()).await?;
+        // Read afresh here, and by the others once they hear of it.
+        self.inner.lanes.forget();
+        self.committed_here();
         Ok(a)
     }
 

@@ -755,3 +755,85 @@ async fn a_ticket_cancelled_on_one_replica_stops_its_agent_on_a_worker_of_the_ot
     ticket_in(&mut t, id, pb::TicketState::Cancelled, T).await;
     c.check(&[id]).await;
 }
+
+/// A lane mapped through one replica is what another replica places by: a replica keeps
+/// the lane registry it read and forgets it when it hears of another replica's commit
+/// (`set_lane` is one). Without that the first replica would list, and offer by, the old
+/// mapping for as long as it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lane_mapped_on_one_replica_is_what_another_dispatches_by() {
+    let c = Cluster::start(&["cp", "cp2"], &["host-a"], |_| {}).await;
+    c.add_project("web").await;
+    let _a = c
+        .host_a_on_the_first_replica(
+            "echo x > f$MC_TICKET_ID; git add -A; git commit -q -m \"work $MC_TICKET_ID\"; echo 'DONE: ok'",
+        )
+        .await;
+    let mut t = c.tickets(0).await;
+    // cp dispatches one by the mapping it reads, and keeps.
+    let first = created(&mut t, create("web", "by the first mapping"))
+        .await
+        .id;
+    ticket_in(&mut t, first, pb::TicketState::Done, T).await;
+    let set = |profile: &str| pb::SetLaneRequest {
+        assignment: Some(pb::LaneAssignment {
+            lane: pb::Lane::Coder as i32,
+            profile: profile.into(),
+            preferred_hosts: vec![],
+        }),
+    };
+    let coder_on = |i: usize| {
+        let c = &c;
+        async move {
+            let mut l =
+                pb::lane_service_client::LaneServiceClient::new(c.cps[i].operator(&c.pki).await);
+            let lanes = l
+                .list_lanes(pb::ListLanesRequest::default())
+                .await
+                .expect("list lanes")
+                .into_inner()
+                .lanes;
+            lanes
+                .into_iter()
+                .find(|a| a.lane == pb::Lane::Coder as i32)
+                .map(|a| a.profile)
+                .unwrap_or_default()
+        }
+    };
+    let mut lanes2 =
+        pb::lane_service_client::LaneServiceClient::new(c.cps[1].operator(&c.pki).await);
+    let mut second = 0;
+    for (profile, state) in [
+        ("nobody-offers", None),
+        ("coder-p", Some(pb::TicketState::Done)),
+    ] {
+        lanes2.set_lane(set(profile)).await.expect("set on cp2");
+        until_ok(T, "cp to list cp2's mapping", || async {
+            match coder_on(0).await {
+                p if p == profile => Ok(()),
+                p => Err(format!("cp lists coder → {p}")),
+            }
+        })
+        .await;
+        match state {
+            None => {
+                second = created(&mut t, create("web", "after the remap")).await.id;
+                ticket_until(
+                    &mut t,
+                    second,
+                    T,
+                    "cp to wait for the remapped profile",
+                    |x| {
+                        x.state == pb::TicketState::Queued as i32
+                            && x.state_reason.contains("offers profile nobody-offers")
+                    },
+                )
+                .await;
+            }
+            Some(done) => {
+                ticket_in(&mut t, second, done, T).await;
+                c.check(&[first, second]).await;
+            }
+        }
+    }
+}

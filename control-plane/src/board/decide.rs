@@ -368,7 +368,6 @@ impl Decider {
 struct Context {
     workflow: Workflow,
     phase: crate::domain::workflow::Phase,
-    attempts: Vec<Attempt>,
     attempt: Option<Attempt>,
     evidence: Option<Evidence>,
     outcome: AttemptOutcome,
@@ -433,7 +432,6 @@ impl Context {
         Ok(Context {
             workflow,
             phase,
-            attempts,
             attempt,
             evidence,
             outcome,
@@ -471,7 +469,6 @@ impl Context {
         history: Vec<Event>,
     ) -> BrainRequest {
         let fix_phase = self.workflow.fix_phase(t.phase_index);
-        let _ = &self.attempts;
         BrainRequest {
             ticket: t.clone(),
             evidence: self.evidence.clone(),

@@ -309,15 +309,18 @@ impl Board {
     async fn decision_log(&self, t: &Ticket) -> Result<Log, BoardError> {
         match self.kept_log(t).await? {
             Some(log) => Ok(log),
-            None => {
-                let mut log = Log {
-                    attempts: self.inner.store.list_attempts(t.id).await?,
-                    ..Log::default()
-                };
-                self.read_rest_of_log(t.id, &mut log).await?;
-                Ok(log)
-            }
+            None => self.read_log(t.id).await,
         }
+    }
+
+    /// Ticket `id`'s log as the store holds it.
+    async fn read_log(&self, id: i64) -> Result<Log, BoardError> {
+        let mut log = Log {
+            attempts: self.inner.store.list_attempts(id).await?,
+            ..Log::default()
+        };
+        self.read_rest_of_log(id, &mut log).await?;
+        Ok(log)
     }
 
     /// `t`'s log as kept beside its hint at `t`'s version, if it is; never a read.
@@ -347,11 +350,7 @@ impl Board {
     /// if the ticket did not move meanwhile (leases aside, which renewals move unversioned).
     #[cfg(debug_assertions)]
     async fn check_log(&self, t: &Ticket, log: &Log) -> Result<(), BoardError> {
-        let mut stored = Log {
-            attempts: self.inner.store.list_attempts(t.id).await?,
-            ..Log::default()
-        };
-        self.read_rest_of_log(t.id, &mut stored).await?;
+        let mut stored = self.read_log(t.id).await?;
         let now = self.inner.store.get_ticket(t.id).await?;
         if now.map(|n| n.version) == Some(t.version) {
             let mut kept = log.clone();

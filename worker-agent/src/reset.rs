@@ -191,9 +191,31 @@ fn date_prefix<'a>(text: &'a str, now: Timestamp, local: &TimeZone) -> Option<(D
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     let day: i8 = rest[..day_len].parse().ok()?;
-    let rest = rest[day_len..]
+    let rest = &rest[day_len..];
+    // "8th", "1st", "2nd", "3rd" (codex names a reset on another day so).
+    let rest = ["st", "nd", "rd", "th"]
+        .into_iter()
+        .find_map(|o| rest.strip_prefix(o))
+        .unwrap_or(rest)
+        .trim_start_matches([',', ' ']);
+    // A year named after the day ("dec 8th, 2026 12:43 am"): that one, as written.
+    let named_year = rest
+        .get(..4)
+        .filter(|y| y.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|_| !rest[4..].starts_with(|c: char| c.is_ascii_digit() || c == ':'))
+        .and_then(|y| y.parse::<i16>().ok());
+    let rest = if named_year.is_some() {
+        &rest[4..]
+    } else {
+        rest
+    };
+    let rest = rest
         .trim_start_matches([',', ' '])
         .trim_start_matches("at ");
+    if let Some(year) = named_year {
+        let d = Date::new(year, i8::try_from(month).ok()?, day).ok()?;
+        return Some((d, rest));
+    }
     let year = now.to_zoned_datetime(local.clone()).year();
     let d = Date::new(year, i8::try_from(month).ok()?, day).ok()?;
     // "jan 2" read in December is next year's.
@@ -369,6 +391,15 @@ mod tests {
             (
                 "You've hit your usage limit. Try again at 8:05 PM.",
                 Some("2026-12-03T01:05:00Z"),
+            ),
+            // Codex, a reset on another day: the date with its ordinal and year.
+            (
+                "You’ve hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit https://chatgpt.com/settings/usage to purchase more credits or try again at Dec 3rd, 2026 12:43 AM.",
+                Some("2026-12-03T05:43:00Z"),
+            ),
+            (
+                "You've hit your usage limit. Try again at Jan 1st, 2027 9:00 AM.",
+                Some("2027-01-01T14:00:00Z"),
             ),
             (
                 "You've hit your usage limit. Try again in 1 hour and 3 minutes",

@@ -55,6 +55,15 @@ impl ConsoleHandle {
     }
 }
 
+/// The gRPC transport every replica serves on: HTTP/2 keepalive pings so half-open
+/// connections (a worker host cut off) are noticed and dropped. Benchmarks serve their
+/// reference on the same settings.
+pub fn transport(limits: &mc_common::tls::ConnLimits) -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive()))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+}
+
 /// A running control plane.
 pub struct ControlPlane {
     pub addr: SocketAddr,
@@ -257,10 +266,7 @@ impl ControlPlane {
 
         let shutdown = token.clone();
         let server = tokio::spawn(
-            Server::builder()
-                // Half-open connections (a worker host cut off) are noticed and dropped.
-                .http2_keepalive_interval(Some(cfg.connections.keepalive()))
-                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+            transport(&cfg.connections)
                 .layer(tonic_tracing_opentelemetry::middleware::server::OtelGrpcLayer::default())
                 .layer(auth)
                 .add_service(health_svc)

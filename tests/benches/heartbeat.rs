@@ -1,7 +1,10 @@
 //! Benchmark (not a test): heartbeat fan-in. 1k and 5k simulated worker streams (each its
 //! own mTLS connection and certificate) heartbeat a control-plane process every second;
 //! reported: the control plane's CPU, its memory per connection, and the p99 heartbeat
-//! round trip, against a no-op RPC's round trip measured under the same load.
+//! round trip, against a no-op RPC's round trip measured under the same load. The same
+//! streams then beat the floor (`mc_tests::floor`: the control plane's transport, mTLS
+//! acceptor and wire, acking at the same cadence and doing nothing else) in a process of
+//! its own, and the control plane's CPU and memory are printed as ratios over it.
 //! Linux only (reads /proc for the control plane's CPU and memory).
 //!
 //! `cargo bench -p mc-tests --bench heartbeat [-- --sizes 1000,5000 --seconds 10]`
@@ -35,7 +38,77 @@ fn usage(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
+/// What one server spent on the streams' heartbeats.
+struct Run {
+    cpu: f64,
+    kib: f64,
+    h50: Duration,
+    h99: Duration,
+    noop99: Option<Duration>,
+    beats: usize,
+}
+
+/// Attaches one simulated worker per certificate to the server at `url` (process `pid`),
+/// lets them beat for `seconds` and reads what the server spent. With `noop`, a no-op RPC's
+/// round trip is sampled meanwhile.
+async fn measure(
+    pid: u32,
+    url: &str,
+    tls: &[mc_common::tls::TlsMaterial],
+    seconds: u64,
+    noop: Option<mc_common::grpc::TracedChannel>,
+) -> Run {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, rss0) = usage(pid);
+    let mut sims = Vec::with_capacity(tls.len());
+    for (i, t) in tls.iter().enumerate() {
+        sims.push(
+            SimWorker::start(url, t, &format!("w{i}"), "none", 1, Duration::from_secs(1)).await,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for s in &sims {
+        s.seen.lock().await.rtts.clear();
+    }
+    let (cpu0, _) = usage(pid);
+    let t0 = Instant::now();
+    let mut samples = Vec::new();
+    let mut health = noop.map(tonic_health::pb::health_client::HealthClient::new);
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        if let Some(h) = health.as_mut() {
+            let s = Instant::now();
+            h.check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+            samples.push(s.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (cpu1, rss1) = usage(pid);
+    let wall = t0.elapsed().as_secs_f64();
+    let mut rtts = Vec::new();
+    for s in &sims {
+        rtts.append(&mut s.seen.lock().await.rtts);
+    }
+    for s in sims {
+        s.stop();
+    }
+    Run {
+        cpu: 100.0 * (cpu1 - cpu0) / wall,
+        kib: rss1.saturating_sub(rss0) as f64 / 1024.0 / tls.len() as f64,
+        h50: pct(&mut rtts, 0.5),
+        h99: pct(&mut rtts, 0.99),
+        noop99: health.map(|_| pct(&mut samples, 0.99)),
+        beats: rtts.len(),
+    }
+}
+
 fn main() {
+    if mc_tests::floor::serve_from_args() {
+        return;
+    }
     let sizes: Vec<usize> = arg("--sizes")
         .unwrap_or_else(|| "1000,5000".into())
         .split(',')
@@ -50,7 +123,7 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         println!("heartbeat fan-in: worker streams heartbeating every 1s for {seconds}s, control plane in its own process");
-        println!("{:>7} {:>10} {:>14} {:>12} {:>12} {:>12} {:>10}", "streams", "cp cpu %", "KiB/stream", "hb p50", "hb p99", "noop p99", "hb/noop");
+        println!("{:>7} {:>6} {:>10} {:>14} {:>12} {:>12} {:>12} {:>9}", "streams", "server", "cpu %", "KiB/stream", "hb p50", "hb p99", "noop p99", "hb/noop");
         for n in sizes {
             let pki = mc_tests::pki::Pki::new();
             let dir = tempfile::tempdir().unwrap();
@@ -76,53 +149,55 @@ fn main() {
             let mut proc = CpProc::spawn(&path, port);
             let op = pki.material(Role::Operator, "bench");
             let ch = proc.wait_ready(&op).await;
-            let pid = proc.child.id();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let (_, rss0) = usage(pid);
             // Certificates are issued up front so issuing is not measured.
             let tls: Vec<_> = (0..n).map(|i| pki.material(Role::Worker, &format!("w{i}"))).collect();
-            let mut sims = Vec::with_capacity(n);
-            for (i, t) in tls.iter().enumerate() {
-                sims.push(SimWorker::start(&proc.url(), t, &format!("w{i}"), "none", 1, Duration::from_secs(1)).await);
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            for s in &sims {
-                s.seen.lock().await.rtts.clear();
-            }
-            let (cpu0, _) = usage(pid);
-            let t0 = Instant::now();
-            let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
-            let mut noop = Vec::new();
-            while t0.elapsed() < Duration::from_secs(seconds) {
-                let s = Instant::now();
-                health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
-                noop.push(s.elapsed());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let (cpu1, rss1) = usage(pid);
-            let wall = t0.elapsed().as_secs_f64();
-            let mut rtts = Vec::new();
-            for s in &sims {
-                rtts.append(&mut s.seen.lock().await.rtts);
-            }
-            let beats = rtts.len();
-            let (h50, h99, n99) = (pct(&mut rtts, 0.5), pct(&mut rtts, 0.99), pct(&mut noop, 0.99));
-            println!(
-                "{:>7} {:>10.1} {:>14.1} {:>12.2?} {:>12.2?} {:>12.2?} {:>9.2}x   ({beats} beats acked)",
-                n,
-                100.0 * (cpu1 - cpu0) / wall,
-                (rss1.saturating_sub(rss0)) as f64 / 1024.0 / n as f64,
-                h50,
-                h99,
-                n99,
-                h99.as_secs_f64() / n99.as_secs_f64().max(1e-9)
-            );
-            for s in sims {
-                s.stop();
-            }
+            let cp = measure(proc.child.id(), &proc.url(), &tls, seconds, Some(ch)).await;
             proc.kill9();
+
+            // The same streams against the floor: the same stack, answering heartbeats only.
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut floor = mc_tests::floor::spawn(
+                &pki.dir.path().join("certs"),
+                port,
+                cfg.dispatch.heartbeat_interval,
+                cfg.dispatch.lease_ttl,
+                cfg.connections.max_connections,
+            );
+            let url = format!("https://127.0.0.1:{port}");
+            mc_tests::wait::until_ok(Duration::from_secs(30), "the floor server listening", || {
+                let (url, t) = (url.clone(), &tls[0]);
+                async move { mc_common::grpc::connect(&url, t, Some("localhost")).await.map_err(|e| e.to_string()) }
+            })
+            .await;
+            let base = measure(floor.id(), &url, &tls, seconds, None).await;
+            let _ = floor.kill();
+            let _ = floor.wait();
+
+            for (who, r) in [("cp", &cp), ("floor", &base)] {
+                println!(
+                    "{:>7} {:>6} {:>10.1} {:>14.1} {:>12.2?} {:>12.2?} {:>12} {:>9}   ({} beats acked)",
+                    n,
+                    who,
+                    r.cpu,
+                    r.kib,
+                    r.h50,
+                    r.h99,
+                    r.noop99.map(|d| format!("{d:.2?}")).unwrap_or_default(),
+                    r.noop99
+                        .map(|d| format!("{:.2}x", r.h99.as_secs_f64() / d.as_secs_f64().max(1e-9)))
+                        .unwrap_or_default(),
+                    r.beats,
+                );
+            }
+            println!(
+                "{n:>7} cp over the floor: cpu {:.2}x, memory {:.2}x",
+                cp.cpu / base.cpu.max(1e-9),
+                cp.kib / base.kib.max(1e-9)
+            );
         }
-        println!("cp cpu %: the control plane's CPU (100% = one core); heartbeats are kept in memory and");
-        println!("leases written in one statement per flush, so the board sees no write per beat.");
+        println!("cpu %: the server process's CPU (100% = one core). cp: the control plane; heartbeats are kept");
+        println!("in memory and leases written in one statement per flush, so the board sees no write per beat.");
+        println!("floor: a server on the control plane's stack (transport, mTLS acceptor, wire) that only acks");
+        println!("beats at the same cadence: what tonic, HTTP/2, TLS and the kernel cost for this traffic.");
     });
 }

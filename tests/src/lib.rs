@@ -6,6 +6,7 @@ pub mod bin;
 pub mod brain;
 pub mod cp;
 pub mod fakes;
+pub mod floor;
 pub mod history;
 pub mod netns;
 pub mod pg;

@@ -93,7 +93,7 @@ struct Session {
 /// ack only makes the worker fence sooner, never later, so it cannot outlive its lease;
 /// what it saves is a frame, a TLS record and a write per beat for most beats of a fleet
 /// that beats often (at 1 s and a 30 s lease: one beat in ten is acknowledged).
-pub(super) fn ack_every(
+pub fn ack_every(
     heartbeat: std::time::Duration,
     lease_ttl: std::time::Duration,
 ) -> std::time::Duration {

@@ -9,7 +9,10 @@
 //! (`pg_stat_database`, `pg_stat_wal`). Postgres is a durable cluster of the benchmark's
 //! own (`fsync`, `full_page_writes` on), unlike the test suite's.
 //!
-//! `cargo bench -p mc-tests --bench dispatch [-- --workers N --tickets M --only sqlite|postgres]`
+//! With `--rounds N` ours and the reference alternate N times on Postgres and the median of
+//! the per-round ratios is printed (a shared host's slow spells move single runs by a third).
+//!
+//! `cargo bench -p mc-tests --bench dispatch [-- --workers N --tickets M --rounds N --only sqlite|postgres]`
 
 use std::time::Duration;
 
@@ -195,9 +198,241 @@ async fn graphile(base: &str, jobs: usize) -> Reference {
         .unwrap_or_else(|e| panic!("graphile output {line:?}: {e}"))
 }
 
+/// One drain on our side: what `ours` measured.
+struct Ours {
+    rate: f64,
+    o50: Duration,
+    o99: Duration,
+    cpu_ms: f64,
+    own_ms: f64,
+    /// Postgres only: commits, WAL records, WAL syncs and writing commits per ticket.
+    work: Option<(f64, f64, f64, f64)>,
+}
+
+/// A control plane on `backend` (a fresh database of the cluster at `base` for Postgres)
+/// with `workers` simulated workers: idle create → offer samples, then `tickets` created
+/// at once by CREATORS clients and drained. Prints its row (and, with `statements`, the
+/// statements that took the most time).
+async fn ours(
+    base: &str,
+    backend: Backend,
+    workers: usize,
+    tickets: usize,
+    statements: bool,
+) -> Ours {
+    let db = match backend {
+        Backend::Postgres => Some(mc_tests::pg::fresh_db_on(base).await),
+        _ => None,
+    };
+    let cp = TestCp::start_with(backend, move |c| {
+        if let Some(db) = db {
+            c.database = db;
+        }
+        c.lanes.insert(
+            "coder".into(),
+            LaneConfig {
+                profile: "sim".into(),
+                preferred_hosts: vec![],
+            },
+        );
+    })
+    .await;
+    cp.add_project("bench", "solo").await;
+    let mut sims = Vec::new();
+    for i in 0..workers {
+        let tls = cp.pki.material(Role::Worker, &format!("sim-{i}"));
+        // Beat as often as the control plane expects: silent workers get no offers.
+        sims.push(
+            SimWorker::start(
+                &cp.url(),
+                &tls,
+                &format!("sim-{i}"),
+                "bench",
+                4,
+                cp.config.dispatch.heartbeat_interval,
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = cp.tickets().await;
+
+    let done: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<i64>>> =
+        Default::default();
+    let heard = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut events = c
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let watcher = {
+        let (done, heard) = (done.clone(), heard.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = events.message().await {
+                if let Some(e) = m.event
+                    && e.to_state == pb::TicketState::Done as i32
+                {
+                    done.lock().await.insert(e.ticket_id);
+                    heard.notify_one();
+                }
+            }
+        })
+    };
+    // Idle latency: one ticket at a time on a quiet board.
+    let mut offer_lat = Vec::new();
+    let mut create_lat = Vec::new();
+    for i in 0..IDLE_SAMPLES {
+        let t0 = Instant::now();
+        let t = c
+            .create_ticket(create("bench", &format!("idle {i}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap();
+        create_lat.push(t0.elapsed());
+        loop {
+            let mut got = None;
+            for s in &sims {
+                if let Some(at) = s.seen.lock().await.offers.get(&t.id) {
+                    got = Some(*at);
+                }
+            }
+            if let Some(at) = got {
+                offer_lat.push(at.duration_since(t0));
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        // Quiet means quiet: the next create waits for this ticket's last commit (the
+        // reference waits for its job's completion the same way).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done.lock().await.contains(&t.id) {
+            assert!(
+                Instant::now() < deadline,
+                "idle ticket {} did not finish",
+                t.id
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(50), heard.notified()).await;
+        }
+    }
+
+    // Throughput: a burst of tickets, until all are done.
+    let db = cp
+        .config
+        .database
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let before = match backend {
+        Backend::Postgres => {
+            statements_reset(base, &db).await;
+            Some(pg_work(base, &db).await)
+        }
+        _ => None,
+    };
+    // Added by CREATORS clients at once (graphile-worker's side adds in parallel
+    // batches too).
+    let start = Instant::now();
+    let (busy0, own0) = (busy_seconds(), own_seconds());
+    let mut adders = Vec::new();
+    for k in 0..CREATORS {
+        let mut c = c.clone();
+        adders.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (k..tickets).step_by(CREATORS) {
+                ids.push(
+                    c.create_ticket(create("bench", &format!("burst {i}")))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .ticket
+                        .unwrap()
+                        .id,
+                );
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for a in adders {
+        ids.extend(a.await.unwrap());
+    }
+    // Done is heard on the event stream (as a console hears it), not by listing the
+    // board over and over: that cost the database more than a ticket's own work.
+    loop {
+        let n = {
+            let d = done.lock().await;
+            ids.iter().filter(|i| d.contains(i)).count()
+        };
+        if n == tickets {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "burst did not finish"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), heard.notified()).await;
+    }
+    let rate = tickets as f64 / start.elapsed().as_secs_f64();
+    let cpu_ms = (busy_seconds() - busy0) * 1000.0 / tickets as f64;
+    let own_ms = (own_seconds() - own0) * 1000.0 / tickets as f64;
+    watcher.abort();
+    let (o50, o99, c50) = (
+        pct(&mut offer_lat, 0.5),
+        pct(&mut offer_lat, 0.99),
+        pct(&mut create_lat, 0.5),
+    );
+    let mut work = None;
+    if let Some((c0, r0, s0, x0)) = before {
+        let (c1, r1, s1, x1) = pg_work(base, &db).await;
+        let n = tickets as f64;
+        work = Some((
+            (c1 - c0) as f64 / n,
+            (r1 - r0) as f64 / n,
+            (s1 - s0) as f64 / n,
+            (x1 - x0) as f64 / n,
+        ));
+        if statements {
+            statements_top(base, &db, n).await;
+        }
+    }
+    println!(
+        "{:<10} {:>14.1} {:>12.2?} {:>12.2?} {:>12.2?} {:>11.2}x",
+        format!("{backend:?}").to_lowercase(),
+        rate,
+        o50,
+        o99,
+        c50,
+        o50.as_secs_f64() / c50.as_secs_f64()
+    );
+    for s in sims {
+        s.stop();
+    }
+    cp.cp.shutdown().await;
+    Ours {
+        rate,
+        o50,
+        o99,
+        cpu_ms,
+        own_ms,
+        work,
+    }
+}
+
+/// The middle of `v` (the lower of the two middles).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().saturating_sub(1) / 2)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 fn main() {
     let workers = arg("--workers", 8);
     let tickets = arg("--tickets", 400);
+    let rounds = arg("--rounds", 1).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -208,173 +443,57 @@ fn main() {
         // A durable cluster of its own (the suite's runs with fsync off), stopped at the end.
         let pg_dir = tempfile::tempdir().unwrap();
         let base = mc_tests::pg::start_durable_cluster(pg_dir.path()).unwrap();
-        let mut ours_pg = None;
-        let mut work = None;
         let only = mc_tests::bench_args::text("--only");
-        for backend in [Backend::Sqlite, Backend::Postgres] {
-            if only.as_ref().is_some_and(|o| *o != format!("{backend:?}").to_lowercase()) {
-                continue;
-            }
-            let db = match backend {
-                Backend::Postgres => Some(mc_tests::pg::fresh_db_on(&base).await),
-                _ => None,
-            };
-            let cp = TestCp::start_with(backend, move |c| {
-                if let Some(db) = db {
-                    c.database = db;
-                }
-                c.lanes.insert("coder".into(), LaneConfig { profile: "sim".into(), preferred_hosts: vec![] });
-            })
-            .await;
-            cp.add_project("bench", "solo").await;
-            let mut sims = Vec::new();
-            for i in 0..workers {
-                let tls = cp.pki.material(Role::Worker, &format!("sim-{i}"));
-                // Beat as often as the control plane expects: silent workers get no offers.
-                sims.push(SimWorker::start(&cp.url(), &tls, &format!("sim-{i}"), "bench", 4, cp.config.dispatch.heartbeat_interval).await);
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let mut c = cp.tickets().await;
-
-            let done: std::sync::Arc<tokio::sync::Mutex<std::collections::HashSet<i64>>> = Default::default();
-            let heard = std::sync::Arc::new(tokio::sync::Notify::new());
-            let mut events = c.watch_events(pb::WatchEventsRequest::default()).await.unwrap().into_inner();
-            let watcher = {
-                let (done, heard) = (done.clone(), heard.clone());
-                tokio::spawn(async move {
-                    while let Ok(Some(m)) = events.message().await {
-                        if let Some(e) = m.event
-                            && e.to_state == pb::TicketState::Done as i32
-                        {
-                            done.lock().await.insert(e.ticket_id);
-                            heard.notify_one();
-                        }
-                    }
-                })
-            };
-            // Idle latency: one ticket at a time on a quiet board.
-            let mut offer_lat = Vec::new();
-            let mut create_lat = Vec::new();
-            for i in 0..IDLE_SAMPLES {
-                let t0 = Instant::now();
-                let t = c.create_ticket(create("bench", &format!("idle {i}"))).await.unwrap().into_inner().ticket.unwrap();
-                create_lat.push(t0.elapsed());
-                loop {
-                    let mut got = None;
-                    for s in &sims {
-                        if let Some(at) = s.seen.lock().await.offers.get(&t.id) {
-                            got = Some(*at);
-                        }
-                    }
-                    if let Some(at) = got {
-                        offer_lat.push(at.duration_since(t0));
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                }
-                // Quiet means quiet: the next create waits for this ticket's last commit (the
-                // reference waits for its job's completion the same way).
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !done.lock().await.contains(&t.id) {
-                    assert!(Instant::now() < deadline, "idle ticket {} did not finish", t.id);
-                    let _ = tokio::time::timeout(Duration::from_millis(50), heard.notified()).await;
-                }
-            }
-
-            // Throughput: a burst of tickets, until all are done.
-            let db = cp.config.database.rsplit('/').next().unwrap_or("").to_string();
-            let before = match backend {
-                Backend::Postgres => {
-                    statements_reset(&base, &db).await;
-                    Some(pg_work(&base, &db).await)
-                }
-                _ => None,
-            };
-            // Added by CREATORS clients at once (graphile-worker's side adds in parallel
-            // batches too).
-            let start = Instant::now();
-            let (busy0, own0) = (busy_seconds(), own_seconds());
-            let mut adders = Vec::new();
-            for k in 0..CREATORS {
-                let mut c = c.clone();
-                adders.push(tokio::spawn(async move {
-                    let mut ids = Vec::new();
-                    for i in (k..tickets).step_by(CREATORS) {
-                        ids.push(c.create_ticket(create("bench", &format!("burst {i}"))).await.unwrap().into_inner().ticket.unwrap().id);
-                    }
-                    ids
-                }));
-            }
-            let mut ids = Vec::new();
-            for a in adders {
-                ids.extend(a.await.unwrap());
-            }
-            // Done is heard on the event stream (as a console hears it), not by listing the
-            // board over and over: that cost the database more than a ticket's own work.
-            loop {
-                let n = {
-                    let d = done.lock().await;
-                    ids.iter().filter(|i| d.contains(i)).count()
-                };
-                if n == tickets {
-                    break;
-                }
-                assert!(start.elapsed() < Duration::from_secs(600), "burst did not finish");
-                let _ = tokio::time::timeout(Duration::from_millis(50), heard.notified()).await;
-            }
-            let rate = tickets as f64 / start.elapsed().as_secs_f64();
-            let cpu_ms = (busy_seconds() - busy0) * 1000.0 / tickets as f64;
-            let own_ms = (own_seconds() - own0) * 1000.0 / tickets as f64;
-            watcher.abort();
-            let (o50, o99, c50) = (pct(&mut offer_lat, 0.5), pct(&mut offer_lat, 0.99), pct(&mut create_lat, 0.5));
-            if let Some((c0, r0, s0, x0)) = before {
-                let (c1, r1, s1, x1) = pg_work(&base, &db).await;
-                let n = tickets as f64;
-                work = Some(((c1 - c0) as f64 / n, (r1 - r0) as f64 / n, (s1 - s0) as f64 / n, (x1 - x0) as f64 / n));
-                statements_top(&base, &db, n).await;
-                ours_pg = Some((rate, o50, o99, cpu_ms, own_ms));
-            }
-            println!(
-                "{:<10} {:>14.1} {:>12.2?} {:>12.2?} {:>12.2?} {:>11.2}x",
-                format!("{backend:?}").to_lowercase(),
-                rate,
-                o50,
-                o99,
-                c50,
-                o50.as_secs_f64() / c50.as_secs_f64()
-            );
-            for s in sims {
-                s.stop();
-            }
-            cp.cp.shutdown().await;
+        let wanted = |b: Backend| only.as_ref().is_none_or(|o| *o == format!("{b:?}").to_lowercase());
+        if wanted(Backend::Sqlite) {
+            ours(&base, Backend::Sqlite, workers, tickets, false).await;
         }
-        let r = graphile(&base, tickets).await;
-        println!(
-            "{:<10} {:>14.1} {:>11.2}ms {:>11.2}ms   (graphile-worker 0.17.3, concurrency 10: jobs/s, add → start)",
-            "reference", r.jobs_per_s, r.add_start_p50_ms, r.add_start_p99_ms
-        );
-        if let (Some((rate, o50, o99, cpu_ms, own_ms)), Some((commits, records, syncs, writes))) = (ours_pg, work) {
+        if wanted(Backend::Postgres) {
+            // Rounds alternate ours and the reference, so a host that slows for a while
+            // slows both; the ratios are taken per round and their median printed.
+            let mut per_round: Vec<[f64; 5]> = Vec::new();
+            for round in 1..=rounds {
+                let o = ours(&base, Backend::Postgres, workers, tickets, round == rounds).await;
+                let r = graphile(&base, tickets).await;
+                println!(
+                    "{:<10} {:>14.1} {:>11.2}ms {:>11.2}ms   (graphile-worker 0.17.3, concurrency 10: jobs/s, add → start)",
+                    "reference", r.jobs_per_s, r.add_start_p50_ms, r.add_start_p99_ms
+                );
+                let ratios = [
+                    o.rate / r.jobs_per_s,
+                    o.o50.as_secs_f64() * 1000.0 / r.add_start_p50_ms,
+                    o.o99.as_secs_f64() * 1000.0 / r.add_start_p99_ms,
+                    o.cpu_ms / r.cpu_ms_per_job,
+                    o.own_ms / r.own_cpu_ms_per_job,
+                ];
+                println!(
+                    "round {round}: drain {:.2}x, idle p50 {:.2}x, p99 {:.2}x",
+                    ratios[0], ratios[1], ratios[2]
+                );
+                println!(
+                    "machine CPU per drained ticket: {:.2} ms, reference {:.2} ms per job ({:.2}x)",
+                    o.cpu_ms, r.cpu_ms_per_job, ratios[3]
+                );
+                println!(
+                    "  of it the queue's own process: {:.2} ms, reference {:.2} ms ({:.2}x); the rest (the database, the kernel): {:.2} ms, reference {:.2} ms ({:.2}x)",
+                    o.own_ms,
+                    r.own_cpu_ms_per_job,
+                    ratios[4],
+                    o.cpu_ms - o.own_ms,
+                    r.cpu_ms_per_job - r.own_cpu_ms_per_job,
+                    (o.cpu_ms - o.own_ms) / (r.cpu_ms_per_job - r.own_cpu_ms_per_job)
+                );
+                if let Some((commits, records, syncs, writes)) = o.work {
+                    println!(
+                        "postgres work per ticket: {commits:.1} commits ({writes:.1} of them writes), {records:.1} WAL records, {syncs:.2} WAL syncs"
+                    );
+                }
+                per_round.push(ratios);
+            }
+            let col = |k: usize| median(per_round.iter().map(|r| r[k]).collect());
             println!(
-                "postgres vs reference: drain {:.2}x, idle p50 {:.2}x, p99 {:.2}x",
-                rate / r.jobs_per_s,
-                o50.as_secs_f64() * 1000.0 / r.add_start_p50_ms,
-                o99.as_secs_f64() * 1000.0 / r.add_start_p99_ms
-            );
-            println!(
-                "machine CPU per drained ticket: {cpu_ms:.2} ms, reference {:.2} ms per job ({:.2}x)",
-                r.cpu_ms_per_job,
-                cpu_ms / r.cpu_ms_per_job
-            );
-            println!(
-                "  of it the queue's own process: {own_ms:.2} ms, reference {:.2} ms ({:.2}x); the rest (the database, the kernel): {:.2} ms, reference {:.2} ms ({:.2}x)",
-                r.own_cpu_ms_per_job,
-                own_ms / r.own_cpu_ms_per_job,
-                cpu_ms - own_ms,
-                r.cpu_ms_per_job - r.own_cpu_ms_per_job,
-                (cpu_ms - own_ms) / (r.cpu_ms_per_job - r.own_cpu_ms_per_job)
-            );
-            println!(
-                "postgres work per ticket: {commits:.1} commits ({writes:.1} of them writes), {records:.1} WAL records, {syncs:.2} WAL syncs"
+                "postgres vs reference, median of {rounds} round(s): drain {:.2}x, idle p50 {:.2}x, p99 {:.2}x, machine CPU {:.2}x, own process CPU {:.2}x",
+                col(0), col(1), col(2), col(3), col(4)
             );
         }
         let _ = mc_tests::pg::stop_cluster(pg_dir.path());

@@ -2,7 +2,8 @@
 //! stack (tonic on [`mc_control_plane::server::transport`], the same mTLS acceptor and
 //! connection limits, the same boxed wire into the response stream) that answers
 //! heartbeats as a control plane does (an ack per `ack_every`, and the first at once) and
-//! does nothing else: no registry, no board, no auth layer, no traces. What the control
+//! does nothing else but serve health checks: no registry, no board, no auth layer, no
+//! traces. What the control
 //! plane spends over it on the same traffic is what its own work costs.
 //!
 //! A benchmark runs it in a process of its own ([`spawn`]: the bench's binary again, with
@@ -85,7 +86,10 @@ pub async fn serve(
     let material = TlsMaterial::load(&CertDir::new(certs).files_for(Role::ControlPlane, "cp"))?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let incoming = mc_common::tls::incoming(listener, material.acceptor()?, limits);
+    // A health service as the control plane's, for the benchmark's no-op RPC.
+    let (_reporter, health) = tonic_health::server::health_reporter();
     mc_control_plane::server::transport(&limits)
+        .add_service(health)
         .add_service(pb::worker_service_server::WorkerServiceServer::new(Floor {
             every: ack_every(heartbeat, lease_ttl),
         }))

@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use mc_common::identity::Role;
-use mc_control_plane::config::LaneConfig;
 use mc_proto as pb;
 use mc_tests::cp::{Backend, TestCp, create};
 use mc_tests::sim::{SimWorker, pct};
@@ -228,13 +227,7 @@ async fn ours(
         if let Some(db) = db {
             c.database = db;
         }
-        c.lanes.insert(
-            "coder".into(),
-            LaneConfig {
-                profile: "sim".into(),
-                preferred_hosts: vec![],
-            },
-        );
+        mc_tests::cp::sim_lane(c, "coder");
     })
     .await;
     cp.add_project("bench", "solo").await;
@@ -343,12 +336,8 @@ async fn ours(
             let mut ids = Vec::new();
             for i in (k..tickets).step_by(CREATORS) {
                 ids.push(
-                    c.create_ticket(create("bench", &format!("burst {i}")))
+                    mc_tests::wait::created(&mut c, create("bench", &format!("burst {i}")))
                         .await
-                        .unwrap()
-                        .into_inner()
-                        .ticket
-                        .unwrap()
                         .id,
                 );
             }

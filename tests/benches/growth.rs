@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use mc_common::identity::Role;
-use mc_control_plane::config::LaneConfig;
 use mc_proto as pb;
 use mc_tests::cp::{Backend, TestCp, create};
 use mc_tests::sim::{SimWorker, pct};
@@ -240,13 +239,7 @@ fn main() {
             }
             // The solo workflow's lane, served by the simulated worker's profile.
             let cp = TestCp::start_with(backend, |c| {
-                c.lanes.insert(
-                    "coder".into(),
-                    LaneConfig {
-                        profile: "sim".into(),
-                        preferred_hosts: vec![],
-                    },
-                );
+                mc_tests::cp::sim_lane(c, "coder");
             })
             .await;
             cp.add_project("bench", "solo").await;

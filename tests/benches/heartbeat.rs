@@ -136,13 +136,7 @@ fn main() {
             // Every worker could take work of every lane (its profile serves them all), as
             // in a fleet of one kind of agent: an idle board must not cost a claim per worker.
             for lane in ["planner", "designer", "coder", "qa", "tester", "validator"] {
-                cfg.lanes.insert(
-                    lane.into(),
-                    mc_control_plane::config::LaneConfig {
-                        profile: "sim".into(),
-                        preferred_hosts: vec![],
-                    },
-                );
+                mc_tests::cp::sim_lane(&mut cfg, lane);
             }
             let (path, port) = write_config(&cfg, dir.path());
             let mut proc = CpProc::spawn(&path, port);

@@ -126,6 +126,17 @@ impl TestCp {
     }
 }
 
+/// Maps `lane` to the simulated workers' profile, `sim` (`mc_tests::sim`).
+pub fn sim_lane(c: &mut Config, lane: &str) {
+    c.lanes.insert(
+        lane.into(),
+        mc_control_plane::config::LaneConfig {
+            profile: "sim".into(),
+            preferred_hosts: vec![],
+        },
+    );
+}
+
 /// A create request with the essentials filled in.
 pub fn create(project: &str, title: &str) -> pb::CreateTicketRequest {
     pb::CreateTicketRequest {

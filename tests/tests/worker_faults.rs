@@ -12,7 +12,7 @@ use mc_control_plane::config::LaneConfig;
 use mc_proto as pb;
 use mc_tests::cp::{Backend, CpProc, TestCp, create, write_config};
 use mc_tests::history;
-use mc_tests::wait::{logs, output_contains, ticket_in, ticket_until, until, until_ok};
+use mc_tests::wait::{created, logs, output_contains, ticket_in, ticket_until, until, until_ok};
 use mc_tests::worker::{self, WorkerProc, commits_on, profile, repo, script};
 use mc_worker_agent::WorkerAgent;
 use mc_worker_agent::profiles::{Profile, RuntimeKind};
@@ -400,12 +400,8 @@ async fn workers_on_two_replicas_race_and_no_ticket_runs_twice() {
     let mut ids = Vec::new();
     for i in 0..12 {
         ids.push(
-            c.create_ticket(create("web", &format!("race {i}")))
+            created(&mut c, create("web", &format!("race {i}")))
                 .await
-                .unwrap()
-                .into_inner()
-                .ticket
-                .unwrap()
                 .id,
         );
     }

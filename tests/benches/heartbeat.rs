@@ -149,7 +149,7 @@ fn main() {
 
             // The same streams against the floor: the same stack, answering heartbeats only.
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut floor = mc_tests::floor::spawn(
+            let floor = mc_tests::floor::spawn(
                 &pki.dir.path().join("certs"),
                 port,
                 cfg.dispatch.heartbeat_interval,
@@ -162,9 +162,8 @@ fn main() {
                 async move { mc_common::grpc::connect(&url, t, Some("localhost")).await.map_err(|e| e.to_string()) }
             })
             .await;
-            let base = measure(floor.id(), &url, &tls, seconds, fch).await;
-            let _ = floor.kill();
-            let _ = floor.wait();
+            let base = measure(floor.pid(), &url, &tls, seconds, fch).await;
+            drop(floor);
 
             for (who, r) in [("cp", &cp), ("floor", &base)] {
                 println!(

@@ -3,8 +3,8 @@
 //! connection limits, the same boxed wire into the response stream) that answers
 //! heartbeats as a control plane does (an ack per `ack_every`, and the first at once) and
 //! does nothing else but serve health checks: no registry, no board, no auth layer, no
-//! traces. What the control
-//! plane spends over it on the same traffic is what its own work costs.
+//! traces. What the control plane spends over it on the same traffic is what its own work
+//! costs.
 //!
 //! A benchmark runs it in a process of its own ([`spawn`]: the bench's binary again, with
 //! `--serve-floor`), so its CPU is read apart from the simulated workers'.
@@ -98,17 +98,33 @@ pub async fn serve(
     Ok(())
 }
 
+/// The floor's process; killed when dropped.
+pub struct FloorProc(std::process::Child);
+
+impl FloorProc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for FloorProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The floor in its own process: this binary again with `--serve-floor CERTS PORT
 /// HEARTBEAT_MS LEASE_MS MAX_CONNECTIONS`, which the caller's `main` hands to [`serve`]
-/// ([`serve_from_args`]). Killed when the child is dropped by the caller.
+/// ([`serve_from_args`]).
 pub fn spawn(
     certs: &Path,
     port: u16,
     heartbeat: Duration,
     lease_ttl: Duration,
     max_connections: usize,
-) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().expect("the bench's own path"))
+) -> FloorProc {
+    let child = std::process::Command::new(std::env::current_exe().expect("the bench's own path"))
         .arg("--serve-floor")
         .arg(certs)
         .args([
@@ -119,7 +135,8 @@ pub fn spawn(
         ])
         .stdin(std::process::Stdio::null())
         .spawn()
-        .expect("starting the floor server")
+        .expect("starting the floor server");
+    FloorProc(child)
 }
 
 /// If this process was started by [`spawn`], serves the floor until killed and returns
